@@ -6,7 +6,9 @@ import importlib.util
 import platform
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,9 @@ def _first_line(argv: list[str]) -> str | None:
 
 def _binary(name: str, candidates: list[str], version_argv: list[str], required: bool, fix: str) -> Check:
     for candidate in candidates:
-        path = shutil.which(candidate)
+        # Tools installed in the same venv as ttsbench count even when the venv is not activated.
+        local = Path(sys.executable).parent / candidate
+        path = str(local) if local.is_file() else shutil.which(candidate)
         if path:
             version = _first_line([path, *version_argv]) or "(version unknown)"
             return Check(name, required, True, f"{path}: {version}", fix)

@@ -1,0 +1,52 @@
+"""Linters run as tests: ruff, yamllint, ansible-lint (production profile)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def _tool(name: str) -> str:
+    local = BIN / name
+    if local.exists():
+        return str(local)
+    found = shutil.which(name)
+    if not found:
+        pytest.fail(f"{name} is not installed: pip install -e '.[test]'")
+    return found
+
+
+def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=False, timeout=900)
+
+
+def test_ruff() -> None:
+    res = _run([_tool("ruff"), "check", "python", "tests", "benchmarks"] if (ROOT / "benchmarks").is_dir()
+               else [_tool("ruff"), "check", "python", "tests"])
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_yamllint() -> None:
+    res = _run([_tool("yamllint"), "-s", "."])
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_ansible_lint_production_profile() -> None:
+    env_bin = str(BIN)
+    res = subprocess.run(
+        [_tool("ansible-lint"), "--profile", "production", "--offline"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=900,
+        env={**__import__("os").environ, "PATH": env_bin + ":" + __import__("os").environ.get("PATH", "")},
+    )
+    assert res.returncode == 0, res.stdout[-6000:] + res.stderr[-6000:]
