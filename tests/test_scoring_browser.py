@@ -7,18 +7,27 @@ import threading
 from pathlib import Path
 
 import pytest
-from scoring_runs import HAVE_ESPEAK, make_run
 
+from scoring_runs import HAVE_ESPEAK, make_run
 from ttsbench.cli import main
 from ttsbench.scoring.listen.server import make_server
 from ttsbench.scoring.listen.session import Session
 from ttsbench.scoring.rundoc import RunDir
 
 CHROMIUM = "/usr/bin/chromium"
-pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(not (HAVE_ESPEAK and Path(CHROMIUM).exists()), reason="needs chromium + espeak-ng")]
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run", "--autoplay-policy=no-user-gesture-required"]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not (HAVE_ESPEAK and Path(CHROMIUM).exists()), reason="needs chromium + espeak-ng"),
+]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--autoplay-policy=no-user-gesture-required",
+]
 SHOTS = Path(__file__).resolve().parent.parent / "build" / "screenshots"
 
 
@@ -34,8 +43,14 @@ def browser():
 def test_report_renders_without_console_errors(browser, tmp_path):
     run = make_run(tmp_path, standin={"chatterbox@panda"})
     csv = tmp_path / "r.csv"
-    csv.write_text("utt_id,system,score,note\n" + "".join(
-        f"{u},{s},{x},\n" for u in ("u01", "u02", "u03") for s, x in (("chatterbox@titan", 4), ("chatterbox@panda", 5))))
+    csv.write_text(
+        "utt_id,system,score,note\n"
+        + "".join(
+            f"{u},{s},{x},\n"
+            for u in ("u01", "u02", "u03")
+            for s, x in (("chatterbox@titan", 4), ("chatterbox@panda", 5))
+        )
+    )
     assert main(["ratings", "import", str(run), str(csv)]) == 0
     assert main(["verdict", str(run)]) == 0
     assert main(["report", str(run)]) == 0
@@ -98,7 +113,7 @@ def test_listening_page_blind_until_submit(browser, tmp_path):
             played = page.evaluate("""() => Promise.all(['R','A','B'].map(l => {
                 const a = document.getElementById('audio-' + l);
                 return a.play().then(() => new Promise(r => setTimeout(() => r(a.currentTime > 0 || !a.paused), 300)));
-            }))""")
+            }))""")  # noqa: E501
             assert all(played)
             dom = page.content()
             for word in forbidden:
@@ -107,7 +122,9 @@ def test_listening_page_blind_until_submit(browser, tmp_path):
             page.keyboard.press("5")  # B (focus moves to B after rating A)
             page.fill("#note", f"note {k}")
             page.locator("#next").click()
-            page.wait_for_function(f"document.getElementById('counter').textContent.includes('{k + 1} rated')")
+            page.wait_for_function(
+                f"document.getElementById('counter').textContent.includes('{k + 1} rated')"
+            )
         assert (run / "scores" / "listen-progress.json").exists()
         assert not (run / "scores" / "ab-mapping.json").exists()
         # reloading resumes (nothing lost) — still blind

@@ -69,8 +69,10 @@ def make_server(session: Session, port: int = 0) -> ThreadingHTTPServer:
                 with lock:
                     if self.path == "/api/rate":
                         session.answer(str(data.get("item")), data.get("scores") or {}, data.get("note"))
-                        return self._json(200, {"ok": True, "complete": session.complete(),
-                                                "answered": len(session.answers)})
+                        return self._json(
+                            200,
+                            {"ok": True, "complete": session.complete(), "answered": len(session.answers)},
+                        )
                     if self.path == "/api/submit":
                         return self._json(200, {"ok": True, **session.submit()})
             except KeyError:
