@@ -113,7 +113,7 @@ def test_listening_page_blind_until_submit(browser, tmp_path):
             played = page.evaluate("""() => Promise.all(['R','A','B'].map(l => {
                 const a = document.getElementById('audio-' + l);
                 return a.play().then(() => new Promise(r => setTimeout(() => r(a.currentTime > 0 || !a.paused), 300)));
-            }))""")  # noqa: E501
+            }))""")
             assert all(played)
             dom = page.content()
             for word in forbidden:

@@ -39,7 +39,7 @@ def strip_plot(series: dict[str, list[float]], title: str, unit: str) -> str:
     h = 40 + row * len(names) + 40
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {h}" width="{W}" height="{h}" role="img">',
-        f'<title>{escape(title)}</title><text x="10" y="20" font-size="14" font-weight="bold">{escape(title)}</text>',  # noqa: E501
+        f'<title>{escape(title)}</title><text x="10" y="20" font-size="14" font-weight="bold">{escape(title)}</text>',
     ]
     for i, n in enumerate(names):
         y = 45 + i * row
@@ -77,7 +77,7 @@ def grouped_bars(
     bar_w = max(2.0, (group_w - 8) / max(1, len(series)))
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {h}" width="{W}" height="{h}" role="img">',
-        f'<title>{escape(title)}</title><text x="10" y="20" font-size="14" font-weight="bold">{escape(title)}</text>',  # noqa: E501
+        f'<title>{escape(title)}</title><text x="10" y="20" font-size="14" font-weight="bold">{escape(title)}</text>',
         f'<line x1="{left}" y1="{bottom}" x2="{W - 20}" y2="{bottom}" stroke="#888"/>',
     ]
     for t in np.linspace(0, top, 5):
@@ -140,7 +140,7 @@ _STOPS = np.array([[13, 8, 135], [126, 3, 168], [204, 71, 120], [248, 149, 64], 
 
 
 def spectrogram_png(y: np.ndarray, sr: int, max_hz: float = 8000.0, height: int = 160) -> bytes:
-    """Log-magnitude STFT (25 ms Hann, 10 ms hop), 80 dB range, plasma-like colours; low frequencies at the bottom."""  # noqa: E501
+    """Log-magnitude STFT (25 ms Hann, 10 ms hop), 80 dB range, plasma-like colours; low frequencies at the bottom."""
     n_fft, hop = int(0.025 * sr), int(0.010 * sr)
     if len(y) < n_fft:
         y = np.pad(y, (0, n_fft - len(y)))

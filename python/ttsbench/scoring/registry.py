@@ -1,4 +1,4 @@
-"""The one registry of metrics: name, units, direction and meaning. The report's metric docs come from here."""  # noqa: E501
+"""The one registry of metrics: name, units, direction and meaning. The report's metric docs come from here."""
 
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ text-align:left;vertical-align:top}th{background:#f0f2f5}td.num{text-align:right
 .badge.ok{background:#e6fcf5;color:#087f5b}.spec{display:flex;gap:1rem;flex-wrap:wrap}
 .spec figure{margin:0}.spec img{width:340px;height:160px;image-rendering:pixelated;border:1px solid #ddd}
 audio{width:220px;height:32px}.muted{color:#666}code{background:#f0f2f5;padding:0 .25rem;border-radius:3px}
-"""  # noqa: E501
+"""
 
 PCT_KEYS = [
     ("p50_ttfa_ms", "TTFA p50 (ms)"),
@@ -96,13 +96,13 @@ def build(run: RunDir) -> tuple[str, str]:
     h.append("<h2>Summary and verdict</h2>")
     if verdict:
         h.append(
-            f"<div class='{_verdict_class(outcome)}' id='verdict'>Verdict: <b>{escape(outcome or '')}</b></div>"  # noqa: E501
+            f"<div class='{_verdict_class(outcome)}' id='verdict'>Verdict: <b>{escape(outcome or '')}</b></div>"
             "<ul>" + "".join(f"<li>{escape(r)}</li>" for r in verdict.get("reasons", [])) + "</ul>"
         )
         rule = verdict.get("rule", {})
         h.append(
             f"<p class='muted'>rule <code>{escape(str(rule.get('name')))}</code> v{escape(str(rule.get('rule_version')))}"  # noqa: E501
-            f" · file <code>{escape(str(rule.get('file')))}</code> · sha256 <code>{escape(str(rule.get('sha256')))}"  # noqa: E501
+            f" · file <code>{escape(str(rule.get('file')))}</code> · sha256 <code>{escape(str(rule.get('sha256')))}"
             "</code></p>"
         )
         h.append(
@@ -117,7 +117,7 @@ def build(run: RunDir) -> tuple[str, str]:
         )
     else:
         h.append(
-            "<div class='verdict pending' id='verdict'>No verdict yet — run <code>ttsbench verdict</code>.</div>"  # noqa: E501
+            "<div class='verdict pending' id='verdict'>No verdict yet — run <code>ttsbench verdict</code>.</div>"
         )
     if standins:
         h.append(
@@ -188,7 +188,7 @@ def build(run: RunDir) -> tuple[str, str]:
     if gemma:
         tag = " <span class='badge'>stand-in</span>" if gemma.get("standin") else ""
         h.append(
-            f"<p>mode <b>{escape(str(gemma.get('mode')))}</b>, backend {escape(str(gemma.get('backend')))}{tag};"  # noqa: E501
+            f"<p>mode <b>{escape(str(gemma.get('mode')))}</b>, backend {escape(str(gemma.get('backend')))}{tag};"
             f" drift {_num(gemma.get('drift'))}× (gate ≤ {_num(gemma.get('max_drift'))}×):"
             f" <b>{escape(str(gemma.get('gate')))}</b></p>"
         )
@@ -229,7 +229,7 @@ def build(run: RunDir) -> tuple[str, str]:
                 f"Wilcoxon signed-rank p = {_num(p['wilcoxon_p'], 4)} (n = {p['n_items']} items)</p>"
             )
         h.append(
-            f"<p class='muted'>source: {escape(str(ratings.get('source')))} — {escape(ratings['question'])}</p>"  # noqa: E501
+            f"<p class='muted'>source: {escape(str(ratings.get('source')))} — {escape(ratings['question'])}</p>"
         )
     else:
         h.append(
@@ -274,7 +274,7 @@ def build(run: RunDir) -> tuple[str, str]:
     ref = run.reference
     if ref:
         h.append(
-            f"<p>Reference voice: <audio controls preload='none' src='{_data_uri(ref, 'audio/wav')}'></audio></p>"  # noqa: E501
+            f"<p>Reference voice: <audio controls preload='none' src='{_data_uri(ref, 'audio/wav')}'></audio></p>"
         )
     for utt, text in run.texts().items():
         h.append(f"<h3>{escape(utt)} — “{escape(text)}”</h3><div class='spec'>")
@@ -358,7 +358,7 @@ def markdown(
         rule = verdict["rule"]
         out += [
             "",
-            f"Rule `{rule['name']}` v{rule['rule_version']} (`{rule['file']}`, sha256 `{rule['sha256'][:12]}…`)",  # noqa: E501
+            f"Rule `{rule['name']}` v{rule['rule_version']} (`{rule['file']}`, sha256 `{rule['sha256'][:12]}…`)",
         ]
     if standins:
         out += ["", f"> Stand-ins (not the real engine): {', '.join(standins)}"]
@@ -371,7 +371,7 @@ def markdown(
         sm = s["summary"]
         out.append(
             f"| {s['system_id']} | {s['engine'].get('weights')} | {sm.get('n_ok')}/{sm.get('n')} | "
-            f"{_num(sm.get('p50_ttfa_ms'), 1)} | {_num(sm.get('p90_ttfa_ms'), 1)} | {_num(sm.get('p50_rtf'))} | "  # noqa: E501
+            f"{_num(sm.get('p50_ttfa_ms'), 1)} | {_num(sm.get('p90_ttfa_ms'), 1)} | {_num(sm.get('p50_rtf'))} | "
             f"{_num(sm.get('p90_rtf'))} |"
         )
     g = doc.get("gemma")

@@ -99,7 +99,7 @@ class Session:
         }
 
     def clip(self, key: str, label: str) -> bytes:
-        """Audio re-encoded to one format (PCM16 mono, 24 kHz, no metadata) so bytes don't tell systems apart."""  # noqa: E501
+        """Audio re-encoded to one format (PCM16 mono, 24 kHz, no metadata) so bytes don't tell systems apart."""
         it = self.item(key)
         if label == "R":
             if self.reference is None:
