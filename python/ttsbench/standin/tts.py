@@ -179,7 +179,7 @@ class TtsHandler(JsonHandler):
         if mode == "none":
             pcm = synthesize(c, text)
             body = (wav_header(c.sample_rate, len(pcm)) if fmt == "wav" else b"") + pcm
-            body = self._apply_fault(body, fmt, fault, header_len=44 if fmt == "wav" else 0)
+            body = self._apply_fault(body, fmt, fault, c.sample_rate)
             _sleep_until(deadline)
             self.send_response(200)
             self.send_header("Content-Type", ctype)
@@ -236,11 +236,12 @@ class TtsHandler(JsonHandler):
         self.wfile.write(b"0\r\n\r\n")
 
     @staticmethod
-    def _apply_fault(body: bytes, fmt: str, fault: str | None, header_len: int) -> bytes:
+    def _apply_fault(body: bytes, fmt: str, fault: str | None, sample_rate: int) -> bytes:
+        header_len = 44 if fmt == "wav" else 0
         if fault == "truncate-header":
             return body[:20] if fmt == "wav" else b""
         if fault == "zero-audio":
-            return body[:header_len]
+            return wav_header(sample_rate, 0) if fmt == "wav" else b""
         if fault == "truncate-sample":
             return body[: header_len + 2 * 100 + 1]
         return body
