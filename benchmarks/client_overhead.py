@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import subprocess
@@ -27,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.standin_helpers import standin  # noqa: E402
+
 from ttsbench.httpbench import SpeechTarget, endpoint_url, synthesize_once  # noqa: E402
 from ttsbench.metrics import percentile  # noqa: E402
 from ttsbench.results import utc_now, write_json_atomic  # noqa: E402
@@ -63,8 +63,11 @@ def _machine() -> str:
                 break
     except OSError:
         pass
-    distro = platform.freedesktop_os_release().get("PRETTY_NAME", "Linux") if hasattr(
-        platform, "freedesktop_os_release") else platform.system()
+    distro = (
+        platform.freedesktop_os_release().get("PRETTY_NAME", "Linux")
+        if hasattr(platform, "freedesktop_os_release")
+        else platform.system()
+    )
     return f"{distro}, {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}"
 
 
@@ -81,23 +84,30 @@ def main() -> int:
     with standin("tts", "--first-chunk-delay-ms", str(args.delay_ms), realtime=args.realtime) as url:
         for c in LEVELS:
             over = asyncio.run(measure(url, args.delay_ms, c, args.requests))
-            table[str(c)] = {"p50_overhead_ms": round(percentile(over, 50), 3),
-                             "p99_overhead_ms": round(percentile(over, 99), 3),
-                             "min_overhead_ms": round(min(over), 3), "max_overhead_ms": round(max(over), 3),
-                             "n": len(over)}
+            table[str(c)] = {
+                "p50_overhead_ms": round(percentile(over, 50), 3),
+                "p99_overhead_ms": round(percentile(over, 99), 3),
+                "min_overhead_ms": round(min(over), 3),
+                "max_overhead_ms": round(max(over), 3),
+                "n": len(over),
+            }
     print(f"{'concurrency':>11}  {'p50 ms':>8}  {'p99 ms':>8}  {'min ms':>8}  {'max ms':>8}")
     for c, row in table.items():
-        print(f"{c:>11}  {row['p50_overhead_ms']:8.3f}  {row['p99_overhead_ms']:8.3f}  "
-              f"{row['min_overhead_ms']:8.3f}  {row['max_overhead_ms']:8.3f}")
+        print(
+            f"{c:>11}  {row['p50_overhead_ms']:8.3f}  {row['p99_overhead_ms']:8.3f}  "
+            f"{row['min_overhead_ms']:8.3f}  {row['max_overhead_ms']:8.3f}"
+        )
     target_ok = table["1"]["p99_overhead_ms"] <= 1.0
     print(f"target p99 <= 1 ms at c=1: {'met' if target_ok else 'NOT met'}")
     doc = {
         "machine": _machine(),
         "measured_at": utc_now(),
-        "method": (f"bench-http client (httpx.AsyncClient) against the espeak-ng stand-in on 127.0.0.1 with "
-                   f"--first-chunk-delay-ms {args.delay_ms:g}; overhead = measured TTFA - injected delay; "
-                   f"{args.requests} timed requests per level after warm-up; "
-                   f"{'SCHED_FIFO (chrt -f 50) for server and client' if args.realtime else 'normal priority'}"),
+        "method": (
+            f"bench-http client (httpx.AsyncClient) against the espeak-ng stand-in on 127.0.0.1 with "
+            f"--first-chunk-delay-ms {args.delay_ms:g}; overhead = measured TTFA - injected delay; "
+            f"{args.requests} timed requests per level after warm-up; "
+            f"{'SCHED_FIFO (chrt -f 50) for server and client' if args.realtime else 'normal priority'}"
+        ),
         "target": {"p99_overhead_ms_at_c1": 1.0, "met": target_ok},
         "concurrency": table,
     }

@@ -34,8 +34,11 @@ def ttsbench_cmd(*args: str, realtime: bool = False) -> list[str]:
 @contextlib.contextmanager
 def standin(kind: str, *args: str, realtime: bool = False) -> Iterator[str]:
     port = free_port()
-    proc = subprocess.Popen(ttsbench_cmd("standin", kind, "--port", str(port), *args, realtime=realtime),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        ttsbench_cmd("standin", kind, "--port", str(port), *args, realtime=realtime),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 20

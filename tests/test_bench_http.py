@@ -19,8 +19,20 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def bench(url: str, run_dir: Path, *extra: str, realtime: bool = False, timeout: float = 90):
-    cmd = ttsbench_cmd("bench-http", url, "--run-dir", str(run_dir), "--engine", "standin", "--host-label",
-                       "local", "--standin", "--no-progress", *extra, realtime=realtime)
+    cmd = ttsbench_cmd(
+        "bench-http",
+        url,
+        "--run-dir",
+        str(run_dir),
+        "--engine",
+        "standin",
+        "--host-label",
+        "local",
+        "--standin",
+        "--no-progress",
+        *extra,
+        realtime=realtime,
+    )
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
@@ -40,12 +52,26 @@ def test_ttfa_matches_injected_first_chunk_delay(tmp_path, delay_ms):
     assert all(delay_ms <= t <= delay_ms + 5 for t in ttfa), ttfa
 
 
-@pytest.mark.parametrize(("stream", "fmt"), [("audio", "wav"), ("audio", "pcm"), ("sse", "pcm"),
-                                             ("sse", "wav"), ("none", "wav"), ("none", "pcm")])
+@pytest.mark.parametrize(
+    ("stream", "fmt"),
+    [("audio", "wav"), ("audio", "pcm"), ("sse", "pcm"), ("sse", "wav"), ("none", "wav"), ("none", "pcm")],
+)
 def test_stream_modes_produce_the_same_audio(tmp_path, stream, fmt):
     with standin("tts", "--chunk-ms", "37", "--sample-rate", "22050") as url:
-        r = bench(url, tmp_path, "--only", "u03", "--warmup", "0", "--stream", stream, "--response-format", fmt,
-                  "--pcm-sample-rate", "22050")
+        r = bench(
+            url,
+            tmp_path,
+            "--only",
+            "u03",
+            "--warmup",
+            "0",
+            "--stream",
+            stream,
+            "--response-format",
+            fmt,
+            "--pcm-sample-rate",
+            "22050",
+        )
     assert r.returncode == 0, r.stderr
     doc = _doc(tmp_path)
     row = doc["systems"][0]["utterances"][0]
@@ -71,7 +97,10 @@ def test_concurrency_sweep_and_merge_into_existing_run(tmp_path):
     sys0 = doc["systems"][0]
     assert sorted(r["concurrency"] for r in sys0["utterances"]) == [1] * 4 + [2] * 4 + [4] * 4
     assert set(sys0["summary_by_concurrency"]) == {"1", "2", "4"} and sys0["summary"]["n_ok"] == 12
-    assert sorted(p.name for p in (tmp_path / "wavs" / "standin" / "local").iterdir()) == ["u01.wav", "u07.wav"]
+    assert sorted(p.name for p in (tmp_path / "wavs" / "standin" / "local").iterdir()) == [
+        "u01.wav",
+        "u07.wav",
+    ]
 
 
 def test_reference_is_resampled_and_sent(tmp_path):
@@ -100,22 +129,37 @@ def test_unreachable_server(tmp_path):
     assert r.returncode == 3 and not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize(("fault", "needle"), [
-    ("http-500", "HTTP 500: {\"error\": {\"message\": \"stand-in fault injected: internal server error\""),
-    ("truncate-header", "ended mid-header"),
-    ("truncate-sample", "ended mid-sample"),
-    ("zero-audio", "zero-length audio"),
-])
+@pytest.mark.parametrize(
+    ("fault", "needle"),
+    [
+        ("http-500", 'HTTP 500: {"error": {"message": "stand-in fault injected: internal server error"'),
+        ("truncate-header", "ended mid-header"),
+        ("truncate-sample", "ended mid-sample"),
+        ("zero-audio", "zero-length audio"),
+    ],
+)
 @pytest.mark.parametrize("stream", ["audio", "none"])
 def test_faulty_responses(tmp_path, fault, needle, stream):
     with standin("tts") as url:
         # during warm-up: abort, nothing written
-        r = bench(url, tmp_path / "w", "--only", "u01", "--stream", stream, "--header", f"X-Standin-Fault={fault}")
+        r = bench(
+            url, tmp_path / "w", "--only", "u01", "--stream", stream, "--header", f"X-Standin-Fault={fault}"
+        )
         _one_line_error(r, "warm-up", needle, "nothing written")
         assert not (tmp_path / "w").exists()
         # during timed requests: rows carry the error, results are kept, exit non-zero
-        r = bench(url, tmp_path / "t", "--only", "u01,u07", "--warmup", "0", "--stream", stream,
-                  "--header", f"X-Standin-Fault={fault}")
+        r = bench(
+            url,
+            tmp_path / "t",
+            "--only",
+            "u01,u07",
+            "--warmup",
+            "0",
+            "--stream",
+            stream,
+            "--header",
+            f"X-Standin-Fault={fault}",
+        )
     _one_line_error(r, "2/2 request(s) failed", needle)
     doc = _doc(tmp_path / "t")
     rows = doc["systems"][0]["utterances"]
@@ -129,10 +173,13 @@ def test_http_400_body_is_shown(tmp_path):
     _one_line_error(r, "HTTP 400", "wav or pcm, not 'mp3'")
 
 
-@pytest.mark.parametrize(("make", "needle"), [
-    (lambda p: p.write_bytes(b"ID3\x03" + b"\x00" * 100), "not a WAV file"),
-    (lambda p: None, "file not found"),
-])
+@pytest.mark.parametrize(
+    ("make", "needle"),
+    [
+        (lambda p: p.write_bytes(b"ID3\x03" + b"\x00" * 100), "not a WAV file"),
+        (lambda p: None, "file not found"),
+    ],
+)
 def test_bad_reference(tmp_path, make, needle):
     ref = tmp_path / "ref.wav"
     make(ref)
@@ -141,11 +188,14 @@ def test_bad_reference(tmp_path, make, needle):
     assert r.returncode == 2 and not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize(("body", "needle"), [
-    ("utterances:\n  - {id: a, text: '  '}\n", "empty or whitespace"),
-    ("utterances:\n  - {id: a, text: x}\n  - {id: a, text: y}\n", "duplicate id"),
-    ("utterances:\n  - {id: a, text: [1, 2]}\n", "must be a string"),
-])
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        ("utterances:\n  - {id: a, text: '  '}\n", "empty or whitespace"),
+        ("utterances:\n  - {id: a, text: x}\n  - {id: a, text: y}\n", "duplicate id"),
+        ("utterances:\n  - {id: a, text: [1, 2]}\n", "must be a string"),
+    ],
+)
 def test_bad_utterances_file(tmp_path, body, needle):
     f = tmp_path / "u.yaml"
     f.write_text(body)
@@ -156,8 +206,24 @@ def test_bad_utterances_file(tmp_path, body, needle):
 
 def _start_bench(url: str, run_dir: Path) -> subprocess.Popen:
     # ~0.5 s per request: 40 ms chunks paced 10 ms apart
-    cmd = ttsbench_cmd("bench-http", url, "--run-dir", str(run_dir), "--engine", "standin", "--host-label",
-                       "local", "--standin", "--no-progress", "--only", "u01,u07", "-n", "30", "--warmup", "0")
+    cmd = ttsbench_cmd(
+        "bench-http",
+        url,
+        "--run-dir",
+        str(run_dir),
+        "--engine",
+        "standin",
+        "--host-label",
+        "local",
+        "--standin",
+        "--no-progress",
+        "--only",
+        "u01,u07",
+        "-n",
+        "30",
+        "--warmup",
+        "0",
+    )
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -165,7 +231,7 @@ def test_server_dying_half_way_keeps_partial_results(tmp_path):
     with standin("tts", "--chunk-ms", "40", "--chunk-pacing-ms", "10") as url:
         proc = _start_bench(url, tmp_path)
         time.sleep(4)
-    out, err = proc.communicate(timeout=60)
+    _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 3, err
     assert "marked complete=false" in err
     doc = _doc(tmp_path)
@@ -180,7 +246,7 @@ def test_ctrl_c_keeps_what_was_measured(tmp_path):
         proc = _start_bench(url, tmp_path)
         time.sleep(4)
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
+        _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "interrupted" in err
     doc = _doc(tmp_path)

@@ -14,8 +14,9 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def probe(url: str, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run(ttsbench_cmd("probe-llm", url, "--json", *extra), capture_output=True, text=True,
-                          timeout=30)
+    return subprocess.run(
+        ttsbench_cmd("probe-llm", url, "--json", *extra), capture_output=True, text=True, timeout=30
+    )
 
 
 def test_probe_follows_runtime_latency_changes():
@@ -52,7 +53,9 @@ def test_chat_completion_shape_and_bad_request():
 def test_tts_standin_endpoints():
     with standin("tts", "--voice-label", "casual_male") as url:
         assert httpx.get(f"{url}/v1/audio/voices").json()["voices"] == ["casual_male"]
-        r = httpx.post(f"{url}/v1/audio/speech", json={"input": "hello", "ref_audio": "data:audio/wav;base64,SUQz"})
+        r = httpx.post(
+            f"{url}/v1/audio/speech", json={"input": "hello", "ref_audio": "data:audio/wav;base64,SUQz"}
+        )
         assert r.status_code == 400 and "not a WAV" in r.text
         r = httpx.post(f"{url}/v1/audio/speech", json={"input": "hello", "response_format": "wav"})
         assert r.status_code == 200 and r.content[:4] == b"RIFF" and len(r.content) > 10000
