@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.standin_helpers import standin, ttsbench_cmd
+from standin_helpers import standin, ttsbench_cmd
 from ttsbench.audio import read_wav
 
 pytestmark = pytest.mark.timeout(120)
@@ -122,7 +122,7 @@ def _one_line_error(r, *needles: str) -> None:
 
 
 def test_unreachable_server(tmp_path):
-    from tests.standin_helpers import free_port
+    from standin_helpers import free_port
 
     r = bench(f"http://127.0.0.1:{free_port()}", tmp_path / "run", "--only", "u01")
     _one_line_error(r, "cannot connect", "nothing written")

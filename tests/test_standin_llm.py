@@ -8,7 +8,7 @@ import subprocess
 import httpx
 import pytest
 
-from tests.standin_helpers import free_port, standin, ttsbench_cmd
+from standin_helpers import free_port, standin, ttsbench_cmd
 
 pytestmark = pytest.mark.timeout(60)
 
