@@ -51,6 +51,20 @@ def _dft_basis(n_fft: int, n_bins: int, device: torch.device, dtype: torch.dtype
     return torch.cos(ang).to(device=device, dtype=dtype), (-torch.sin(ang)).to(device=device, dtype=dtype)
 
 
+@lru_cache(maxsize=32)
+def _inverse_basis(n_fft: int, normalized: bool, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(2*n_bins, n_fft) inverse real DFT: x[n] = 1/N sum_k c_k (Re X_k cos - Im X_k sin); c_k = 2 but DC/Nyquist 1."""
+    n_bins = n_fft // 2 + 1
+    cos_b, sin_b = _dft_basis(n_fft, n_bins, torch.device("cpu"), torch.float64)
+    coef = torch.full((n_bins,), 2.0, dtype=torch.float64)
+    coef[0] = 1.0
+    if n_fft % 2 == 0:
+        coef[-1] = 1.0
+    scale = (1.0 / math.sqrt(n_fft)) if normalized else (1.0 / n_fft)
+    inv = torch.cat([cos_b.T, sin_b.T], dim=0) * (coef * scale).repeat(2).unsqueeze(1)
+    return inv.to(device=device, dtype=dtype)
+
+
 def _full_window(window: torch.Tensor | None, win_length: int, n_fft: int, device: torch.device,
                  dtype: torch.dtype) -> torch.Tensor:
     if window is None:
@@ -119,15 +133,7 @@ def istft(input: torch.Tensor, n_fft: int, hop_length: int | None = None, win_le
     real, imag = spec.real.to(dtype), spec.imag.to(dtype)
     batch, _, n_frames = spec.shape
     win = _full_window(window, win_len, n_fft, spec.device, dtype)
-    cos_b, sin_b = _dft_basis(n_fft, n_bins, spec.device, dtype)
-    # inverse real DFT: x[n] = 1/N * sum_k c_k (Re X_k cos - Im X_k sin), c_k = 2 except DC (and Nyquist)
-    coef = torch.full((n_bins,), 2.0, device=spec.device, dtype=dtype)
-    coef[0] = 1.0
-    if n_fft % 2 == 0:
-        coef[-1] = 1.0
-    scale = (1.0 / math.sqrt(n_fft)) if normalized else (1.0 / n_fft)
-    inv = torch.cat([cos_b.T, sin_b.T], dim=0) * (coef * scale).repeat(2).unsqueeze(1)  # (2*n_bins, n_fft)
-    inv = inv * win.unsqueeze(0)  # synthesis window
+    inv = _inverse_basis(n_fft, normalized, spec.device, dtype) * win.unsqueeze(0)  # synthesis window
     stacked = torch.cat([real, imag], dim=1).transpose(1, 2)  # (B, n_frames, 2*n_bins)
     frames = torch.matmul(stacked, inv)  # (B, n_frames, n_fft), windowed
     expected_len = n_fft + hop * (n_frames - 1)
