@@ -251,9 +251,9 @@ def summarize(rows: list[dict[str, Any]], peak_gpu: float | None, peak_proc: flo
 def write_results(run_dir: Path, doc: dict[str, Any]) -> None:
     """The project's validating writer when present, else a plain atomic write (same document)."""
     try:
-        from ttsbench.results import write_results as project_write  # type: ignore[import-not-found]
-
         import jsonschema  # noqa: F401  # the project writer validates with it
+
+        from ttsbench.results import write_results as project_write  # type: ignore[import-not-found]
     except ImportError:
         write_json_atomic(run_dir / "results.json", doc)
         return

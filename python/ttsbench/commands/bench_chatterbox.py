@@ -40,6 +40,7 @@ def _run(args: argparse.Namespace) -> int:
 
     try:
         import torch
+
         from ttsbench.chatterbox.runner import DEFAULT_CHECKPOINT, RunnerConfig, run
     except ImportError as exc:
         raise UserError(f"bench-chatterbox needs torch and chatterbox-tts ({exc}); run it inside the chatterbox "
