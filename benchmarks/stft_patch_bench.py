@@ -1,4 +1,4 @@
-"""Benchmark: Blackwell STFT patch (DFT matmul) vs native torch.stft/istft, HiFT config, plus a full synthesis.
+"""Benchmark: Blackwell STFT patch (DFT matmul) vs native torch.stft/istft (HiFT config) + a synthesis.
 
 Run inside the chatterbox venv on a GPU host::
 
@@ -73,17 +73,23 @@ def stft_cases(device: str, seconds: list[float], warmup: int, reps: int) -> lis
             native_ms, native_err = None, f"{type(exc).__name__}: {exc}".splitlines()[0]
         p_spec, p_y = patched()
         patched_ms = _time(patched, device, warmup, reps)
-        case = {"audio_s": s, "native_ms": native_ms, "patched_ms": patched_ms,
-                "rel_err": _rel(p_spec, n_spec) if n_spec is not None else None,
-                "istft_rel_err": _rel(p_y, n_y) if n_y is not None else None,
-                "roundtrip_rel_err": _rel(p_y, x[:, : p_y.shape[-1]]),
-                "what": "stft+istft, n_fft 16, hop 4, hann, center (HiFTGenerator)",
-                "median_of": reps}
+        case = {
+            "audio_s": s,
+            "native_ms": native_ms,
+            "patched_ms": patched_ms,
+            "rel_err": _rel(p_spec, n_spec) if n_spec is not None else None,
+            "istft_rel_err": _rel(p_y, n_y) if n_y is not None else None,
+            "roundtrip_rel_err": _rel(p_y, x[:, : p_y.shape[-1]]),
+            "what": "stft+istft, n_fft 16, hop 4, hann, center (HiFTGenerator)",
+            "median_of": reps,
+        }
         if native_err:
             case["native_error"] = native_err
         cases.append(case)
-        print(f"{s:>6.1f} s  native {native_ms if native_ms is None else round(native_ms, 3)} ms  "
-              f"patched {patched_ms:.3f} ms  rel_err {case['rel_err']}")
+        print(
+            f"{s:>6.1f} s  native {native_ms if native_ms is None else round(native_ms, 3)} ms  "
+            f"patched {patched_ms:.3f} ms  rel_err {case['rel_err']}"
+        )
     return cases
 
 
@@ -100,8 +106,11 @@ def synthesis_case(device: str, checkpoint: Path, max_tokens: int, reps: int) ->
         torch.manual_seed(0)
         return model.generate(text, exaggeration=0.3, cfg_weight=0.3, temperature=0.6).squeeze(0).cpu()
 
-    out: dict = {"audio_s": None, "what": f"full ChatterboxTTS.generate, random-init, {max_tokens} tokens",
-                 "median_of": reps}
+    out: dict = {
+        "audio_s": None,
+        "what": f"full ChatterboxTTS.generate, random-init, {max_tokens} tokens",
+        "median_of": reps,
+    }
     native_wav = None
     try:
         native_wav = gen()
@@ -122,15 +131,18 @@ def synthesis_case(device: str, checkpoint: Path, max_tokens: int, reps: int) ->
         out["max_abs_diff"] = float(diff.max())
     else:
         out["rel_err"] = None
-    print(f"synthesis native {out.get('native_ms')} ms  patched {out['patched_ms']:.1f} ms  "
-          f"rel_err {out['rel_err']}")
+    print(
+        f"synthesis native {out.get('native_ms')} ms  patched {out['patched_ms']:.1f} ms  "
+        f"rel_err {out['rel_err']}"
+    )
     return out
 
 
 def device_label(device: str) -> str:
     if device.startswith("cuda"):
         major, minor = torch.cuda.get_device_capability()
-        return f"{torch.cuda.get_device_name()} (sm_{major}{minor}), torch {torch.__version__}, CUDA {torch.version.cuda}"
+        name = torch.cuda.get_device_name()
+        return f"{name} (sm_{major}{minor}), torch {torch.__version__}, CUDA {torch.version.cuda}"
     return f"CPU {platform.processor() or platform.machine()}, torch {torch.__version__}"
 
 
@@ -140,7 +152,9 @@ def main() -> int:
     ap.add_argument("--seconds", default="1,10,60")
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--checkpoint", type=Path, default=None, help="random-init checkpoint; skip synthesis if absent")
+    ap.add_argument(
+        "--checkpoint", type=Path, default=None, help="random-init checkpoint; skip synthesis if absent"
+    )
     ap.add_argument("--max-new-tokens", type=int, default=100)
     ap.add_argument("--synth-reps", type=int, default=3)
     ap.add_argument("--out", type=Path, default=Path("docs/benchmarks/stft-patch.json"))
@@ -150,10 +164,14 @@ def main() -> int:
     cases = stft_cases(args.device, [float(s) for s in args.seconds.split(",")], args.warmup, args.reps)
     if args.checkpoint is not None:
         cases.append(synthesis_case(args.device, args.checkpoint, args.max_new_tokens, args.synth_reps))
-    doc = {"device": device_label(args.device), "host": platform.node(),
-           "selftest_native": stft_patch.selftest(args.device) or "ok",
-           "method": "median wall ms after warm-up, torch.cuda.synchronize around each run",
-           "target": "patched_ms <= native_ms", "cases": cases}
+    doc = {
+        "device": device_label(args.device),
+        "host": platform.node(),
+        "selftest_native": stft_patch.selftest(args.device) or "ok",
+        "method": "median wall ms after warm-up, torch.cuda.synchronize around each run",
+        "target": "patched_ms <= native_ms",
+        "cases": cases,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=args.out.parent, suffix=".tmp")
     with os.fdopen(fd, "w") as fh:

@@ -61,8 +61,16 @@ def test_synthesis_same_with_and_without_stft_patch(ckpt: Path):
 
 def test_runner_writes_wavs_and_results(ckpt: Path, utts: Path, tmp_path: Path):
     out = tmp_path / "run"
-    cfg = runner.RunnerConfig(weights=str(ckpt), device="cpu", out=out, host_name="testhost", utterances=utts,
-                              only=["u07"], warmup=0, max_new_tokens=TOKENS)
+    cfg = runner.RunnerConfig(
+        weights=str(ckpt),
+        device="cpu",
+        out=out,
+        host_name="testhost",
+        utterances=utts,
+        only=["u07"],
+        warmup=0,
+        max_new_tokens=TOKENS,
+    )
     runner.run(cfg)
     doc = json.loads((out / "results.json").read_text())
     assert doc["kind"] == "chatterbox-inprocess" and doc["complete"] is True and doc["schema_version"] == 1

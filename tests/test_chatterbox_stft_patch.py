@@ -24,8 +24,13 @@ def _rel(a, b) -> float:
 
 
 @settings(max_examples=25, deadline=None)
-@given(cfg=st.sampled_from(CONFIGS), extra=st.integers(0, 3000), batch=st.integers(1, 2), seed=st.integers(0, 2**16),
-       complex_out=st.booleans())
+@given(
+    cfg=st.sampled_from(CONFIGS),
+    extra=st.integers(0, 3000),
+    batch=st.integers(1, 2),
+    seed=st.integers(0, 2**16),
+    complex_out=st.booleans(),
+)
 def test_stft_matches_torch(cfg, extra, batch, seed, complex_out):
     n_fft, hop, center = cfg
     g = torch.Generator().manual_seed(seed)
@@ -38,8 +43,12 @@ def test_stft_matches_torch(cfg, extra, batch, seed, complex_out):
 
 
 @settings(max_examples=25, deadline=None)
-@given(cfg=st.sampled_from([c for c in CONFIGS if c[2]]), extra=st.integers(0, 3000), seed=st.integers(0, 2**16),
-       give_length=st.booleans())
+@given(
+    cfg=st.sampled_from([c for c in CONFIGS if c[2]]),
+    extra=st.integers(0, 3000),
+    seed=st.integers(0, 2**16),
+    give_length=st.booleans(),
+)
 def test_istft_matches_torch_and_round_trips(cfg, extra, seed, give_length):
     n_fft, hop, _ = cfg
     x = torch.randn(1, n_fft + extra, generator=torch.Generator().manual_seed(seed))
@@ -51,8 +60,13 @@ def test_istft_matches_torch_and_round_trips(cfg, extra, seed, give_length):
     assert ours.shape == ref.shape
     assert _rel(ours, ref) <= 1e-5
     # round trip through the patched pair
-    back = stft_patch.istft(stft_patch.stft(x, n_fft, hop, window=win, return_complex=True), n_fft, hop,
-                            window=win, length=x.shape[-1])
+    back = stft_patch.istft(
+        stft_patch.stft(x, n_fft, hop, window=win, return_complex=True),
+        n_fft,
+        hop,
+        window=win,
+        length=x.shape[-1],
+    )
     assert _rel(back, x) <= 1e-5
 
 
