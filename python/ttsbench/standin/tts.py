@@ -19,6 +19,7 @@ per request (header ``X-Standin-Fault``) or for all requests (``--fault``): ``ht
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import struct
 import subprocess
@@ -90,6 +91,12 @@ def synthesize(cfg: TtsConfig, text: str) -> bytes:
 
 class TtsHandler(JsonHandler):
     cfg: TtsConfig
+    t_arrival = 0.0
+
+    def parse_request(self) -> bool:
+        # The request line has just been read: this is when the request arrived (headers/body follow).
+        self.t_arrival = time.perf_counter()
+        return super().parse_request()
 
     def do_GET(self) -> None:
         c = self.cfg
@@ -104,7 +111,7 @@ class TtsHandler(JsonHandler):
             self.send_error_json(404, f"no route {self.path}", "NotFoundError")
 
     def do_POST(self) -> None:
-        t_arrival = time.perf_counter()
+        t_arrival = self.t_arrival
         if self.path != "/v1/audio/speech":
             self.read_json_safely()
             self.send_error_json(404, f"no route {self.path}", "NotFoundError")
@@ -125,10 +132,8 @@ class TtsHandler(JsonHandler):
         self._serve(t_arrival, req["input"], plan, fault)
 
     def read_json_safely(self) -> None:
-        try:
+        with contextlib.suppress(ValueError):
             self.read_json()
-        except ValueError:
-            pass
 
     def _plan(self, req: Any) -> tuple[str, str]:
         if not isinstance(req, dict):
@@ -152,7 +157,7 @@ class TtsHandler(JsonHandler):
     @staticmethod
     def _check_ref(ref: Any) -> None:
         if not isinstance(ref, str) or not ref.startswith(("data:", "http://", "https://", "file://")):
-            raise ValueError("ref_audio must be a URL (http/https), file:// URI or base64 data URL (data:...)")
+            raise ValueError("ref_audio must be an http(s) URL, a file:// URI or a base64 data: URL")
         if ref.startswith("data:"):
             try:
                 raw = base64.b64decode(ref.split(",", 1)[1], validate=True)
