@@ -22,7 +22,7 @@ MAX_PAUSE = 8
 
 @pytest.fixture
 def guarded(tmp_path: Path):
-    """Inventory for one local 'guarded' host whose LLM is `ttsbench standin llm` (pid file under its root)."""
+    """Inventory for one local 'guarded' host whose LLM is `ttsbench standin llm`."""
     root = tmp_path / "host"
     root.mkdir()
     port = free_port()
@@ -52,8 +52,15 @@ def guarded(tmp_path: Path):
     }
     inv = tmp_path / "inventory.yml"
     inv.write_text(yaml.safe_dump({"all": {"hosts": {"guarded": hostvars}}}))
-    env = {"url": f"http://127.0.0.1:{port}", "root": root, "pidfile": pidfile, "inventory": inv,
-           "record": Path(hostvars["gemma_guard_record_path"]), "start": start, "tmp": tmp_path}
+    env = {
+        "url": f"http://127.0.0.1:{port}",
+        "root": root,
+        "pidfile": pidfile,
+        "inventory": inv,
+        "record": Path(hostvars["gemma_guard_record_path"]),
+        "start": start,
+        "tmp": tmp_path,
+    }
     yield env
     deadman = root / "gemma_guard" / "deadman.pid"
     for pf, group in ((deadman, True), (pidfile, False)):
@@ -66,10 +73,11 @@ def guarded(tmp_path: Path):
 
 
 def _start_llm(env: dict) -> None:
-    """The agent venv may not exist yet: one cycle run installs it, so start with the controller's ttsbench."""
+    """The agent venv may not exist yet (a cycle run installs it): start with the controller's ttsbench."""
     ttsbench = Path(sys.executable).with_name("ttsbench")
-    subprocess.run(["/bin/sh", "-c", env["start"].replace(f"{agent_venv()}/bin/ttsbench", str(ttsbench))],
-                   check=True)
+    subprocess.run(
+        ["/bin/sh", "-c", env["start"].replace(f"{agent_venv()}/bin/ttsbench", str(ttsbench))], check=True
+    )
     assert wait_until(lambda: healthy(env["url"] + "/health"), 20) is not None
 
 
@@ -97,8 +105,9 @@ def test_drift_over_the_gate_fails_after_resuming(guarded):
     # Slow the stand-in down from the benchmark step, so post-flight p50 drifts far beyond 1.2x baseline.
     # (The stand-in restarts on resume with its start latency, so change latency in the start command.)
     slow = guarded["start"].replace("--latency-ms 20", "--latency-ms 120")
-    res = run_playbook(PLAYBOOK, inventory=guarded["inventory"],
-                       extravars={"gemma_guard_start_command": slow})
+    res = run_playbook(
+        PLAYBOOK, inventory=guarded["inventory"], extravars={"gemma_guard_start_command": slow}
+    )
     assert not res.ok
     rec = json.loads(guarded["record"].read_text())
     assert rec["gate"] == "fail" and rec["drift"] > 1.2
@@ -109,15 +118,32 @@ def test_drift_over_the_gate_fails_after_resuming(guarded):
 def test_sigkilled_controller_deadman_restarts_llm(guarded):
     _start_llm(guarded)
     # Make sure the agent venv exists before the timed part (a no-op when it is already installed).
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), TTSBENCH_HOME=str(ROOT),
-               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    env = dict(
+        os.environ,
+        ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
+        TTSBENCH_HOME=str(ROOT),
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    )
     log = open(guarded["tmp"] / "ansible.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
-        ["ansible-playbook", "-i", str(guarded["inventory"]), str(PLAYBOOK), "-e", "gg_test_bench_seconds=600"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            "ansible-playbook",
+            "-i",
+            str(guarded["inventory"]),
+            str(PLAYBOOK),
+            "-e",
+            "gg_test_bench_seconds=600",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
-        down = wait_until(lambda: not guarded["pidfile"].exists() and not healthy(guarded["url"] + "/health"), 180)
+        down = wait_until(
+            lambda: not guarded["pidfile"].exists() and not healthy(guarded["url"] + "/health"), 180
+        )
         assert down is not None, (guarded["tmp"] / "ansible.log").read_text()[-3000:]
         assert (guarded["root"] / "gemma_guard" / "deadman.pid").is_file()
     finally:
@@ -127,7 +153,7 @@ def test_sigkilled_controller_deadman_restarts_llm(guarded):
     killed_at = time.monotonic()
     back = wait_until(lambda: healthy(guarded["url"] + "/health"), MAX_PAUSE + 15)
     assert back is not None, "dead-man's switch did not restart the LLM"
-    # It was armed before the stop, so it fires within max_pause of the kill (+ start-up time of the stand-in).
+    # Armed before the stop, so it fires within max_pause of the kill (+ the stand-in's start-up).
     assert time.monotonic() - killed_at <= MAX_PAUSE + 5
     assert "dead-man's switch fired" in (guarded["root"] / "gemma_guard" / "deadman.log").read_text()
     assert not (guarded["root"] / "gemma_guard" / "deadman.pid").exists()

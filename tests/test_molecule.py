@@ -31,8 +31,15 @@ def test_molecule_scenario(role: str, tmp_path: Path) -> None:
         ANSIBLE_FORCE_COLOR="0",
         NO_COLOR="1",
     )
-    proc = subprocess.run([str(MOLECULE) if MOLECULE.exists() else "molecule", "test"], cwd=ROOT / "roles" / role,
-                          env=env, capture_output=True, text=True, timeout=900, check=False)
+    proc = subprocess.run(
+        [str(MOLECULE) if MOLECULE.exists() else "molecule", "test"],
+        cwd=ROOT / "roles" / role,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
     tail = (proc.stdout + proc.stderr)[-6000:]
     assert proc.returncode == 0, tail
     for step in ("converge", "idempotence", "verify"):
