@@ -159,11 +159,21 @@ def test_sigkilled_controller_deadman_restarts_llm(guarded):
     assert not (guarded["root"] / "gemma_guard" / "deadman.pid").exists()
 
 
-def test_unknown_backend_stops_before_pausing(guarded):
+@pytest.mark.parametrize(
+    ("extravars", "variable"),
+    [
+        ({"gemma_guard_backend": "podman"}, "gemma_guard_backend"),
+        ({"gemma_guard_backend": "docker", "gemma_guard_container": "no-such-llm"}, "gemma_guard_container"),
+        ({"gemma_guard_backend": "systemd", "gemma_guard_unit": "no-such-llm.service"}, "gemma_guard_unit"),
+        ({"gemma_guard_url": "http://127.0.0.1:9", "gemma_guard_health_retries": 2}, "gemma_guard_url"),
+        ({"gemma_guard_abort_ms": 1}, "gemma_guard_abort_ms"),
+    ],
+)
+def test_bad_input_stops_before_pausing(guarded, extravars, variable):
     _start_llm(guarded)
-    res = run_playbook(PLAYBOOK, inventory=guarded["inventory"], extravars={"gemma_guard_backend": "podman"})
+    res = run_playbook(PLAYBOOK, inventory=guarded["inventory"], extravars=extravars)
     assert not res.ok
-    assert any("gemma_guard_backend" in m for m in res.failure_messages())
+    assert any(variable in m for m in res.failure_messages()), res.failure_messages()
     assert healthy(guarded["url"] + "/health")
     assert not res.task_results("Stop the LLM")
     assert not guarded["record"].exists()
