@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from tests.roles_helpers import ROOT, agent_venv, free_port
 
 MOLECULE = Path(sys.executable).with_name("molecule")
