@@ -76,6 +76,7 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=200, help="timed requests per concurrency level")
     ap.add_argument("--delay-ms", type=float, default=100.0)
     ap.add_argument("--realtime", action="store_true", help="SCHED_FIFO for stand-in and client (root)")
+    ap.add_argument("--machine-note", default="", help="appended to the machine description")
     ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "client-overhead.json"))
     args = ap.parse_args()
     if args.realtime:
@@ -100,7 +101,7 @@ def main() -> int:
     target_ok = table["1"]["p99_overhead_ms"] <= 1.0
     print(f"target p99 <= 1 ms at c=1: {'met' if target_ok else 'NOT met'}")
     doc = {
-        "machine": _machine(),
+        "machine": _machine() + (f"; {args.machine_note}" if args.machine_note else ""),
         "measured_at": utc_now(),
         "method": (
             f"bench-http client (httpx.AsyncClient) against the espeak-ng stand-in on 127.0.0.1 with "
