@@ -125,11 +125,15 @@ class Engine:
         self.load_s = 0.0
 
     def load(self) -> None:
-        import torch
-
         cfg = self.cfg
         self.reference_s = check_reference(cfg.reference) if cfg.reference else 0.0
         weights_dir = None if cfg.weights == "hub" else check_weights_dir(cfg.weights)
+        try:
+            import torch
+            from chatterbox.tts import ChatterboxTTS
+        except ImportError as exc:
+            raise UserError(f"serve-chatterbox needs torch and chatterbox-tts ({exc}): run it from the chatterbox "
+                            "venv that roles/chatterbox makes") from exc
         device = cfg.device
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -137,8 +141,6 @@ class Engine:
             raise UserError(f"--device {device}: this torch ({torch.__version__}) sees no CUDA device")
         self.device = device
         t0 = time.perf_counter()
-        from chatterbox.tts import ChatterboxTTS
-
         self.stft_state = apply_stft_patch(cfg.stft_patch, device)
         if weights_dir is None:
             model = ChatterboxTTS.from_pretrained(device)
