@@ -10,9 +10,13 @@ PLAYBOOK ?= rehearsal-smoke.yml
 HOST_TORCH ?= $(HOME)/.cache/ttsbench/host-torch
 # The chatterbox venv the in-process tests run in (same recipe as the role).
 CB_VENV ?= .venv-chatterbox
+# Random-init Chatterbox checkpoint (~3 GB, exact from_local layout) shared by the tests.
+TEST_CHECKPOINT ?= $(HOME)/.cache/ttsbench/test-checkpoint
+TEST_ENV := TTSBENCH_CHATTERBOX_PYTHON=$(abspath $(CB_VENV))/bin/python \
+  TTSBENCH_HOST_TORCH_PYTHON=$(HOST_TORCH)/bin/python TTSBENCH_CHATTERBOX_CHECKPOINT=$(TEST_CHECKPOINT)
 INVENTORY ?= inventory/rehearsal
 
-.PHONY: venv demo test lint doctor hosts-up hosts-down clean host-torch chatterbox-venv
+.PHONY: venv demo test lint doctor hosts-up hosts-down clean host-torch chatterbox-venv test-checkpoint
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +37,9 @@ $(CB_VENV)/.installed: files/chatterbox/inference-requirements.txt pyproject.tom
 
 chatterbox-venv: $(CB_VENV)/.installed
 
+test-checkpoint: chatterbox-venv
+	$(CB_VENV)/bin/ttsbench chatterbox make-random-checkpoint $(TEST_CHECKPOINT) --seed 0
+
 doctor: venv
 	$(BIN)/ttsbench doctor
 
@@ -40,9 +47,9 @@ demo: venv
 	$(BIN)/ttsbench doctor
 	$(BIN)/ttsbench demo --playbook $(PLAYBOOK) -i $(INVENTORY)
 
-test: venv chatterbox-venv
-	$(BIN)/pytest
-	TTSBENCH_REQUIRE_CHATTERBOX=1 $(CB_VENV)/bin/python -m pytest -p no:cacheprovider -m chatterbox \
+test: venv chatterbox-venv test-checkpoint
+	$(TEST_ENV) $(BIN)/pytest
+	$(TEST_ENV) TTSBENCH_REQUIRE_CHATTERBOX=1 $(CB_VENV)/bin/python -m pytest -p no:cacheprovider -m chatterbox \
 	  tests/test_chatterbox_stft_patch.py tests/test_chatterbox_runner.py
 
 lint: venv
