@@ -70,6 +70,24 @@ def test_istft_matches_torch_and_round_trips(cfg, extra, seed, give_length):
     assert _rel(back, x) <= 1e-5
 
 
+@pytest.mark.parametrize("method", ["conv", "matmul"])
+@pytest.mark.parametrize("n_fft,hop,center", [(16, 4, True), (400, 160, True), (1920, 480, False)])
+def test_both_methods_match_torch(method, n_fft, hop, center):
+    x = torch.randn(2, 9000, generator=torch.Generator().manual_seed(n_fft))
+    win = torch.hann_window(n_fft)
+    ref = torch.stft(x, n_fft, hop, window=win, center=center, return_complex=True)
+    ours = stft_patch.stft(x, n_fft, hop, window=win, center=center, return_complex=True, method=method)
+    assert ours.shape == ref.shape and _rel(ours, ref) <= 1e-5
+    if center:
+        y = stft_patch.istft(ref, n_fft, hop, window=win, length=x.shape[-1], method=method)
+        assert _rel(y, torch.istft(ref, n_fft, hop, window=win, length=x.shape[-1])) <= 1e-5
+
+
+def test_unknown_method_is_rejected():
+    with pytest.raises(ValueError, match="method"):
+        stft_patch.stft(torch.randn(64), 16, 4, return_complex=True, method="fft")
+
+
 def test_one_dimensional_input_and_defaults():
     x = torch.randn(4000)
     ours = stft_patch.stft(x, 64, return_complex=True)

@@ -13,8 +13,20 @@ Each of those modules reaches the function as ``torch.stft``/``torch.istft`` thr
 ``istft`` are the functions below; every other attribute is the real ``torch``. Nothing else in the process
 changes, and :meth:`PatchState.restore` puts the real module back.
 
-Framing uses ``Tensor.unfold`` + ``matmul`` and overlap-add uses ``nn.functional.fold``: no FFT library and no
-runtime compilation is touched, and no cuDNN convolution (whose TF32 default would cost accuracy).
+Both directions are one matrix product each, with everything that does not depend on the signal built once
+in float64 on the host and cached on the device (keyed by the window's values, n_fft, hop, device, dtype):
+
+* ``stft``: reflect pad (``F.pad``), frames by ``Tensor.unfold``, one GEMM against the windowed real-DFT basis
+  whose columns interleave ``cos`` and ``-sin``, so the product *is* the complex spectrum's memory: the result
+  is a ``view_as_complex`` view laid out exactly like ``torch.stft``'s (no stack, no copy).
+* ``istft``: one GEMM with the windowed inverse basis gives the frames already in ``fold``'s layout, one
+  ``F.fold`` overlap-adds them, one multiply by the cached reciprocal window envelope normalises.
+
+That is the ``matmul`` method. The ``conv`` method does the same with one ``conv1d`` (frames x windowed basis,
+re/im channels) and one ``conv_transpose1d`` (synthesis + overlap-add) through cuDNN; ``auto`` (default) takes
+conv for n_fft <= 512 and matmul above, the faster on an H100 per call site. Both stay exact in fp32: cuDNN's
+TF32 default (``cudnn.allow_tf32``, which made whole-synthesis outputs differ by ~5e-4) and a lowered
+``float32_matmul_precision`` are switched off around the products only.
 """
 
 from __future__ import annotations
@@ -22,8 +34,10 @@ from __future__ import annotations
 import importlib
 import math
 import types
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
 import torch
@@ -40,48 +54,124 @@ PATCH_TARGETS: tuple[str, ...] = (
 _NATIVE_STFT = torch.stft
 _NATIVE_ISTFT = torch.istft
 
+#: "auto", "matmul" (unfold/fold + cuBLAS GEMM) or "conv" (conv1d/conv_transpose1d via cuDNN, TF32 off).
+#: auto = conv up to n_fft 512 (HiFT 16, tokenizer 400), matmul above (S3Gen mel 1920): the faster of the two
+#: for each call site on an H100 (docs/benchmarks/stft-patch.json).
+DEFAULT_METHOD = "auto"
+CONV_MAX_N_FFT = 512
 
-@lru_cache(maxsize=32)
-def _dft_basis(
-    n_fft: int, n_bins: int, device: torch.device, dtype: torch.dtype
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and -sin bases, shape (n_fft, n_bins), built in float64, then cast."""
+
+def _use_conv(method: str | None, n_fft: int) -> bool:
+    m = method or DEFAULT_METHOD
+    if m == "auto":
+        return n_fft <= CONV_MAX_N_FFT
+    if m not in ("conv", "matmul"):
+        raise ValueError(f"stft patch method must be auto, conv or matmul, not {m!r}")
+    return m == "conv"
+
+
+class _Cache:
+    """A small LRU dict: per-(signal-independent key) device tensors."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.data: OrderedDict[tuple, Any] = OrderedDict()
+
+    def get(self, key: tuple, build: Any) -> Any:
+        hit = self.data.get(key)
+        if hit is not None:
+            self.data.move_to_end(key)
+            return hit
+        value = build()
+        self.data[key] = value
+        if len(self.data) > self.size:
+            self.data.popitem(last=False)
+        return value
+
+
+_BASES = _Cache(32)
+_ENVELOPES = _Cache(64)
+
+
+def clear_caches() -> None:
+    """Drop every cached basis and envelope (frees their device memory)."""
+    _BASES.data.clear()
+    _ENVELOPES.data.clear()
+
+
+@contextmanager
+def _exact_fp32(device: torch.device, conv: bool) -> Iterator[None]:
+    """fp32 products stay fp32: no TF32 in cuBLAS (and in cuDNN for the conv method) inside the block."""
+    if device.type != "cuda":
+        yield
+        return
+    matmul_prec = torch.get_float32_matmul_precision()
+    cudnn_tf32 = torch.backends.cudnn.allow_tf32 if conv else False
+    if matmul_prec != "highest":
+        torch.set_float32_matmul_precision("highest")
+    if cudnn_tf32:
+        torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        if matmul_prec != "highest":
+            torch.set_float32_matmul_precision(matmul_prec)
+        if cudnn_tf32:
+            torch.backends.cudnn.allow_tf32 = True
+
+
+def _window64(window: torch.Tensor | None, win_length: int, n_fft: int) -> tuple[torch.Tensor, tuple]:
+    """The window as float64 on the host, zero-padded (centred) to n_fft, and a hashable key of its values.
+
+    A window on the GPU costs one small device-to-host copy here; everything built from it is cached."""
+    if window is None:
+        w = torch.ones(win_length, dtype=torch.float64)
+        key: tuple = ("ones", win_length)
+    else:
+        w = window.detach().to(device="cpu", dtype=torch.float64)
+        if w.dim() != 1 or w.shape[0] != win_length:
+            raise RuntimeError(f"stft: expected a 1D window of length {win_length}, got {tuple(window.shape)}")
+        key = ("w", w.numpy().tobytes())
+    if win_length > n_fft:
+        raise RuntimeError(f"stft: win_length ({win_length}) must be <= n_fft ({n_fft})")
+    if win_length < n_fft:  # torch centres a shorter window inside n_fft
+        left = (n_fft - win_length) // 2
+        w = F.pad(w, (left, n_fft - win_length - left))
+    return w, key
+
+
+def _angles(n_fft: int, n_bins: int) -> torch.Tensor:
     n = torch.arange(n_fft, dtype=torch.float64)
     k = torch.arange(n_bins, dtype=torch.float64)
     # reduce k*n modulo n_fft before scaling: keeps the angle small, so cos/sin stay exact for large n_fft
-    ang = 2.0 * math.pi * torch.remainder(torch.outer(n, k), n_fft) / n_fft
-    return torch.cos(ang).to(device=device, dtype=dtype), (-torch.sin(ang)).to(device=device, dtype=dtype)
+    return 2.0 * math.pi * torch.remainder(torch.outer(n, k), n_fft) / n_fft  # (n_fft, n_bins)
 
 
-@lru_cache(maxsize=32)
-def _inverse_basis(n_fft: int, normalized: bool, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """(2*n_bins, n_fft) inverse real DFT: x[n] = 1/N sum_k c_k (Re X_k cos - Im X_k sin).
+def _forward_basis(w64: torch.Tensor, n_fft: int, n_bins: int, normalized: bool) -> torch.Tensor:
+    """(n_fft, 2*n_bins) float64: column 2k = w*cos, 2k+1 = -w*sin (interleaved re/im)."""
+    ang = _angles(n_fft, n_bins)
+    scale = (1.0 / math.sqrt(n_fft)) if normalized else 1.0
+    basis = torch.stack([torch.cos(ang), -torch.sin(ang)], dim=-1).reshape(n_fft, 2 * n_bins)
+    return basis * (w64 * scale).unsqueeze(1)
 
-    c_k = 2, except 1 for DC and (even n_fft) Nyquist."""
+
+def _inverse_basis(w64: torch.Tensor, n_fft: int, normalized: bool) -> torch.Tensor:
+    """(n_fft, 2*n_bins) float64 synthesis matrix: frame[n] = w[n]/N sum_k c_k (Re X_k cos - Im X_k sin).
+
+    Columns [0, n_bins) multiply Re X, [n_bins, 2 n_bins) Im X; c_k = 2 except 1 for DC and (even) Nyquist."""
     n_bins = n_fft // 2 + 1
-    cos_b, sin_b = _dft_basis(n_fft, n_bins, torch.device("cpu"), torch.float64)
+    ang = _angles(n_fft, n_bins)
     coef = torch.full((n_bins,), 2.0, dtype=torch.float64)
     coef[0] = 1.0
     if n_fft % 2 == 0:
         coef[-1] = 1.0
     scale = (1.0 / math.sqrt(n_fft)) if normalized else (1.0 / n_fft)
-    inv = torch.cat([cos_b.T, sin_b.T], dim=0) * (coef * scale).repeat(2).unsqueeze(1)
-    return inv.to(device=device, dtype=dtype)
+    inv = torch.cat([torch.cos(ang), -torch.sin(ang)], dim=1) * (coef * scale).repeat(2)
+    return inv * w64.unsqueeze(1)
 
 
-def _full_window(
-    window: torch.Tensor | None, win_length: int, n_fft: int, device: torch.device, dtype: torch.dtype
-) -> torch.Tensor:
-    if window is None:
-        window = torch.ones(win_length, device=device, dtype=dtype)
-    else:
-        window = window.to(device=device, dtype=dtype)
-    if window.shape[-1] != win_length:
-        raise RuntimeError(f"stft: expected a window of length {win_length}, got {window.shape[-1]}")
-    if win_length < n_fft:  # torch centres a shorter window inside n_fft
-        left = (n_fft - win_length) // 2
-        window = F.pad(window, (left, n_fft - win_length - left))
-    return window
+def _work_dtype(dtype: torch.dtype) -> torch.dtype:
+    return dtype if dtype in (torch.float32, torch.float64) else torch.float32
 
 
 def stft(
@@ -95,21 +185,13 @@ def stft(
     normalized: bool = False,
     onesided: bool | None = None,
     return_complex: bool | None = None,
+    method: str | None = None,
     **_ignored: Any,
 ) -> torch.Tensor:
     """Same contract as :func:`torch.stft` for real 1-D/2-D input; output (B?, n_freq, n_frames)."""
     if input.is_complex():
         return _NATIVE_STFT(
-            input,
-            n_fft,
-            hop_length,
-            win_length,
-            window,
-            center,
-            pad_mode,
-            normalized,
-            onesided,
-            return_complex,
+            input, n_fft, hop_length, win_length, window, center, pad_mode, normalized, onesided, return_complex
         )
     if return_complex is None:
         raise RuntimeError("stft requires the return_complex parameter be given for real inputs")
@@ -119,25 +201,56 @@ def stft(
     x = input.unsqueeze(0) if squeeze else input
     if x.dim() != 2:
         raise RuntimeError(f"stft: expected a 1D or 2D tensor, got {input.dim()}D")
-    dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+    dtype = _work_dtype(x.dtype)
     x = x.to(dtype)
+    batch = x.shape[0]
     if center:
         pad = n_fft // 2
         x = F.pad(x.unsqueeze(1), (pad, pad), mode=pad_mode).squeeze(1)
     if x.shape[-1] < n_fft:
         raise RuntimeError(f"stft: input of {x.shape[-1]} samples is shorter than n_fft={n_fft}")
-    win = _full_window(window, win_len, n_fft, x.device, dtype)
     n_bins = n_fft // 2 + 1 if (onesided is None or onesided) else n_fft
-    cos_b, sin_b = _dft_basis(n_fft, n_bins, x.device, dtype)
-    frames = x.unfold(-1, n_fft, hop)  # (B, n_frames, n_fft), a view
-    w = win.unsqueeze(1)
-    basis = torch.cat([cos_b * w, sin_b * w], dim=1)  # (n_fft, 2*n_bins)
-    spec = torch.matmul(frames, basis).transpose(1, 2)  # (B, 2*n_bins, n_frames)
-    if normalized:
-        spec = spec * (1.0 / math.sqrt(n_fft))
-    real, imag = spec[:, :n_bins], spec[:, n_bins:]
-    out = torch.complex(real, imag) if return_complex else torch.stack([real, imag], dim=-1)
+    w64, wkey = _window64(window, win_len, n_fft)
+    use_conv = _use_conv(method, n_fft)
+    key = ("fwd", use_conv, n_fft, n_bins, normalized, wkey, x.device, dtype)
+
+    def build() -> torch.Tensor:
+        basis = _forward_basis(w64, n_fft, n_bins, normalized)
+        if use_conv:  # (2*n_bins, 1, n_fft) conv weight, channels interleaved re/im
+            basis = basis.T.reshape(2 * n_bins, 1, n_fft)
+        return basis.to(device=x.device, dtype=dtype).contiguous()
+
+    basis = _BASES.get(key, build)
+    with _exact_fp32(x.device, use_conv):
+        if use_conv:
+            spec = F.conv1d(x.unsqueeze(1), basis, stride=hop)  # (B, 2*n_bins, n_frames)
+            spec = spec.view(batch, n_bins, 2, -1).transpose(2, 3)  # (B, n_bins, n_frames, 2)
+            out = torch.view_as_complex(spec.contiguous())
+        else:
+            frames = x.unfold(-1, n_fft, hop)  # (B, n_frames, n_fft), a view
+            prod = torch.matmul(frames, basis)  # (B, n_frames, 2*n_bins) = interleaved complex
+            out = torch.view_as_complex(prod.view(batch, -1, n_bins, 2)).transpose(1, 2)
+    if not return_complex:
+        out = torch.view_as_real(out)
     return out.squeeze(0) if squeeze else out
+
+
+def _inv_envelope(
+    w64: torch.Tensor, wkey: tuple, n_fft: int, hop: int, n_frames: int, start: int, end: int, device, dtype
+) -> torch.Tensor:
+    """1 / (sum of squared, shifted windows) over [start, end), cached; raises when NOLA fails there."""
+    key = (wkey, n_fft, hop, n_frames, start, end, device, dtype)
+
+    def build() -> torch.Tensor:
+        total = n_fft + hop * (n_frames - 1)
+        sq = (w64 * w64).reshape(1, n_fft, 1).expand(1, n_fft, n_frames)
+        env = F.fold(sq, output_size=(1, total), kernel_size=(1, n_fft), stride=(1, hop)).reshape(total)
+        kept = env[start:end]
+        if kept.numel() and bool((kept.abs() < 1e-11).any()):
+            raise RuntimeError("istft: window overlap-add is zero somewhere (NOLA condition fails)")
+        return (1.0 / kept).to(device=device, dtype=dtype)
+
+    return _ENVELOPES.get(key, build)
 
 
 def istft(
@@ -151,11 +264,18 @@ def istft(
     onesided: bool | None = None,
     length: int | None = None,
     return_complex: bool = False,
+    method: str | None = None,
     **_ignored: Any,
 ) -> torch.Tensor:
     """Same contract as :func:`torch.istft` for a one-sided complex spectrum (B?, n_fft//2+1, n_frames)."""
     n_bins = n_fft // 2 + 1
-    if onesided is False or return_complex or not input.is_complex() or input.shape[-2] != n_bins:
+    if (
+        onesided is False
+        or return_complex
+        or not input.is_complex()
+        or input.dim() not in (2, 3)
+        or input.shape[-2] != n_bins
+    ):
         return _NATIVE_ISTFT(
             input, n_fft, hop_length, win_length, window, center, normalized, onesided, length, return_complex
         )
@@ -164,28 +284,37 @@ def istft(
     squeeze = input.dim() == 2
     spec = input.unsqueeze(0) if squeeze else input
     dtype = torch.float64 if spec.dtype == torch.complex128 else torch.float32
-    real, imag = spec.real.to(dtype), spec.imag.to(dtype)
+    if spec.dtype not in (torch.complex64, torch.complex128):
+        spec = spec.to(torch.complex64)
     batch, _, n_frames = spec.shape
-    win = _full_window(window, win_len, n_fft, spec.device, dtype)
-    inv = _inverse_basis(n_fft, normalized, spec.device, dtype) * win.unsqueeze(0)  # synthesis window
-    stacked = torch.cat([real, imag], dim=1).transpose(1, 2)  # (B, n_frames, 2*n_bins)
-    frames = torch.matmul(stacked, inv)  # (B, n_frames, n_fft), windowed
+    device = spec.device
+    w64, wkey = _window64(window, win_len, n_fft)
+    use_conv = _use_conv(method, n_fft)
+    key = ("inv", use_conv, n_fft, normalized, wkey, device, dtype)
+
+    def build() -> torch.Tensor:
+        inv = _inverse_basis(w64, n_fft, normalized)  # (n_fft, 2*n_bins)
+        if use_conv:  # conv_transpose1d weight (in=2*n_bins, out=1, n_fft)
+            inv = inv.T.reshape(2 * n_bins, 1, n_fft)
+        return inv.to(device=device, dtype=dtype).contiguous()
+
+    inv = _BASES.get(key, build)
     expected_len = n_fft + hop * (n_frames - 1)
-    y = F.fold(
-        frames.transpose(1, 2), output_size=(1, expected_len), kernel_size=(1, n_fft), stride=(1, hop)
-    ).reshape(batch, expected_len)
-    env_frames = (win * win).reshape(1, n_fft, 1).expand(1, n_fft, n_frames)
-    env = F.fold(env_frames, output_size=(1, expected_len), kernel_size=(1, n_fft), stride=(1, hop)).reshape(
-        expected_len
-    )
     start = n_fft // 2 if center else 0
     default_end = expected_len - n_fft // 2 if center else expected_len
     end = start + length if length is not None else default_end
     end_c = min(end, expected_len)
-    env_kept = env[start:end_c]
-    if env_kept.numel() and bool((env_kept.abs() < 1e-11).any()):
-        raise RuntimeError("istft: window overlap-add is zero somewhere (NOLA condition fails)")
-    y = y[:, start:end_c] / env_kept
+    inv_env = _inv_envelope(w64, wkey, n_fft, hop, n_frames, start, end_c, device, dtype)
+    stacked = torch.cat([spec.real, spec.imag], dim=1)  # (B, 2*n_bins, n_frames), one copy
+    with _exact_fp32(device, use_conv):
+        if use_conv:
+            y = F.conv_transpose1d(stacked, inv, stride=hop).view(batch, expected_len)
+        else:
+            frames = torch.matmul(inv, stacked)  # (B, n_fft, n_frames): fold's layout
+            y = F.fold(frames, output_size=(1, expected_len), kernel_size=(1, n_fft), stride=(1, hop)).view(
+                batch, expected_len
+            )
+    y = y[:, start:end_c] * inv_env
     if length is not None and y.shape[-1] < length:
         y = F.pad(y, (0, length - y.shape[-1]))
     return y.squeeze(0) if squeeze else y
