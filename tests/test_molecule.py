@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from tests.roles_helpers import ROOT, agent_venv, free_port
+
+from roles_helpers import ROOT, agent_venv, free_port
 
 MOLECULE = Path(sys.executable).with_name("molecule")
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tests.roles_helpers import ROOT
 
+from roles_helpers import ROOT
 from ttsbench.runner import run_playbook
 
 PLAYBOOK = ROOT / "tests" / "playbooks" / "vllm_omni_install.yml"
