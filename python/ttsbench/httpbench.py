@@ -1,0 +1,205 @@
+"""Streaming HTTP benchmark client for OpenAI-style ``POST /v1/audio/speech`` servers (vllm-omni).
+
+Request fields follow vllm-omni's speech API (docs/serving/speech_api.md and
+vllm_omni/entrypoints/openai/serving_speech.py, vllm-project/vllm-omni at 078de2d1): ``input``, ``model``,
+``voice``, ``response_format`` (wav|pcm for streaming), ``stream_format: "audio"`` for raw byte streaming,
+``stream: true`` (+ ``stream_format: "sse"``) for ``speech.audio.delta`` Server-Sent Events, and
+``ref_audio`` (a data:/http(s)/file:// URL) for voice cloning. Anything else goes in ``payload_extra``.
+
+Timing: t0 is taken just before the request is handed to httpx; TTFA is the arrival of the first piece
+holding a byte of audio *samples* (a WAV header alone does not count); the total ends at the last byte.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import numpy as np
+
+from ttsbench.audio import SILENCE_DBFS, first_nonsilent_index
+from ttsbench.metrics import RequestMetrics
+from ttsbench.utterances import Utterance
+from ttsbench.wavstream import StreamDecoder, StreamFormatError
+
+STREAM_MODES = ("audio", "sse", "none")
+
+
+class ServerUnreachable(Exception):
+    """The server could not be connected to at all (not an HTTP error)."""
+
+
+@dataclass
+class SpeechTarget:
+    url: str  # full endpoint URL, e.g. http://titan:8004/v1/audio/speech
+    model: str | None = None
+    voice: str | None = None
+    response_format: str = "wav"
+    stream: str = "audio"  # audio | sse | none
+    pcm_sample_rate: int = 24000
+    pcm_format: str = "s16le"
+    reference_field: str = "ref_audio"
+    reference_url: str | None = None
+    payload_extra: dict[str, Any] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    timeout_s: float = 120.0
+    silence_dbfs: float = SILENCE_DBFS
+
+    def payload(self, text: str) -> dict[str, Any]:
+        p: dict[str, Any] = {"input": text, "response_format": self.response_format}
+        if self.model:
+            p["model"] = self.model
+        if self.voice:
+            p["voice"] = self.voice
+        if self.stream == "audio":
+            p["stream"] = True
+            p["stream_format"] = "audio"
+        elif self.stream == "sse":
+            p["stream"] = True
+            p["stream_format"] = "sse"
+        if self.reference_url:
+            p[self.reference_field] = self.reference_url
+        p.update(self.payload_extra)
+        return p
+
+
+def endpoint_url(url: str) -> str:
+    """Accept a base URL (http://host:port) or the full endpoint; return the endpoint."""
+    u = url.rstrip("/")
+    return u if u.endswith("/audio/speech") else u + ("/audio/speech" if u.endswith("/v1") else "/v1/audio/speech")
+
+
+class _SseAudio:
+    """Pull base64 audio out of ``speech.audio.delta`` events; raise on ``speech.audio.error``."""
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self.done = False
+
+    def feed(self, data: bytes) -> bytes:
+        self._buf += data.replace(b"\r\n", b"\n")
+        out = bytearray()
+        while b"\n\n" in self._buf:
+            event, self._buf = self._buf.split(b"\n\n", 1)
+            payload = b"".join(line[5:].strip() for line in event.split(b"\n") if line.startswith(b"data:"))
+            if not payload or payload == b"[DONE]":
+                continue
+            try:
+                ev = json.loads(payload)
+            except json.JSONDecodeError as exc:
+                raise StreamFormatError(f"SSE event is not JSON: {payload[:80]!r}") from exc
+            kind = ev.get("type")
+            if kind == "speech.audio.delta":
+                out += base64.b64decode(ev.get("audio") or "")
+            elif kind == "speech.audio.done":
+                self.done = True
+            elif kind == "speech.audio.error":
+                msg = (ev.get("error") or {}).get("message", "unknown error")
+                raise StreamFormatError(f"server reported speech.audio.error: {msg}")
+        return bytes(out)
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    s = " ".join(text.split())
+    return s if len(s) <= limit else s[: limit - 1] + "…"
+
+
+async def synthesize_once(client: httpx.AsyncClient, target: SpeechTarget, utt: Utterance,
+                          concurrency: int = 1, index: int = 0) -> tuple[RequestMetrics, np.ndarray | None]:
+    """One timed request. Never raises for per-request failures (they land in ``error``), except
+    ServerUnreachable when no connection could be made."""
+    m = RequestMetrics(utt_id=utt.utt_id, text=utt.text, concurrency=concurrency, request_index=index)
+    mode = "pcm" if target.response_format == "pcm" else "wav"
+    dec = StreamDecoder(mode, target.pcm_sample_rate if mode == "pcm" else None, target.pcm_format)
+    sse = _SseAudio() if target.stream == "sse" else None
+    body = json.dumps(target.payload(utt.text)).encode()  # serialised before t0: not part of TTFA
+    headers = {"Content-Type": "application/json", **target.headers}
+    t0 = time.perf_counter()
+    try:
+        async with client.stream("POST", target.url, content=body, headers=headers,
+                                 timeout=target.timeout_s) as resp:
+            m.http_status = resp.status_code
+            if resp.status_code >= 400:
+                text = (await resp.aread()).decode("utf-8", "replace")
+                m.error = f"HTTP {resp.status_code}: {_one_line(text) or '(empty body)'}"
+                return m, None
+            async for piece in resp.aiter_bytes():
+                t = time.perf_counter()
+                audio = sse.feed(piece) if sse is not None else piece
+                new = dec.feed(audio) if audio else None
+                if m.ttfa_ms is None and dec.audio_bytes:
+                    m.ttfa_ms = (t - t0) * 1000.0
+                if m.t_first_nonsilent_ms is None and new is not None and new.size and dec.sample_rate:
+                    if first_nonsilent_index(new, dec.sample_rate, target.silence_dbfs) is not None:
+                        m.t_first_nonsilent_ms = (t - t0) * 1000.0
+            t_end = time.perf_counter()
+        samples = dec.finish()
+    except httpx.ConnectError as exc:
+        raise ServerUnreachable(f"cannot connect to {target.url}: {exc}") from exc
+    except httpx.TimeoutException:
+        m.error = f"timed out after {target.timeout_s:g} s"
+        return m, None
+    except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+        m.error = f"connection broke mid-response: {_one_line(str(exc)) or type(exc).__name__}"
+        return m, None
+    except StreamFormatError as exc:
+        m.error = str(exc)
+        return m, None
+    m.total_ms = (t_end - t0) * 1000.0
+    m.sample_rate = dec.sample_rate
+    m.audio_s = samples.size / float(dec.sample_rate or 1)
+    m.rtf = (m.total_ms / 1000.0) / m.audio_s
+    m.ok = True
+    return m, samples
+
+
+@dataclass
+class RunPlan:
+    requests: int  # timed requests per concurrency level (cycling through the utterances)
+    warmup: int = 1
+    concurrency: tuple[int, ...] = (1,)
+
+
+@dataclass
+class RunState:
+    """What has been measured so far; survives Ctrl-C and mid-run failure."""
+
+    rows: list[RequestMetrics] = field(default_factory=list)
+    # first good audio per utterance: (samples, sample rate, the row it came from)
+    audio: dict[str, tuple[np.ndarray, int, RequestMetrics]] = field(default_factory=dict)
+    aborted: str | None = None
+
+
+async def run_plan(target: SpeechTarget, utts: list[Utterance], plan: RunPlan, state: RunState,
+                   on_row: Callable[[RequestMetrics], None] | None = None) -> None:
+    """Warm up (excluded; any failure raises), then the timed requests per concurrency level."""
+    top = max(plan.concurrency)
+    limits = httpx.Limits(max_connections=top + 2, max_keepalive_connections=top + 2)
+    async with httpx.AsyncClient(limits=limits, timeout=target.timeout_s) as client:
+        for i in range(plan.warmup):
+            m, _ = await synthesize_once(client, target, utts[i % len(utts)], 1, i)
+            if not m.ok:
+                raise WarmupFailed(f"warm-up request ({m.utt_id}) failed: {m.error}")
+        for c in plan.concurrency:
+            sem = asyncio.Semaphore(c)
+
+            async def one(i: int, c: int = c, sem: asyncio.Semaphore = sem) -> None:
+                async with sem:
+                    m, samples = await synthesize_once(client, target, utts[i % len(utts)], c, i)
+                state.rows.append(m)
+                if m.ok and samples is not None and m.utt_id not in state.audio:
+                    state.audio[m.utt_id] = (samples, int(m.sample_rate or 0), m)
+                if on_row:
+                    on_row(m)
+
+            await asyncio.gather(*(one(i) for i in range(plan.requests)))
+
+
+class WarmupFailed(Exception):
+    """A warm-up request failed: nothing has been measured, so nothing is written."""

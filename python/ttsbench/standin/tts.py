@@ -1,0 +1,259 @@
+"""STAND-IN for vllm-omni serving Voxtral: an OpenAI-style speech server backed by espeak-ng.
+
+Wire format follows vllm-omni (docs/serving/speech_api.md and entrypoints/openai/serving_speech.py at
+vllm-project/vllm-omni 078de2d1): ``POST /v1/audio/speech`` JSON with ``input``, ``model``, ``voice``,
+``response_format`` (wav|pcm), ``stream`` / ``stream_format`` and ``ref_audio`` (data:/http(s) URL).
+
+* ``stream_format: "audio"`` → raw bytes, chunked: WAV = 44-byte header with 0xFFFFFFFF sizes, then 16-bit
+  PCM; pcm = 16-bit little-endian mono at the server rate (24 kHz by default).
+* ``stream: true`` without stream_format (or ``stream_format: "sse"``) → SSE ``speech.audio.delta`` events
+  with base64 audio, then ``speech.audio.done``.
+* otherwise non-streaming: one complete body (WAV with true sizes, or raw PCM).
+
+Knobs: first-chunk delay D (first audio sample leaves the server D ms after the request arrived;
+synthesis happens inside D), chunk length C ms of audio, pacing X ms between chunks. Faults for tests,
+per request (header ``X-Standin-Fault``) or for all requests (``--fault``): ``http-500``,
+``truncate-header``, ``truncate-sample``, ``zero-audio``.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import struct
+import subprocess
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from ttsbench.standin.common import JsonHandler, StandinServer
+
+FAULTS = ("http-500", "truncate-header", "truncate-sample", "zero-audio")
+UNKNOWN = 0xFFFFFFFF
+
+
+@dataclass
+class TtsConfig:
+    host: str = "127.0.0.1"
+    port: int = 8004
+    first_chunk_delay_ms: float = 0.0
+    chunk_ms: float = 80.0
+    chunk_pacing_ms: float = 0.0
+    sample_rate: int = 24000
+    model: str = "standin-voxtral-espeak"
+    voice_label: str = "neutral_female"
+    espeak_voice: str = "en-us"
+    fault: str | None = None
+    early_header: bool = False  # send the WAV header at once, before the first-chunk delay
+    verbose: bool = False
+    _cache: OrderedDict = field(default_factory=OrderedDict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def wav_header(sample_rate: int, data_bytes: int = UNKNOWN) -> bytes:
+    riff = UNKNOWN if data_bytes == UNKNOWN else 36 + data_bytes
+    return struct.pack("<4sI4s4sIHHIIHH4sI", b"RIFF", riff, b"WAVE", b"fmt ", 16, 1, 1, sample_rate,
+                       sample_rate * 2, 2, 16, b"data", data_bytes)
+
+
+def synthesize(cfg: TtsConfig, text: str) -> bytes:
+    """16-bit mono PCM at cfg.sample_rate for ``text`` via espeak-ng (cached)."""
+    with cfg._lock:
+        hit = cfg._cache.get(text)
+    if hit is not None:
+        return hit
+    import numpy as np
+    from scipy.signal import resample_poly
+
+    from ttsbench.wavstream import StreamDecoder
+
+    proc = subprocess.run(["espeak-ng", "--stdout", "-v", cfg.espeak_voice, "--", text],
+                          capture_output=True, check=True, timeout=60)
+    dec = StreamDecoder("wav")
+    dec.feed(proc.stdout)
+    x = dec.finish()
+    src = dec.sample_rate or cfg.sample_rate
+    if src != cfg.sample_rate:
+        from math import gcd
+
+        g = gcd(src, cfg.sample_rate)
+        x = resample_poly(x, cfg.sample_rate // g, src // g)
+    pcm = (np.clip(x, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+    with cfg._lock:
+        cfg._cache[text] = pcm
+        while len(cfg._cache) > 256:
+            cfg._cache.popitem(last=False)
+    return pcm
+
+
+class TtsHandler(JsonHandler):
+    cfg: TtsConfig
+    t_arrival = 0.0
+
+    def parse_request(self) -> bool:
+        # The request line has just been read: this is when the request arrived (headers/body follow).
+        self.t_arrival = time.perf_counter()
+        return super().parse_request()
+
+    def do_GET(self) -> None:
+        c = self.cfg
+        if self.path == "/health":
+            self.send_json(200, {"status": "ok", "standin": True})
+        elif self.path == "/v1/models":
+            self.send_json(200, {"object": "list", "data": [
+                {"id": c.model, "object": "model", "owned_by": "ttsbench-standin", "standin": True}]})
+        elif self.path == "/v1/audio/voices":
+            self.send_json(200, {"voices": [c.voice_label], "uploaded_voices": []})
+        else:
+            self.send_error_json(404, f"no route {self.path}", "NotFoundError")
+
+    def do_POST(self) -> None:
+        t_arrival = self.t_arrival
+        if self.path != "/v1/audio/speech":
+            self.read_json_safely()
+            self.send_error_json(404, f"no route {self.path}", "NotFoundError")
+            return
+        try:
+            req = self.read_json()
+            plan = self._plan(req)
+        except ValueError as exc:
+            self.send_error_json(400, str(exc))
+            return
+        fault = self.headers.get("X-Standin-Fault") or self.cfg.fault
+        if fault and fault not in FAULTS:
+            self.send_error_json(400, f"unknown X-Standin-Fault {fault!r} (one of {', '.join(FAULTS)})")
+            return
+        if fault == "http-500":
+            self.send_error_json(500, "stand-in fault injected: internal server error", "InternalServerError")
+            return
+        self._serve(t_arrival, req["input"], plan, fault)
+
+    def read_json_safely(self) -> None:
+        with contextlib.suppress(ValueError):
+            self.read_json()
+
+    def _plan(self, req: Any) -> tuple[str, str]:
+        if not isinstance(req, dict):
+            raise ValueError("request body must be a JSON object")
+        text = req.get("input")
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError("Input text cannot be empty")
+        fmt = req.get("response_format") or "wav"
+        if fmt not in ("wav", "pcm"):
+            raise ValueError(f"stand-in supports response_format wav or pcm, not {fmt!r}")
+        sf = req.get("stream_format")
+        if sf not in (None, "audio", "sse"):
+            raise ValueError(f"stream_format must be 'audio' or 'sse', not {sf!r}")
+        if sf is None:
+            sf = "sse" if req.get("stream") else "none"
+        ref = req.get("ref_audio")
+        if ref is not None:
+            self._check_ref(ref)
+        return fmt, sf
+
+    @staticmethod
+    def _check_ref(ref: Any) -> None:
+        if not isinstance(ref, str) or not ref.startswith(("data:", "http://", "https://", "file://")):
+            raise ValueError("ref_audio must be an http(s) URL, a file:// URI or a base64 data: URL")
+        if ref.startswith("data:"):
+            try:
+                raw = base64.b64decode(ref.split(",", 1)[1], validate=True)
+            except (IndexError, ValueError) as exc:
+                raise ValueError("ref_audio data URL is not valid base64") from exc
+            if raw[:4] != b"RIFF" or raw[8:12] != b"WAVE":
+                raise ValueError("ref_audio is not a WAV file")
+
+    # -- response writing -------------------------------------------------------------------------
+    def _chunk(self, data: bytes) -> None:
+        if data:
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+
+    def _serve(self, t_arrival: float, text: str, plan: tuple[str, str], fault: str | None) -> None:
+        c = self.cfg
+        fmt, mode = plan
+        ctype = {"wav": "audio/wav", "pcm": "audio/pcm"}[fmt]
+        deadline = t_arrival + c.first_chunk_delay_ms / 1000.0
+        if mode == "none":
+            pcm = synthesize(c, text)
+            body = (wav_header(c.sample_rate, len(pcm)) if fmt == "wav" else b"") + pcm
+            body = self._apply_fault(body, fmt, fault, header_len=44 if fmt == "wav" else 0)
+            _sleep_until(deadline)
+            self.send_response(200)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("X-Standin", "espeak-ng")
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream" if mode == "sse" else ctype)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("X-Standin", "espeak-ng")
+        self.send_header("X-Sample-Rate", str(c.sample_rate))
+        self.end_headers()
+        emit = self._sse_event if mode == "sse" else self._chunk
+        header = wav_header(c.sample_rate) if fmt == "wav" else b""
+        if fault == "truncate-header":
+            emit(header[:20] if header else b"")
+            self._end()
+            return
+        header_sent = False
+        if c.early_header and header:
+            emit(header)
+            header_sent = True
+        pcm = synthesize(c, text)
+        if fault == "zero-audio":
+            pcm = b""
+        step = max(2, int(c.sample_rate * c.chunk_ms / 1000.0) * 2)
+        pieces = [pcm[i:i + step] for i in range(0, len(pcm), step)] or [b""]
+        if fault == "truncate-sample":
+            pieces = [pieces[0][:-1] if len(pieces[0]) % 2 == 0 else pieces[0]]
+        _sleep_until(deadline)
+        t_next = time.perf_counter()
+        for i, piece in enumerate(pieces):
+            if i:
+                t_next += c.chunk_pacing_ms / 1000.0
+                _sleep_until(t_next)
+            if not header_sent and header:
+                piece = header + piece
+                header_sent = True
+            emit(piece)
+        self._end(mode == "sse")
+
+    def _sse_event(self, data: bytes) -> None:
+        if data:
+            ev = {"type": "speech.audio.delta", "audio": base64.b64encode(data).decode(), "response_format":
+                  "wav" if data[:4] == b"RIFF" else "pcm"}
+            self._chunk(b"event: speech.audio.delta\ndata: " + json.dumps(ev).encode() + b"\n\n")
+
+    def _end(self, sse: bool = False) -> None:
+        if sse:
+            done = {"type": "speech.audio.done", "usage": None, "standin": True}
+            self._chunk(b"event: speech.audio.done\ndata: " + json.dumps(done).encode() + b"\n\n")
+        self.wfile.write(b"0\r\n\r\n")
+
+    @staticmethod
+    def _apply_fault(body: bytes, fmt: str, fault: str | None, header_len: int) -> bytes:
+        if fault == "truncate-header":
+            return body[:20] if fmt == "wav" else b""
+        if fault == "zero-audio":
+            return body[:header_len]
+        if fault == "truncate-sample":
+            return body[: header_len + 2 * 100 + 1]
+        return body
+
+
+def _sleep_until(t: float) -> None:
+    while True:
+        left = t - time.perf_counter()
+        if left <= 0:
+            return
+        time.sleep(left if left > 0.002 else left / 2)
+
+
+def make_server(cfg: TtsConfig) -> StandinServer:
+    handler = type("BoundTtsHandler", (TtsHandler,), {"cfg": cfg, "quiet": not cfg.verbose})
+    return StandinServer((cfg.host, cfg.port), handler)

@@ -1,0 +1,50 @@
+#!/usr/bin/env python3
+"""Wait for an HTTP health endpoint while the server process lives.
+
+Usage: wait_health.py URL TIMEOUT_S PIDFILE|unit:NAME
+Exit 0 healthy, 2 the server exited, 3 timed out. Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+
+def alive(target: str) -> bool:
+    if target.startswith("unit:"):
+        return subprocess.run(["systemctl", "is-active", "--quiet", target[5:]], check=False).returncode == 0
+    try:
+        with open(target) as fh:
+            os.kill(int(fh.read().strip()), 0)
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def main(url: str, timeout_s: float, target: str) -> int:
+    start = time.monotonic()
+    last = "no answer"
+    while time.monotonic() - start < timeout_s:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                if resp.status == 200:
+                    print(json.dumps({"healthy": True, "waited_s": round(time.monotonic() - start, 2)}))
+                    return 0
+                last = f"HTTP {resp.status}"
+        except Exception as exc:  # any failure means "not yet"
+            last = str(exc)
+        if not alive(target):
+            print(json.dumps({"healthy": False, "reason": "server exited", "last": last}))
+            return 2
+        time.sleep(0.5)
+    print(json.dumps({"healthy": False, "reason": f"no 200 within {timeout_s:g} s", "last": last}))
+    return 3
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1], float(sys.argv[2]), sys.argv[3]))
