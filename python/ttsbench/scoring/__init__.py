@@ -1,0 +1,1 @@
+"""Scoring and decisions: objective metrics, human ratings, statistics, decision rules, verdict, report."""

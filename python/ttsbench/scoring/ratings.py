@@ -1,0 +1,109 @@
+"""Human ratings: validation, import from CSV/YAML, and ``scores/ratings.json``."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+from ttsbench.errors import UserError
+from ttsbench.scoring.rundoc import RunDir, read_json, utc_now_iso, write_json_atomic
+from ttsbench.scoring.stats import rating_stats
+
+QUESTION = ("Voice identity: how similar is this clip to the reference voice? "
+            "1 = a different person … 5 = the same voice (should sound identical; not 'which is better').")
+SCALE = (1, 5)
+RATINGS_NAME = "ratings.json"
+
+
+def ratings_path(run: RunDir) -> Path:
+    return run.scores_dir / RATINGS_NAME
+
+
+def load_ratings(run: RunDir) -> dict[str, Any] | None:
+    p = ratings_path(run)
+    return read_json(p) if p.is_file() else None
+
+
+def validate_rows(run: RunDir, rows: list[dict[str, Any]], where: str) -> list[dict[str, Any]]:
+    """Check ids, systems, score range and duplicates; return normalised rows. Errors name the row."""
+    systems = {s: {c.utt_id for c in run.clips(s, check_files=False) if c.ok} for s in run.system_ids()}
+    seen: dict[tuple[str, str], int] = {}
+    out = []
+    for i, r in enumerate(rows, start=1):
+        at = f"{where}: row {r.get('_line', i)}"
+        utt = str(r.get("utt_id") or r.get("item") or "").strip()
+        sys_ = str(r.get("system") or "").strip()
+        if not utt or not sys_:
+            raise UserError(f"{at}: needs 'utt_id' (or 'item') and 'system'")
+        if sys_ not in systems:
+            raise UserError(f"{at}: unknown system {sys_!r} (run has: {', '.join(sorted(systems))})")
+        if utt not in systems[sys_]:
+            raise UserError(f"{at}: unknown utterance id {utt!r} for {sys_} (run has: {', '.join(sorted(systems[sys_]))})")
+        raw = r.get("score")
+        try:
+            score = float(raw)
+        except (TypeError, ValueError):
+            raise UserError(f"{at}: score {raw!r} is not a number 1–5") from None
+        if not SCALE[0] <= score <= SCALE[1]:
+            raise UserError(f"{at}: score {raw!r} out of range {SCALE[0]}–{SCALE[1]}")
+        key = (utt, sys_)
+        if key in seen:
+            raise UserError(f"{at}: duplicate rating for {utt} / {sys_} (first at row {seen[key]})")
+        seen[key] = r.get("_line", i)
+        note = r.get("note")
+        out.append({"utt_id": utt, "system": sys_, "score": int(score) if score.is_integer() else score,
+                    "note": str(note) if note not in (None, "") else None})
+    if not out:
+        raise UserError(f"{where}: no ratings in the file")
+    return out
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            if not reader.fieldnames or "system" not in reader.fieldnames or "score" not in reader.fieldnames:
+                raise UserError(f"{path}: CSV header must have utt_id (or item), system, score[, note]")
+            return [{**row, "_line": reader.line_num} for row in reader]
+    if suffix in {".yaml", ".yml"}:
+        import yaml
+
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = f" at line {mark.line + 1}" if mark else ""
+            raise UserError(f"{path}: YAML syntax error{line}: {getattr(exc, 'problem', exc)}") from exc
+        if isinstance(data, dict):
+            data = data.get("ratings")
+        if not isinstance(data, list) or not all(isinstance(x, dict) for x in data):
+            raise UserError(f"{path}: expected a list of {{utt_id, system, score, note}} (or 'ratings:' list)")
+        return data
+    raise UserError(f"{path}: unknown ratings format {suffix!r}; use .csv or .yaml")
+
+
+def ratings_document(run: RunDir, rows: list[dict[str, Any]], source: str,
+                     extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"version": 1, "run_id": run.run_id, "created_at": utc_now_iso(), "source": source,
+            "question": QUESTION, "scale": list(SCALE), "ratings": rows, "stats": rating_stats(rows),
+            **(extra or {})}
+
+
+def write_ratings(run: RunDir, doc: dict[str, Any]) -> Path:
+    p = write_json_atomic(ratings_path(run), doc)
+    scores = dict(run.doc.get("scores") or {})
+    scores["ratings"] = {"path": f"scores/{RATINGS_NAME}", "source": doc["source"],
+                         "per_system": doc["stats"]["per_system"]}
+    run.update_slot("scores", scores)
+    return p
+
+
+def import_ratings(run: RunDir, path: Path, force: bool = False) -> Path:
+    if ratings_path(run).exists() and not force:
+        raise UserError(f"{ratings_path(run)} exists; pass --force to replace it")
+    rows = validate_rows(run, read_rows(path), str(path))
+    return write_ratings(run, ratings_document(run, rows, f"import:{path.name}"))
