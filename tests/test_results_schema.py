@@ -20,21 +20,43 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _doc() -> dict:
-    rows = [RequestMetrics("u01", "Hi.", ok=True, wav="wavs/x/h/u01.wav", http_status=200, ttfa_ms=100.0,
-                           t_first_nonsilent_ms=120.0, total_ms=400.0, audio_s=1.0, rtf=0.4, sample_rate=24000),
-            RequestMetrics("u02", "Yo.", ok=False, error="HTTP 500: boom", http_status=500)]
+    rows = [
+        RequestMetrics(
+            "u01",
+            "Hi.",
+            ok=True,
+            wav="wavs/x/h/u01.wav",
+            http_status=200,
+            ttfa_ms=100.0,
+            t_first_nonsilent_ms=120.0,
+            total_ms=400.0,
+            audio_s=1.0,
+            rtf=0.4,
+            sample_rate=24000,
+        ),
+        RequestMetrics("u02", "Yo.", ok=False, error="HTTP 500: boom", http_status=500),
+    ]
     doc = results.new_document("bench-http-20261124T101500Z", "bench-http")
-    results.put_system(doc, {
-        "system_id": "x@h", "engine": {"name": "x", "version": None, "install": None, "standin": True,
-                                       "weights": "n/a"},
-        "host": results.remote_host("h"), "config": {}, "utterances": [r.to_dict() for r in rows],
-        "summary": summarize(rows)})
+    results.put_system(
+        doc,
+        {
+            "system_id": "x@h",
+            "engine": {"name": "x", "version": None, "install": None, "standin": True, "weights": "n/a"},
+            "host": results.remote_host("h"),
+            "config": {},
+            "utterances": [r.to_dict() for r in rows],
+            "summary": summarize(rows),
+        },
+    )
     return doc
 
 
 def test_summary_keys_and_values():
-    rows = [RequestMetrics(f"u{i}", "t", ok=True, ttfa_ms=float(i), rtf=i / 10, audio_s=1.0) for i in range(1, 101)]
-    s = summarize(rows + [RequestMetrics("bad", "t", error="x")])
+    rows = [
+        RequestMetrics(f"u{i}", "t", ok=True, ttfa_ms=float(i), rtf=i / 10, audio_s=1.0)
+        for i in range(1, 101)
+    ]
+    s = summarize([*rows, RequestMetrics("bad", "t", error="x")])
     assert (s["n"], s["n_ok"], s["n_error"]) == (101, 100, 1)
     assert s["p50_ttfa_ms"] == pytest.approx(50.5) and s["p99_ttfa_ms"] == pytest.approx(99.01)
     assert s["mean_rtf"] == pytest.approx(5.05) and s["rtf_definition"] == RTF_DEFINITION
@@ -48,16 +70,19 @@ def test_valid_document_round_trip(tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))
 
 
-@pytest.mark.parametrize("breakit", [
-    lambda d: d.pop("verdict"),
-    lambda d: d.update(schema_version=2),
-    lambda d: d.update(kind="bench-magic"),
-    lambda d: d["systems"][0]["utterances"][0].update(ttfa_ms="fast"),
-    lambda d: d["systems"][0]["utterances"][1].update(error=None),  # a failed row must say why
-    lambda d: d["systems"][0]["summary"].pop("p99_rtf"),
-    lambda d: d["systems"].append(copy.deepcopy(d["systems"][0])),  # duplicate system_id
-    lambda d: d.update(gemma={"mode": "pause"}),
-])
+@pytest.mark.parametrize(
+    "breakit",
+    [
+        lambda d: d.pop("verdict"),
+        lambda d: d.update(schema_version=2),
+        lambda d: d.update(kind="bench-magic"),
+        lambda d: d["systems"][0]["utterances"][0].update(ttfa_ms="fast"),
+        lambda d: d["systems"][0]["utterances"][1].update(error=None),  # a failed row must say why
+        lambda d: d["systems"][0]["summary"].pop("p99_rtf"),
+        lambda d: d["systems"].append(copy.deepcopy(d["systems"][0])),  # duplicate system_id
+        lambda d: d.update(gemma={"mode": "pause"}),
+    ],
+)
 def test_invalid_documents_are_rejected_and_not_written(tmp_path, breakit, capsys):
     doc = _doc()
     breakit(doc)
@@ -79,15 +104,18 @@ def test_repo_utterances():
     assert any("?" in u.text for u in utts) and any(c.isdigit() for u in utts for c in u.text)
 
 
-@pytest.mark.parametrize(("body", "match"), [
-    ("utterances:\n  - {id: a, text: one}\n  - {id: a, text: two}\n", "duplicate id 'a'"),
-    ("utterances:\n  - {id: a, text: 5}\n", "'text' must be a string"),
-    ("utterances:\n  - {id: 7, text: hi}\n", "'id' must be a string"),
-    ("utterances:\n  - {id: a, text: '   '}\n", "empty or whitespace"),
-    ("utterances:\n  - just a string\n", "expected a mapping"),
-    ("utterances: []\n", "non-empty list"),
-    ("utterances: [\n", "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    ("body", "match"),
+    [
+        ("utterances:\n  - {id: a, text: one}\n  - {id: a, text: two}\n", "duplicate id 'a'"),
+        ("utterances:\n  - {id: a, text: 5}\n", "'text' must be a string"),
+        ("utterances:\n  - {id: 7, text: hi}\n", "'id' must be a string"),
+        ("utterances:\n  - {id: a, text: '   '}\n", "empty or whitespace"),
+        ("utterances:\n  - just a string\n", "expected a mapping"),
+        ("utterances: []\n", "non-empty list"),
+        ("utterances: [\n", "not valid YAML"),
+    ],
+)
 def test_bad_utterance_files(tmp_path, body, match):
     f = tmp_path / "u.yaml"
     f.write_text(body)

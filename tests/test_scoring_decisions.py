@@ -29,8 +29,9 @@ def write_csv(path, rows):
 
 
 def ratings_rows(titan, panda):
-    return ([(u, "chatterbox@titan", titan[i % len(titan)], "") for i, u in enumerate(TEN)]
-            + [(u, "chatterbox@panda", panda[i % len(panda)], "ok") for i, u in enumerate(TEN)])
+    return [(u, "chatterbox@titan", titan[i % len(titan)], "") for i, u in enumerate(TEN)] + [
+        (u, "chatterbox@panda", panda[i % len(panda)], "ok") for i, u in enumerate(TEN)
+    ]
 
 
 # ------------------------------------------------------------------ stats
@@ -38,7 +39,7 @@ def test_mean_ci_matches_t_interval():
     st = mean_ci([3, 4, 5, 4, 4])
     assert st["mean"] == pytest.approx(4.0)
     # sd = sqrt(0.5); t(0.975, 4) = 2.7764
-    assert st["ci95"][1] - 4.0 == pytest.approx(2.7764 * (0.5 ** 0.5) / 5 ** 0.5, rel=1e-3)
+    assert st["ci95"][1] - 4.0 == pytest.approx(2.7764 * (0.5**0.5) / 5**0.5, rel=1e-3)
     assert mean_ci([])["mean"] is None
 
 
@@ -93,8 +94,10 @@ def test_ratings_import_bad_input_writes_nothing(run10, tmp_path, capsys):
     cases = {
         "unknown utterance id 'u99'": [("u99", "chatterbox@titan", 4, "")],
         "out of range": [("u01", "chatterbox@titan", 6, "")],
-        "duplicate rating for u01 / chatterbox@titan": [("u01", "chatterbox@titan", 4, ""),
-                                                         ("u01", "chatterbox@titan", 3, "")],
+        "duplicate rating for u01 / chatterbox@titan": [
+            ("u01", "chatterbox@titan", 4, ""),
+            ("u01", "chatterbox@titan", 3, ""),
+        ],
         "unknown system 'voxtral@titan'": [("u01", "voxtral@titan", 4, "")],
     }
     for msg, rows in cases.items():
@@ -110,7 +113,9 @@ def test_ratings_import_bad_input_writes_nothing(run10, tmp_path, capsys):
 
 def test_ratings_import_yaml_and_no_silent_overwrite(run10, tmp_path, capsys):
     y = tmp_path / "r.yaml"
-    y.write_text("".join(f"- {{utt_id: {u}, system: {s}, score: {x}}}\n" for u, s, x, _ in ratings_rows([4], [5])))
+    y.write_text(
+        "".join(f"- {{utt_id: {u}, system: {s}, score: {x}}}\n" for u, s, x, _ in ratings_rows([4], [5]))
+    )
     assert main(["ratings", "import", str(run10), str(y)]) == 0
     doc = json.loads((run10 / "scores" / "ratings.json").read_text())
     assert doc["stats"]["per_system"]["chatterbox@titan"]["mean"] == 4.0
@@ -135,8 +140,10 @@ def test_redundancy_pending_without_ratings_then_validated(run10, tmp_path):
     v = verdict(run10)
     assert v["outcome"] == "pending_human_ratings"
     assert v["rule"]["name"] == "chatterbox-redundancy"
-    assert v["rule"]["sha256"] == __import__("hashlib").sha256(
-        (RULES / "chatterbox-redundancy.yaml").read_bytes()).hexdigest()
+    assert (
+        v["rule"]["sha256"]
+        == __import__("hashlib").sha256((RULES / "chatterbox-redundancy.yaml").read_bytes()).hexdigest()
+    )
     assert v["inputs"]["titan_n_ok"] == 10 and v["inputs"]["titan_mean"] is None
     f = write_csv(tmp_path / "r.csv", ratings_rows([4, 5], [5, 4]))
     assert main(["ratings", "import", str(run10), str(f)]) == 0
@@ -152,7 +159,9 @@ def test_redundancy_diverges(run10, tmp_path):
 
 
 def test_redundancy_blackwell_blocker_needs_no_ratings(tmp_path):
-    cfg = {"chatterbox@titan": {"install_ok": False, "install_blocker": {"kind": "blackwell", "estimate_h": 6}}}
+    cfg = {
+        "chatterbox@titan": {"install_ok": False, "install_blocker": {"kind": "blackwell", "estimate_h": 6}}
+    }
     run = make_run(tmp_path, texts=dict(list(TEN.items())[:2]), config=cfg)
     assert verdict(run)["outcome"] == "deferred_blackwell_port_cost"
 
@@ -167,19 +176,28 @@ def test_gemma_drift_overrides_everything(tmp_path):
 
 
 def test_voxtral_rule(tmp_path):
-    systems = {"voxtral@titan": ("voxtral", "titan", ["-v", "en-us"]),
-               "chatterbox@panda": ("chatterbox", "panda", ["-v", "en-gb"])}
+    systems = {
+        "voxtral@titan": ("voxtral", "titan", ["-v", "en-us"]),
+        "chatterbox@panda": ("chatterbox", "panda", ["-v", "en-gb"]),
+    }
     texts = dict(list(TEN.items())[:4])
-    run = make_run(tmp_path / "a", systems=systems, texts=texts, kind="bench-voxtral",
-                   ttfa_ms={"voxtral@titan": 300.0}, standin={"voxtral@titan"})
+    run = make_run(
+        tmp_path / "a",
+        systems=systems,
+        texts=texts,
+        kind="bench-voxtral",
+        ttfa_ms={"voxtral@titan": 300.0},
+        standin={"voxtral@titan"},
+    )
     assert verdict(run)["outcome"] == "pending_human_ratings"
     rows = [(u, "voxtral@titan", 5, "") for u in texts] + [(u, "chatterbox@panda", 4, "") for u in texts]
     f = write_csv(tmp_path / "r.csv", rows)
     assert main(["ratings", "import", str(run), str(f)]) == 0
     v = verdict(run)
     assert v["outcome"] == "swap_candidate" and v["inputs"]["voxtral_ttfa_p50"] < 500
-    slow = make_run(tmp_path / "b", systems=systems, texts=texts, kind="bench-voxtral",
-                    ttfa_ms={"voxtral@titan": 800.0})
+    slow = make_run(
+        tmp_path / "b", systems=systems, texts=texts, kind="bench-voxtral", ttfa_ms={"voxtral@titan": 800.0}
+    )
     # too slow: decided without ratings (false and unknown = false), never a guessed pass
     assert verdict(slow)["outcome"] == "keep_chatterbox_defer_voxtral_tts"
     assert main(["ratings", "import", str(slow), str(f)]) == 0
@@ -190,8 +208,10 @@ def test_verdict_bad_rule_file_keeps_old_verdict(run10, tmp_path, capsys):
     verdict(run10)
     before = (run10 / "verdict.json").read_bytes()
     bad = tmp_path / "bad.yaml"
-    bad.write_text("rule_version: 1\nname: x\ninputs: {}\noutcomes:\n  - outcome: a\n    when: 'zz > 1'\n"
-                   "default: {outcome: b}\n")
+    bad.write_text(
+        "rule_version: 1\nname: x\ninputs: {}\noutcomes:\n  - outcome: a\n    when: 'zz > 1'\n"
+        "default: {outcome: b}\n"
+    )
     assert main(["verdict", str(run10), "--rules", str(bad)]) == 2
     assert "bad.yaml:6: condition uses undeclared input(s) zz" in capsys.readouterr().err
     assert (run10 / "verdict.json").read_bytes() == before

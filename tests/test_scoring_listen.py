@@ -8,8 +8,8 @@ import threading
 import urllib.request
 
 import pytest
-from scoring_runs import HAVE_ESPEAK, make_run
 
+from scoring_runs import HAVE_ESPEAK, make_run
 from ttsbench.errors import UserError
 from ttsbench.scoring.listen.server import make_server
 from ttsbench.scoring.listen.session import Session, pick_systems
@@ -58,7 +58,9 @@ def test_http_api_hides_mapping_until_submit(run):
         return body
 
     def post(path, data):
-        req = urllib.request.Request(base + path, json.dumps(data).encode(), {"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            base + path, json.dumps(data).encode(), {"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(req) as r:
             body = r.read()
         bodies.append(body)
@@ -73,7 +75,7 @@ def test_http_api_hides_mapping_until_submit(run):
         for n, it in enumerate(state["items"]):
             post("/api/rate", {"item": it["item"], "scores": {"A": 2 + n % 3, "B": 5}, "note": "n"})
         for b in bodies:
-            for sid in SYSTEMS + ("titan", "panda"):
+            for sid in (*SYSTEMS, "titan", "panda"):
                 assert sid.encode() not in b
         assert not (run / "scores" / "ab-mapping.json").exists()
         res = post("/api/submit", {})

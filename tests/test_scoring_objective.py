@@ -54,7 +54,7 @@ def test_missing_wav_is_a_clear_error_and_writes_nothing(tmp_path):
     rc = main(["score", str(run)])
     assert rc == 2
     assert not (run / "scores" / "objective.json").exists()
-    with pytest.raises(UserError, match="missing, first: wavs/chatterbox/panda/u02.wav"):
+    with pytest.raises(UserError, match=r"missing, first: wavs/chatterbox/panda/u02\.wav"):
         score_run(RunDir.open(run), backends=Backends.probe(importer=_no_optional))
 
 
@@ -72,8 +72,10 @@ def test_score_with_metrics_extra_full(tmp_path):
         assert 1.0 <= s["mean_dnsmos_ovrl"] <= 5.0
         assert -40 < s["mean_loudness_lufs"] < -5
     # titan uses the reference's voice (en-us) — closer than panda's en-gb, pitched-up voice
-    assert (doc["per_system"]["chatterbox@titan"]["mean_speaker_similarity"]
-            > doc["per_system"]["chatterbox@panda"]["mean_speaker_similarity"])
+    assert (
+        doc["per_system"]["chatterbox@titan"]["mean_speaker_similarity"]
+        > doc["per_system"]["chatterbox@panda"]["mean_speaker_similarity"]
+    )
     pair = doc["pairs"][0]
     assert pair["n_items"] == 3
     assert pair["mean_mcd_db"] > 1.0

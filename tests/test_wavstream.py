@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import struct
 
 import numpy as np
@@ -64,7 +65,7 @@ def test_first_audio_byte_is_not_the_header():
 def test_arbitrary_chunk_boundaries(cuts):
     blob = _streaming_wav()
     edges = sorted({min(c, len(blob)) for c in cuts} | {0, len(blob)})
-    out, _ = _decode([blob[a:b] for a, b in zip(edges, edges[1:], strict=False)])
+    out, _ = _decode([blob[a:b] for a, b in itertools.pairwise(edges)])
     np.testing.assert_array_equal(out, EXPECTED)
 
 
@@ -73,7 +74,7 @@ def test_matches_soundfile_for_float_and_stereo():
     buf = io.BytesIO()
     sf.write(buf, x, 16000, subtype="FLOAT", format="WAV")
     blob = buf.getvalue()
-    out, dec = _decode([blob[i:i + 7] for i in range(0, len(blob), 7)])
+    out, dec = _decode([blob[i : i + 7] for i in range(0, len(blob), 7)])
     assert dec.sample_rate == 16000
     np.testing.assert_allclose(out, x.mean(axis=1), atol=1e-7)
 
@@ -87,13 +88,16 @@ def test_raw_pcm_needs_and_uses_declared_rate():
     np.testing.assert_array_equal(out, EXPECTED)
 
 
-@pytest.mark.parametrize(("blob", "match"), [
-    (wav_header(24000)[:20], "mid-header"),
-    (b"", "mid-header"),
-    (wav_header(24000) + PCM.tobytes()[:-1], "mid-sample"),
-    (wav_header(24000), "zero-length"),
-    (_sized_wav_with_list_chunk()[:-200], "short of the WAV data size"),
-])
+@pytest.mark.parametrize(
+    ("blob", "match"),
+    [
+        (wav_header(24000)[:20], "mid-header"),
+        (b"", "mid-header"),
+        (wav_header(24000) + PCM.tobytes()[:-1], "mid-sample"),
+        (wav_header(24000), "zero-length"),
+        (_sized_wav_with_list_chunk()[:-200], "short of the WAV data size"),
+    ],
+)
 def test_bad_endings(blob, match):
     dec = StreamDecoder()
     dec.feed(blob)

@@ -36,8 +36,13 @@ def write_wav_atomic(path: str | os.PathLike, samples: np.ndarray, sr: int) -> P
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
     os.close(fd)
     try:
-        sf.write(tmp, np.clip(np.asarray(samples, dtype=np.float32), -1.0, 1.0), int(sr),
-                 subtype="PCM_16", format="WAV")
+        sf.write(
+            tmp,
+            np.clip(np.asarray(samples, dtype=np.float32), -1.0, 1.0),
+            int(sr),
+            subtype="PCM_16",
+            format="WAV",
+        )
         os.replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -58,8 +63,9 @@ def is_silent(samples: np.ndarray, threshold_dbfs: float = SILENCE_DBFS) -> bool
     return rms_dbfs(samples) < threshold_dbfs
 
 
-def first_nonsilent_index(samples: np.ndarray, sr: int, threshold_dbfs: float = SILENCE_DBFS,
-                          frame_ms: float = 10.0) -> int | None:
+def first_nonsilent_index(
+    samples: np.ndarray, sr: int, threshold_dbfs: float = SILENCE_DBFS, frame_ms: float = 10.0
+) -> int | None:
     """Index of the first sample of the first frame louder than the threshold (None if all silent)."""
     x = np.asarray(samples, dtype=np.float32)
     frame = max(1, int(sr * frame_ms / 1000.0))
@@ -71,7 +77,7 @@ def first_nonsilent_index(samples: np.ndarray, sr: int, threshold_dbfs: float = 
     loud = np.nonzero(rms >= 10 ** (threshold_dbfs / 20.0))[0]
     if loud.size:
         return int(loud[0]) * frame
-    tail = x[n * frame:]
+    tail = x[n * frame :]
     return n * frame if tail.size and not is_silent(tail, threshold_dbfs) else None
 
 

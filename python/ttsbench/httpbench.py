@@ -72,7 +72,11 @@ class SpeechTarget:
 def endpoint_url(url: str) -> str:
     """Accept a base URL (http://host:port) or the full endpoint; return the endpoint."""
     u = url.rstrip("/")
-    return u if u.endswith("/audio/speech") else u + ("/audio/speech" if u.endswith("/v1") else "/v1/audio/speech")
+    return (
+        u
+        if u.endswith("/audio/speech")
+        else u + ("/audio/speech" if u.endswith("/v1") else "/v1/audio/speech")
+    )
 
 
 class _SseAudio:
@@ -110,8 +114,9 @@ def _one_line(text: str, limit: int = 300) -> str:
     return s if len(s) <= limit else s[: limit - 1] + "…"
 
 
-async def synthesize_once(client: httpx.AsyncClient, target: SpeechTarget, utt: Utterance,
-                          concurrency: int = 1, index: int = 0) -> tuple[RequestMetrics, np.ndarray | None]:
+async def synthesize_once(
+    client: httpx.AsyncClient, target: SpeechTarget, utt: Utterance, concurrency: int = 1, index: int = 0
+) -> tuple[RequestMetrics, np.ndarray | None]:
     """One timed request. Never raises for per-request failures (they land in ``error``), except
     ServerUnreachable when no connection could be made."""
     m = RequestMetrics(utt_id=utt.utt_id, text=utt.text, concurrency=concurrency, request_index=index)
@@ -120,10 +125,13 @@ async def synthesize_once(client: httpx.AsyncClient, target: SpeechTarget, utt: 
     sse = _SseAudio() if target.stream == "sse" else None
     body = json.dumps(target.payload(utt.text)).encode()  # serialised before t0: not part of TTFA
     headers = {"Content-Type": "application/json", **target.headers}
+    request = client.build_request(
+        "POST", target.url, content=body, headers=headers, timeout=target.timeout_s
+    )
     t0 = time.perf_counter()
     try:
-        async with client.stream("POST", target.url, content=body, headers=headers,
-                                 timeout=target.timeout_s) as resp:
+        resp = await client.send(request, stream=True)
+        try:
             m.http_status = resp.status_code
             if resp.status_code >= 400:
                 text = (await resp.aread()).decode("utf-8", "replace")
@@ -135,10 +143,16 @@ async def synthesize_once(client: httpx.AsyncClient, target: SpeechTarget, utt: 
                 new = dec.feed(audio) if audio else None
                 if m.ttfa_ms is None and dec.audio_bytes:
                     m.ttfa_ms = (t - t0) * 1000.0
-                if m.t_first_nonsilent_ms is None and new is not None and new.size and dec.sample_rate:
-                    if first_nonsilent_index(new, dec.sample_rate, target.silence_dbfs) is not None:
-                        m.t_first_nonsilent_ms = (t - t0) * 1000.0
+                if (
+                    m.t_first_nonsilent_ms is None
+                    and new is not None
+                    and new.size
+                    and first_nonsilent_index(new, dec.sample_rate or 1, target.silence_dbfs) is not None
+                ):
+                    m.t_first_nonsilent_ms = (t - t0) * 1000.0
             t_end = time.perf_counter()
+        finally:
+            await resp.aclose()
         samples = dec.finish()
     except httpx.ConnectError as exc:
         raise ServerUnreachable(f"cannot connect to {target.url}: {exc}") from exc
@@ -176,8 +190,13 @@ class RunState:
     aborted: str | None = None
 
 
-async def run_plan(target: SpeechTarget, utts: list[Utterance], plan: RunPlan, state: RunState,
-                   on_row: Callable[[RequestMetrics], None] | None = None) -> None:
+async def run_plan(
+    target: SpeechTarget,
+    utts: list[Utterance],
+    plan: RunPlan,
+    state: RunState,
+    on_row: Callable[[RequestMetrics], None] | None = None,
+) -> None:
     """Warm up (excluded; any failure raises), then the timed requests per concurrency level."""
     top = max(plan.concurrency)
     limits = httpx.Limits(max_connections=top + 2, max_keepalive_connections=top + 2)

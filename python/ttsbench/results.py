@@ -60,15 +60,31 @@ def validate(doc: Any, where: str = "results.json") -> None:
 
 def new_document(run_id: str, kind: str) -> dict[str, Any]:
     return {
-        "schema_version": SCHEMA_VERSION, "run_id": run_id, "kind": kind, "started_at": utc_now(),
-        "finished_at": None, "complete": False, "systems": [], "gemma": None, "scores": None, "verdict": None,
+        "schema_version": SCHEMA_VERSION,
+        "run_id": run_id,
+        "kind": kind,
+        "started_at": utc_now(),
+        "finished_at": None,
+        "complete": False,
+        "systems": [],
+        "gemma": None,
+        "scores": None,
+        "verdict": None,
     }
 
 
 def remote_host(name: str | None) -> dict[str, Any]:
     """Host block for a system measured over HTTP: GPU facts are unknown from here, so null."""
-    return {"name": name or platform.node(), "arch": None, "gpu_name": None, "compute_capability": None,
-            "driver": None, "cuda": None, "torch": None, "python": None}
+    return {
+        "name": name or platform.node(),
+        "arch": None,
+        "gpu_name": None,
+        "compute_capability": None,
+        "driver": None,
+        "cuda": None,
+        "torch": None,
+        "python": None,
+    }
 
 
 def put_system(doc: dict[str, Any], system: dict[str, Any]) -> None:

@@ -45,8 +45,9 @@ class AudioFormat:
 class StreamDecoder:
     """Feed bytes, get float32 mono samples. ``mode`` is "wav" or "pcm" (pcm needs sample_rate)."""
 
-    def __init__(self, mode: str = "wav", sample_rate: int | None = None, pcm_format: str = "s16le",
-                 channels: int = 1) -> None:
+    def __init__(
+        self, mode: str = "wav", sample_rate: int | None = None, pcm_format: str = "s16le", channels: int = 1
+    ) -> None:
         if mode not in ("wav", "pcm"):
             raise ValueError(f"unknown stream mode {mode!r} (wav or pcm)")
         self.mode = mode
@@ -128,14 +129,14 @@ class StreamDecoder:
         while True:
             if len(b) < pos + 8:
                 return False
-            cid = bytes(b[pos:pos + 4])
+            cid = bytes(b[pos : pos + 4])
             size = struct.unpack_from("<I", b, pos + 4)[0]
             if cid == b"data":
                 if fmt is None:
                     raise StreamFormatError("WAV data chunk before fmt chunk")
                 self.fmt = fmt
                 self.header_bytes = pos + 8
-                del b[:pos + 8]
+                del b[: pos + 8]
                 if size == 0 or size >= _UNKNOWN_SIZE_MIN:
                     self._unbounded = True
                 else:
@@ -151,7 +152,9 @@ class StreamDecoder:
                         return False
                     tag = struct.unpack_from("<H", b, pos + 8 + 24)[0]
                 if (tag, bits) not in _FORMATS or ch < 1 or sr <= 0:
-                    raise StreamFormatError(f"unsupported WAV format (tag {tag}, {bits} bit, {ch} ch, {sr} Hz)")
+                    raise StreamFormatError(
+                        f"unsupported WAV format (tag {tag}, {bits} bit, {ch} ch, {sr} Hz)"
+                    )
                 fmt = AudioFormat(sr, ch, tag, bits)
             if size >= _UNKNOWN_SIZE_MIN:
                 raise StreamFormatError(f"WAV chunk {cid!r} has an implausible size {size}")
@@ -165,7 +168,9 @@ class StreamDecoder:
             raise StreamFormatError(f"stream ended mid-header after {self.total_bytes} bytes")
         if self._pending:
             raise StreamFormatError(
-                f"stream ended mid-sample ({len(self._pending)} stray bytes after {self.audio_bytes} audio bytes)")
+                f"stream ended mid-sample ({len(self._pending)} stray bytes "
+                f"after {self.audio_bytes} audio bytes)"
+            )
         if self._data_left:
             raise StreamFormatError(f"stream ended {self._data_left} bytes short of the WAV data size")
         if self.audio_bytes == 0:

@@ -10,12 +10,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("url", help="server base URL (http://titan:8004) or the full /v1/audio/speech URL")
     p.add_argument("--utterances", default=None, help="utterances YAML (default: files/utterances.yaml)")
     p.add_argument("--only", default=None, help="comma-separated utterance ids to use")
-    p.add_argument("-n", "--requests", type=int, default=None,
-                   help="timed requests per concurrency level (default: one per utterance)")
+    p.add_argument(
+        "-n",
+        "--requests",
+        type=int,
+        default=None,
+        help="timed requests per concurrency level (default: one per utterance)",
+    )
     p.add_argument("--warmup", type=int, default=2, help="warm-up requests, excluded from the results")
     p.add_argument("--concurrency", default="1", help="levels to sweep, e.g. 1,2,4,8")
-    p.add_argument("--stream", choices=["audio", "sse", "none"], default="audio",
-                   help="audio: raw bytes (stream_format=audio); sse: speech.audio.delta events; none")
+    p.add_argument(
+        "--stream",
+        choices=["audio", "sse", "none"],
+        default="audio",
+        help="audio: raw bytes (stream_format=audio); sse: speech.audio.delta events; none",
+    )
     p.add_argument("--response-format", choices=["wav", "pcm"], default="wav")
     p.add_argument("--pcm-sample-rate", type=int, default=24000, help="declared rate of raw PCM responses")
     p.add_argument("--pcm-format", choices=["s16le", "s32le", "f32le", "u8"], default="s16le")
@@ -24,8 +33,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reference", default=None, help="reference voice WAV for cloning (sent as a data URL)")
     p.add_argument("--reference-field", default="ref_audio", help="payload field for the reference")
     p.add_argument("--reference-rate", type=int, default=24000, help="resample the reference to this rate")
-    p.add_argument("--payload-extra", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra JSON field (VALUE parsed as JSON when it parses, else a string)")
+    p.add_argument(
+        "--payload-extra",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra JSON field (VALUE parsed as JSON when it parses, else a string)",
+    )
     p.add_argument("--header", action="append", default=[], metavar="KEY=VALUE", help="extra HTTP header")
     p.add_argument("--timeout", type=float, default=120.0, help="per-request timeout in seconds")
     p.add_argument("--engine", default="http", help="engine label (wavs/<engine>/<host>/)")
@@ -33,8 +47,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--install-label", default=None)
     p.add_argument("--host-label", default=None, help="host label (default: the URL's host name)")
     p.add_argument("--standin", action="store_true", help="the server is a stand-in (labelled in results)")
-    p.add_argument("--run-dir", default=None,
-                   help="run folder to write into (an existing results.json gets this system added)")
+    p.add_argument(
+        "--run-dir",
+        default=None,
+        help="run folder to write into (an existing results.json gets this system added)",
+    )
     p.add_argument("--runs-root", default="runs", help="where a new run folder is made (without --run-dir)")
     p.add_argument("--kind", default="bench-http", help="results.json kind for a new run folder")
     p.add_argument("--no-progress", action="store_true")
@@ -61,7 +78,7 @@ def _kv(items: list[str], what: str, parse_json: bool) -> dict:
     return out
 
 
-def _run(args: argparse.Namespace) -> int:  # noqa: C901 - one linear CLI flow
+def _run(args: argparse.Namespace) -> int:
     import asyncio
     import sys
     from pathlib import Path
@@ -115,11 +132,20 @@ def _run(args: argparse.Namespace) -> int:  # noqa: C901 - one linear CLI flow
         if ref.source_rate != ref.sample_rate:
             console.print(f"reference: resampled {ref.source_rate} Hz → {ref.sample_rate} Hz")
         ref_url = ref.data_url
-    target = SpeechTarget(url=url, model=args.model, voice=args.voice, response_format=args.response_format,
-                          stream=args.stream, pcm_sample_rate=args.pcm_sample_rate, pcm_format=args.pcm_format,
-                          reference_field=args.reference_field, reference_url=ref_url,
-                          payload_extra=_kv(args.payload_extra, "--payload-extra", True),
-                          headers=_kv(args.header, "--header", False), timeout_s=args.timeout)
+    target = SpeechTarget(
+        url=url,
+        model=args.model,
+        voice=args.voice,
+        response_format=args.response_format,
+        stream=args.stream,
+        pcm_sample_rate=args.pcm_sample_rate,
+        pcm_format=args.pcm_format,
+        reference_field=args.reference_field,
+        reference_url=ref_url,
+        payload_extra=_kv(args.payload_extra, "--payload-extra", True),
+        headers=_kv(args.header, "--header", False),
+        timeout_s=args.timeout,
+    )
     host = args.host_label or parts.hostname
     engine = args.engine
     for label in (host, engine):
@@ -130,9 +156,16 @@ def _run(args: argparse.Namespace) -> int:  # noqa: C901 - one linear CLI flow
     state = RunState()
     started = results.utc_now()
     interrupted = False
-    progress = Progress(TextColumn("[bold]bench-http[/bold] {task.description}"), BarColumn(),
-                        MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True,
-                        disable=args.no_progress, refresh_per_second=4)
+    progress = Progress(
+        TextColumn("[bold]bench-http[/bold] {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=args.no_progress,
+        refresh_per_second=4,
+    )
     task = progress.add_task(f"{engine}@{host}", total=n * len(levels))
     try:
         with progress:
@@ -147,10 +180,7 @@ def _run(args: argparse.Namespace) -> int:  # noqa: C901 - one linear CLI flow
         interrupted = True
 
     # ---- write the run folder: WAVs first, then results.json (validated, atomic) ----
-    if args.run_dir:
-        run_dir = Path(args.run_dir)
-    else:
-        run_dir = Path(args.runs_root) / results.new_run_id(args.kind)
+    run_dir = Path(args.run_dir) if args.run_dir else Path(args.runs_root) / results.new_run_id(args.kind)
     existing = (run_dir / results.RESULTS_NAME).is_file()
     doc = results.load_results(run_dir) if existing else results.new_document(run_dir.name, args.kind)
     if not existing:
@@ -163,38 +193,65 @@ def _run(args: argparse.Namespace) -> int:  # noqa: C901 - one linear CLI flow
     complete = not interrupted and state.aborted is None
     system = {
         "system_id": f"{engine}@{host}",
-        "engine": {"name": engine, "version": args.engine_version, "install": args.install_label,
-                   "standin": bool(args.standin), "weights": "n/a"},
+        "engine": {
+            "name": engine,
+            "version": args.engine_version,
+            "install": args.install_label,
+            "standin": bool(args.standin),
+            "weights": "n/a",
+        },
         "host": results.remote_host(host),
-        "config": {"url": url, "stream": args.stream, "response_format": args.response_format,
-                   "pcm_sample_rate": args.pcm_sample_rate if args.response_format == "pcm" else None,
-                   "model": args.model, "voice": args.voice, "reference": args.reference,
-                   "payload_extra": target.payload_extra, "warmup": args.warmup, "requests_per_level": n,
-                   "concurrency": list(levels), "measured_from": "controller over HTTP",
-                   "complete": complete, "aborted": state.aborted},
+        "config": {
+            "url": url,
+            "stream": args.stream,
+            "response_format": args.response_format,
+            "pcm_sample_rate": args.pcm_sample_rate if args.response_format == "pcm" else None,
+            "model": args.model,
+            "voice": args.voice,
+            "reference": args.reference,
+            "payload_extra": target.payload_extra,
+            "warmup": args.warmup,
+            "requests_per_level": n,
+            "concurrency": list(levels),
+            "measured_from": "controller over HTTP",
+            "complete": complete,
+            "aborted": state.aborted,
+        },
         "utterances": [r.to_dict() for r in rows],
         "summary": summarize(rows),
-        "summary_by_concurrency": {str(c): summarize([r for r in rows if r.concurrency == c]) for c in levels},
+        "summary_by_concurrency": {
+            str(c): summarize([r for r in rows if r.concurrency == c]) for c in levels
+        },
     }
     results.put_system(doc, system)
     doc["complete"] = complete
     doc["finished_at"] = results.utc_now()
     path = results.write_results(run_dir, doc)
     s = system["summary"]
-    print(f"{path}: {s['n_ok']}/{s['n']} ok, p50 TTFA {_fmt(s['p50_ttfa_ms'])} ms, "
-          f"p50 RTF {_fmt(s['p50_rtf'], 3)}" + (" (STAND-IN)" if args.standin else ""))
+    print(
+        f"{path}: {s['n_ok']}/{s['n']} ok, p50 TTFA {_fmt(s['p50_ttfa_ms'])} ms, "
+        f"p50 RTF {_fmt(s['p50_rtf'], 3)}" + (" (STAND-IN)" if args.standin else "")
+    )
     if interrupted:
-        print(f"bench-http: interrupted; kept {len(rows)} measured request(s), marked complete=false",
-              file=sys.stderr)
+        print(
+            f"bench-http: interrupted; kept {len(rows)} measured request(s), marked complete=false",
+            file=sys.stderr,
+        )
         return 130
     if state.aborted:
-        print(f"bench-http: error: {state.aborted}; kept {len(rows)} measured request(s), marked complete=false",
-              file=sys.stderr)
+        print(
+            f"bench-http: error: {state.aborted}; kept {len(rows)} measured request(s), "
+            "marked complete=false",
+            file=sys.stderr,
+        )
         return 3
     bad = [r for r in rows if not r.ok]
     if bad:
-        print(f"bench-http: error: {len(bad)}/{len(rows)} request(s) failed; first: {bad[0].utt_id}: "
-              f"{bad[0].error}", file=sys.stderr)
+        print(
+            f"bench-http: error: {len(bad)}/{len(rows)} request(s) failed; first: {bad[0].utt_id}: "
+            f"{bad[0].error}",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

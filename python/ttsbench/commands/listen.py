@@ -6,14 +6,22 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("listen", help="blind A/B listening page (127.0.0.1, random port) → scores/ratings.json")
+    p = sub.add_parser(
+        "listen", help="blind A/B listening page (127.0.0.1, random port) → scores/ratings.json"
+    )
     p.add_argument("run_dir")
     p.add_argument("--systems", help="two system ids, comma-separated (default: the run's two systems)")
-    p.add_argument("--seed", type=int, help="seed of the per-item A/B order (default: random, kept on resume)")
+    p.add_argument(
+        "--seed", type=int, help="seed of the per-item A/B order (default: random, kept on resume)"
+    )
     p.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: random free port)")
     p.add_argument("--terminal", action="store_true", help="rate in the terminal instead of a browser")
-    p.add_argument("--player", choices=["auto", "aplay", "play", "none"], default="auto",
-                   help="terminal mode: how to play clips (none: print paths)")
+    p.add_argument(
+        "--player",
+        choices=["auto", "aplay", "play", "none"],
+        default="auto",
+        help="terminal mode: how to play clips (none: print paths)",
+    )
     p.add_argument("--force", action="store_true", help="rate again, replacing scores/ratings.json")
     p.set_defaults(func=_run)
 
@@ -40,8 +48,10 @@ def _run(args: argparse.Namespace) -> int:
 
     server = make_server(session, args.port)
     host, port = server.server_address[:2]
-    print(f"listening page: http://{host}:{port}/  (Ctrl-C stops; ratings are saved after every item)",
-          flush=True)
+    print(
+        f"listening page: http://{host}:{port}/  (Ctrl-C stops; ratings are saved after every item)",
+        flush=True,
+    )
 
     def stop_after_submit() -> None:
         while session.submitted is None:

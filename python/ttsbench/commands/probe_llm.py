@@ -46,8 +46,12 @@ def _run(args: argparse.Namespace) -> int:
                 if not data:
                     raise UserError(f"{base}/v1/models lists no model; pass --model")
                 model = data[0]["id"]
-            body = {"model": model, "messages": [{"role": "user", "content": "Reply with OK."}],
-                    "max_tokens": 1, "temperature": 0}
+            body = {
+                "model": model,
+                "messages": [{"role": "user", "content": "Reply with OK."}],
+                "max_tokens": 1,
+                "temperature": 0,
+            }
             for i in range(args.warmup + args.n):
                 t0 = time.perf_counter()
                 try:
@@ -62,20 +66,34 @@ def _run(args: argparse.Namespace) -> int:
         except httpx.ConnectError as exc:
             raise UserError(f"cannot reach LLM at {base}: {exc}", exit_code=3) from exc
         except httpx.HTTPStatusError as exc:
-            raise UserError(f"{base}/v1/models: HTTP {exc.response.status_code}: "
-                            f"{' '.join(exc.response.text.split())[:200]}", exit_code=3) from exc
+            raise UserError(
+                f"{base}/v1/models: HTTP {exc.response.status_code}: "
+                f"{' '.join(exc.response.text.split())[:200]}",
+                exit_code=3,
+            ) from exc
         except (httpx.HTTPError, ValueError, KeyError) as exc:
             raise UserError(f"LLM at {base} answered unexpectedly: {exc}", exit_code=3) from exc
-    out = {"url": base, "model": model, "n": args.n, "p50_ms": percentile(samples, 50),
-           "p90_ms": percentile(samples, 90), "mean_ms": (sum(samples) / len(samples)) if samples else None,
-           "samples_ms": [round(s, 3) for s in samples], "errors": len(errors)}
+    out = {
+        "url": base,
+        "model": model,
+        "n": args.n,
+        "p50_ms": percentile(samples, 50),
+        "p90_ms": percentile(samples, 90),
+        "mean_ms": (sum(samples) / len(samples)) if samples else None,
+        "samples_ms": [round(s, 3) for s in samples],
+        "errors": len(errors),
+    }
     if args.json:
         print(json.dumps(out))
     elif samples:
-        print(f"{base} ({model}): p50 {out['p50_ms']:.1f} ms, p90 {out['p90_ms']:.1f} ms, "
-              f"mean {out['mean_ms']:.1f} ms over {len(samples)} request(s), {len(errors)} error(s)")
+        print(
+            f"{base} ({model}): p50 {out['p50_ms']:.1f} ms, p90 {out['p90_ms']:.1f} ms, "
+            f"mean {out['mean_ms']:.1f} ms over {len(samples)} request(s), {len(errors)} error(s)"
+        )
     if not samples:
-        raise UserError(f"LLM at {base}: all {len(errors)} request(s) failed; first: {errors[0]}", exit_code=3)
+        raise UserError(
+            f"LLM at {base}: all {len(errors)} request(s) failed; first: {errors[0]}", exit_code=3
+        )
     if errors:
         import sys
 

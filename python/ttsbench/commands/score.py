@@ -23,8 +23,11 @@ def _run(args: argparse.Namespace) -> int:
         doc = score_run(run, progress=lambda msg: status.update(f"scoring {msg}"))
     out = write_json_atomic(run.scores_dir / "objective.json", doc)
     scores = dict(run.doc.get("scores") or {})
-    scores["objective"] = {"path": "scores/objective.json", "per_system": doc["per_system"],
-                           "skipped": doc["skipped"]}
+    scores["objective"] = {
+        "path": "scores/objective.json",
+        "per_system": doc["per_system"],
+        "skipped": doc["skipped"],
+    }
     run.update_slot("scores", scores)
     for s in doc["skipped"]:
         print(f"skipped {s['metric']}: {s['reason']}")

@@ -31,6 +31,8 @@ def _run(args: argparse.Namespace) -> int:
         more = f" (+{len(errs) - 1} more)" if len(errs) > 1 else ""
         raise UserError(f"{f}: invalid: {errs[0]}{more}", exit_code=1)
     n = sum(len(s.get("utterances", [])) for s in doc.get("systems", []))
-    print(f"{f}: valid (schema v{doc['schema_version']}, {len(doc['systems'])} system(s), {n} row(s), "
-          f"complete={str(doc['complete']).lower()})")
+    print(
+        f"{f}: valid (schema v{doc['schema_version']}, {len(doc['systems'])} system(s), {n} row(s), "
+        f"complete={str(doc['complete']).lower()})"
+    )
     return 0

@@ -21,7 +21,11 @@ def _run(args: argparse.Namespace) -> int:
     from ttsbench.scoring.verdict import decide, default_rule_file, write_verdict
 
     run = RunDir.open(args.run_dir)
-    path = Path(args.rules) if args.rules else default_rule_file(run, project_root() / "files" / "decision-rules")
+    path = (
+        Path(args.rules)
+        if args.rules
+        else default_rule_file(run, project_root() / "files" / "decision-rules")
+    )
     rules = load_rules(path)
     v = decide(rules, run)
     out = write_verdict(run, v)

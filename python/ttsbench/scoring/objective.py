@@ -109,8 +109,11 @@ def dnsmos(b: Backends, y16: np.ndarray) -> dict[str, float]:
     from speechmos import dnsmos as dm
 
     r = dm.run(np.clip(y16, -1.0, 1.0).astype(np.float32), ANALYSIS_SR)
-    return {"dnsmos_ovrl": float(r["ovrl_mos"]), "dnsmos_sig": float(r["sig_mos"]),
-            "dnsmos_p808": float(r["p808_mos"])}
+    return {
+        "dnsmos_ovrl": float(r["ovrl_mos"]),
+        "dnsmos_sig": float(r["sig_mos"]),
+        "dnsmos_p808": float(r["p808_mos"]),
+    }
 
 
 def loudness(b: Backends, y: np.ndarray, sr: int) -> float | None:
@@ -153,8 +156,9 @@ def _mean(vals: list[float | None]) -> float | None:
     return float(np.mean(xs)) if xs else None
 
 
-def score_run(run: RunDir, backends: Backends | None = None,
-              progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+def score_run(
+    run: RunDir, backends: Backends | None = None, progress: Callable[[str], None] | None = None
+) -> dict[str, Any]:
     """Compute every metric that can run here; the document for ``scores/objective.json``."""
     systems = run.system_ids()
     clips = {s: run.clips(s) for s in systems}  # raises on missing WAVs before anything is written
@@ -198,9 +202,13 @@ def score_run(run: RunDir, backends: Backends | None = None,
 
     clip_metric_names = [n for n, d in METRICS.items() if d.scope == "clip" and n not in skip]
     per_system = {
-        s: {"n_clips": sum(1 for v in per_clip[s].values() if v.get("ok")),
-            **{f"mean_{n}": _mean([v.get(n) for v in per_clip[s].values() if v.get("ok")])
-               for n in clip_metric_names}}
+        s: {
+            "n_clips": sum(1 for v in per_clip[s].values() if v.get("ok")),
+            **{
+                f"mean_{n}": _mean([v.get(n) for v in per_clip[s].values() if v.get("ok")])
+                for n in clip_metric_names
+            },
+        }
         for s in systems
     }
 
@@ -214,8 +222,15 @@ def score_run(run: RunDir, backends: Backends | None = None,
                     if progress:
                         progress(f"{sa} vs {sb} {utt}")
                     rows[utt] = pair_metrics(b, audio16[(sa, utt)], audio16[(sb, utt)])
-            pairs.append({"a": sa, "b": sb, "n_items": len(rows), "per_utterance": rows,
-                          **{f"mean_{n}": _mean([r.get(n) for r in rows.values()]) for n in pair_names}})
+            pairs.append(
+                {
+                    "a": sa,
+                    "b": sb,
+                    "n_items": len(rows),
+                    "per_utterance": rows,
+                    **{f"mean_{n}": _mean([r.get(n) for r in rows.values()]) for n in pair_names},
+                }
+            )
 
     return {
         "version": 1,

@@ -10,8 +10,10 @@ from ttsbench.errors import UserError
 from ttsbench.scoring.rundoc import RunDir, read_json, utc_now_iso, write_json_atomic
 from ttsbench.scoring.stats import rating_stats
 
-QUESTION = ("Voice identity: how similar is this clip to the reference voice? "
-            "1 = a different person … 5 = the same voice (should sound identical; not 'which is better').")
+QUESTION = (
+    "Voice identity: how similar is this clip to the reference voice? "
+    "1 = a different person … 5 = the same voice (should sound identical; not 'which is better')."
+)
 SCALE = (1, 5)
 RATINGS_NAME = "ratings.json"
 
@@ -39,7 +41,9 @@ def validate_rows(run: RunDir, rows: list[dict[str, Any]], where: str) -> list[d
         if sys_ not in systems:
             raise UserError(f"{at}: unknown system {sys_!r} (run has: {', '.join(sorted(systems))})")
         if utt not in systems[sys_]:
-            raise UserError(f"{at}: unknown utterance id {utt!r} for {sys_} (run has: {', '.join(sorted(systems[sys_]))})")
+            raise UserError(
+                f"{at}: unknown utterance id {utt!r} for {sys_} (run has: {', '.join(sorted(systems[sys_]))})"
+            )
         raw = r.get("score")
         try:
             score = float(raw)
@@ -52,8 +56,14 @@ def validate_rows(run: RunDir, rows: list[dict[str, Any]], where: str) -> list[d
             raise UserError(f"{at}: duplicate rating for {utt} / {sys_} (first at row {seen[key]})")
         seen[key] = r.get("_line", i)
         note = r.get("note")
-        out.append({"utt_id": utt, "system": sys_, "score": int(score) if score.is_integer() else score,
-                    "note": str(note) if note not in (None, "") else None})
+        out.append(
+            {
+                "utt_id": utt,
+                "system": sys_,
+                "score": int(score) if score.is_integer() else score,
+                "note": str(note) if note not in (None, "") else None,
+            }
+        )
     if not out:
         raise UserError(f"{where}: no ratings in the file")
     return out
@@ -81,23 +91,37 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
         if isinstance(data, dict):
             data = data.get("ratings")
         if not isinstance(data, list) or not all(isinstance(x, dict) for x in data):
-            raise UserError(f"{path}: expected a list of {{utt_id, system, score, note}} (or 'ratings:' list)")
+            raise UserError(
+                f"{path}: expected a list of {{utt_id, system, score, note}} (or 'ratings:' list)"
+            )
         return data
     raise UserError(f"{path}: unknown ratings format {suffix!r}; use .csv or .yaml")
 
 
-def ratings_document(run: RunDir, rows: list[dict[str, Any]], source: str,
-                     extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"version": 1, "run_id": run.run_id, "created_at": utc_now_iso(), "source": source,
-            "question": QUESTION, "scale": list(SCALE), "ratings": rows, "stats": rating_stats(rows),
-            **(extra or {})}
+def ratings_document(
+    run: RunDir, rows: list[dict[str, Any]], source: str, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    return {
+        "version": 1,
+        "run_id": run.run_id,
+        "created_at": utc_now_iso(),
+        "source": source,
+        "question": QUESTION,
+        "scale": list(SCALE),
+        "ratings": rows,
+        "stats": rating_stats(rows),
+        **(extra or {}),
+    }
 
 
 def write_ratings(run: RunDir, doc: dict[str, Any]) -> Path:
     p = write_json_atomic(ratings_path(run), doc)
     scores = dict(run.doc.get("scores") or {})
-    scores["ratings"] = {"path": f"scores/{RATINGS_NAME}", "source": doc["source"],
-                         "per_system": doc["stats"]["per_system"]}
+    scores["ratings"] = {
+        "path": f"scores/{RATINGS_NAME}",
+        "source": doc["source"],
+        "per_system": doc["stats"]["per_system"],
+    }
     run.update_slot("scores", scores)
     return p
 

@@ -19,8 +19,15 @@ from ttsbench.errors import UserError
 
 UNKNOWN = None  # three-valued logic: None is "unknown"
 
-TOP_KEYS = {"rule_version": True, "name": True, "description": False, "inputs": True, "outcomes": True,
-            "default": True, "gate": False}
+TOP_KEYS = {
+    "rule_version": True,
+    "name": True,
+    "description": False,
+    "inputs": True,
+    "outcomes": True,
+    "default": True,
+    "gate": False,
+}
 INPUT_KEYS = {"source", "system", "field", "stat", "default", "description"}
 OUTCOME_KEYS = {"outcome", "when", "reason"}
 DEFAULT_KEYS = {"outcome", "reason"}
@@ -60,7 +67,9 @@ def _loader():
 
 
 # ---------------------------------------------------------------- expressions
-_TOKEN = re.compile(r"\s*(?:(\d+(?:\.\d*)?|\.\d+)|'([^']*)'|([A-Za-z_][A-Za-z0-9_]*)|(<=|>=|==|!=|[<>+\-*/()]))")
+_TOKEN = re.compile(
+    r"\s*(?:(\d+(?:\.\d*)?|\.\d+)|'([^']*)'|([A-Za-z_][A-Za-z0-9_]*)|(<=|>=|==|!=|[<>+\-*/()]))"
+)
 _KEYWORDS = {"and", "or", "not", "true", "false", "null", "abs"}
 
 
@@ -279,7 +288,9 @@ def _unknown_keys(where: str, d: _LineDict, allowed: set[str] | dict[str, bool],
     for k in d:
         if k not in allowed:
             line = getattr(d, "lines", {}).get(k, "?")
-            raise RuleError(f"{path}:{line}: unknown field {k!r} in {where} (allowed: {', '.join(sorted(allowed))})")
+            raise RuleError(
+                f"{path}:{line}: unknown field {k!r} in {where} (allowed: {', '.join(sorted(allowed))})"
+            )
 
 
 def _need_map(v: Any, where: str, path: Path, line: Any) -> _LineDict:
@@ -319,14 +330,22 @@ def load_rules(path: str | Path) -> RuleSet:
         if src not in SOURCES:
             raise RuleError(f"{p}:{line}: input {name!r}: source must be one of {', '.join(sorted(SOURCES))}")
         if src in {"results", "ratings"} and not spec.get("system"):
-            raise RuleError(f"{p}:{line}: input {name!r}: needs 'system' (a system_id or pattern like 'voxtral@*')")
+            raise RuleError(
+                f"{p}:{line}: input {name!r}: needs 'system' (a system_id or pattern like 'voxtral@*')"
+            )
         if src in {"results", "gemma"} and not spec.get("field"):
             raise RuleError(f"{p}:{line}: input {name!r}: needs 'field'")
         if src == "ratings" and spec.get("stat", "mean") not in STATS:
             raise RuleError(f"{p}:{line}: input {name!r}: stat must be one of {', '.join(sorted(STATS))}")
-        inputs[name] = InputSpec(name, src, spec.get("system"), spec.get("field"),
-                                 spec.get("stat", "mean") if src == "ratings" else None,
-                                 spec.get("default"), "default" in spec)
+        inputs[name] = InputSpec(
+            name,
+            src,
+            spec.get("system"),
+            spec.get("field"),
+            spec.get("stat", "mean") if src == "ratings" else None,
+            spec.get("default"),
+            "default" in spec,
+        )
 
     def outcome(o: Any, where: str, line: Any, need_when: bool) -> Outcome:
         o = _need_map(o, where, p, line)
@@ -343,7 +362,9 @@ def load_rules(path: str | Path) -> RuleSet:
                 raise RuleError(f"{p}:{o.lines['when']}: bad condition {o['when']!r}: {exc}") from None
             unknown = sorted(expr.names - set(inputs))
             if unknown:
-                raise RuleError(f"{p}:{o.lines['when']}: condition uses undeclared input(s) {', '.join(unknown)}")
+                raise RuleError(
+                    f"{p}:{o.lines['when']}: condition uses undeclared input(s) {', '.join(unknown)}"
+                )
         return Outcome(str(o["outcome"]), expr, str(o.get("reason", "")))
 
     outs = top["outcomes"]
@@ -351,8 +372,17 @@ def load_rules(path: str | Path) -> RuleSet:
         raise RuleError(f"{p}:{top.lines['outcomes']}: outcomes must be a non-empty list")
     outcomes = [outcome(o, f"outcomes[{j}]", top.lines["outcomes"] + j, True) for j, o in enumerate(outs)]
     default = outcome(top["default"], "default", top.lines["default"], False)
-    rs = RuleSet(p, hashlib.sha256(data).hexdigest(), top["rule_version"], str(top["name"]),
-                 str(top.get("description", "")).strip(), inputs, outcomes, default, raw=dict(top))
+    rs = RuleSet(
+        p,
+        hashlib.sha256(data).hexdigest(),
+        top["rule_version"],
+        str(top["name"]),
+        str(top.get("description", "")).strip(),
+        inputs,
+        outcomes,
+        default,
+        raw=dict(top),
+    )
     if "gate" in top:
         g = _need_map(top["gate"], "gate", p, top.lines["gate"])
         _unknown_keys("gate", g, GATE_KEYS, p)

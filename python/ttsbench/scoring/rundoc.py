@@ -29,6 +29,7 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    os.chmod(tmp, 0o644)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(data, fh, indent=2, ensure_ascii=False, allow_nan=False)
@@ -44,6 +45,7 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    os.chmod(tmp, 0o644)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
@@ -110,7 +112,9 @@ class RunDir:
         for s in self.doc["systems"]:
             if s.get("system_id") == system_id:
                 return s
-        raise UserError(f"{self.root}: no system {system_id!r} in results.json (have: {', '.join(self.system_ids())})")
+        raise UserError(
+            f"{self.root}: no system {system_id!r} in results.json (have: {', '.join(self.system_ids())})"
+        )
 
     def clips(self, system_id: str, check_files: bool = True) -> list[Clip]:
         """The system's utterances; an ok utterance whose WAV is missing is a user-visible error."""

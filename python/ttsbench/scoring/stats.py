@@ -48,6 +48,11 @@ def rating_stats(rows: list[dict[str, Any]]) -> dict[str, Any]:
     pairs = []
     for sa, sb in itertools.combinations(sorted(by_sys), 2):
         items = sorted(set(by_sys[sa]) & set(by_sys[sb]))
-        pairs.append({"a": sa, "b": sb, **wilcoxon_paired([by_sys[sa][i] for i in items],
-                                                          [by_sys[sb][i] for i in items])})
+        pairs.append(
+            {
+                "a": sa,
+                "b": sb,
+                **wilcoxon_paired([by_sys[sa][i] for i in items], [by_sys[sb][i] for i in items]),
+            }
+        )
     return {"per_system": per_system, "pairs": pairs}

@@ -32,8 +32,10 @@ def default_rule_file(run: RunDir, rules_dir: Path) -> Path:
 def _match(ids: list[str], pattern: str, name: str) -> str | None:
     hits = [i for i in ids if fnmatch.fnmatchcase(i, pattern)]
     if len(hits) > 1:
-        raise RuleError(f"input {name!r}: system pattern {pattern!r} matches several systems "
-                        f"({', '.join(hits)}); the rule needs exactly one")
+        raise RuleError(
+            f"input {name!r}: system pattern {pattern!r} matches several systems "
+            f"({', '.join(hits)}); the rule needs exactly one"
+        )
     return hits[0] if hits else None
 
 
@@ -102,8 +104,10 @@ def decide(rules: RuleSet, run: RunDir) -> dict[str, Any]:
     elif drift is not None and max_drift is not None and float(drift) > float(max_drift):
         gate["status"] = "fail"
         outcome = rules.gate_outcome
-        reasons.append(f"Gemma drift {float(drift):.2f}× exceeds the gate {float(max_drift):.2f}× "
-                       "— production LLM was disturbed; result is not a valid decision")
+        reasons.append(
+            f"Gemma drift {float(drift):.2f}× exceeds the gate {float(max_drift):.2f}× "
+            "— production LLM was disturbed; result is not a valid decision"
+        )
     elif gemma.get("gate") == "fail":
         gate["status"] = "fail"
         outcome = rules.gate_outcome
@@ -114,15 +118,22 @@ def decide(rules: RuleSet, run: RunDir) -> dict[str, Any]:
     if outcome is None:
         for o in rules.outcomes:
             v = evaluate(o.when.tree, values) if o.when else True
-            trace.append({"outcome": o.outcome, "when": o.when.source if o.when else None,
-                          "value": None if v is None else bool(v)})
+            trace.append(
+                {
+                    "outcome": o.outcome,
+                    "when": o.when.source if o.when else None,
+                    "value": None if v is None else bool(v),
+                }
+            )
             if v is None:
                 missing = sorted(n for n in (o.when.names if o.when else ()) if values.get(n) is None)
                 human = [n for n in missing if rules.inputs[n].source == "ratings"]
                 if human:
                     outcome = PENDING
-                    reasons.append(f"human ratings missing ({', '.join(human)}): run `ttsbench listen` or "
-                                   "`ttsbench ratings import`; objective metrics are reported meanwhile")
+                    reasons.append(
+                        f"human ratings missing ({', '.join(human)}): run `ttsbench listen` or "
+                        "`ttsbench ratings import`; objective metrics are reported meanwhile"
+                    )
                 else:
                     outcome = INCOMPLETE
                     reasons.append(f"inputs missing from the run: {', '.join(missing)}")
@@ -138,8 +149,12 @@ def decide(rules: RuleSet, run: RunDir) -> dict[str, Any]:
         "version": 1,
         "run_id": run.run_id,
         "decided_at": utc_now_iso(),
-        "rule": {"name": rules.name, "rule_version": rules.rule_version, "file": str(rules.path),
-                 "sha256": rules.sha256},
+        "rule": {
+            "name": rules.name,
+            "rule_version": rules.rule_version,
+            "file": str(rules.path),
+            "sha256": rules.sha256,
+        },
         "inputs": values,
         "input_sources": prov,
         "gate": gate,
@@ -152,5 +167,7 @@ def decide(rules: RuleSet, run: RunDir) -> dict[str, Any]:
 
 def write_verdict(run: RunDir, verdict: dict[str, Any]) -> Path:
     p = write_json_atomic(run.root / "verdict.json", verdict)
-    run.update_slot("verdict", {k: verdict[k] for k in ("outcome", "reasons", "rule", "inputs", "decided_at")})
+    run.update_slot(
+        "verdict", {k: verdict[k] for k in ("outcome", "reasons", "rule", "inputs", "decided_at")}
+    )
     return p

@@ -39,8 +39,20 @@ class LlmHandler(JsonHandler):
         if self.path == "/health":
             self.send_json(200, {"status": "ok", "standin": True})
         elif self.path == "/v1/models":
-            self.send_json(200, {"object": "list", "data": [
-                {"id": self.cfg.model, "object": "model", "owned_by": "ttsbench-standin", "standin": True}]})
+            self.send_json(
+                200,
+                {
+                    "object": "list",
+                    "data": [
+                        {
+                            "id": self.cfg.model,
+                            "object": "model",
+                            "owned_by": "ttsbench-standin",
+                            "standin": True,
+                        }
+                    ],
+                },
+            )
         elif self.path == "/standin/latency":
             self.send_json(200, {"latency_ms": self.cfg.get_latency()})
         else:
@@ -56,7 +68,7 @@ class LlmHandler(JsonHandler):
         if self.path == "/standin/latency":
             ms = req.get("latency_ms") if isinstance(req, dict) else None
             if not isinstance(ms, int | float) or isinstance(ms, bool) or ms < 0:
-                self.send_error_json(400, "body must be {\"latency_ms\": <number >= 0>}")
+                self.send_error_json(400, 'body must be {"latency_ms": <number >= 0>}')
                 return
             self.cfg.set_latency(float(ms))
             self.send_json(200, {"latency_ms": float(ms)})
@@ -70,13 +82,23 @@ class LlmHandler(JsonHandler):
         delay = self.cfg.get_latency() / 1000.0 - (time.perf_counter() - t0)
         if delay > 0:
             time.sleep(delay)
-        self.send_json(200, {
-            "id": f"chatcmpl-standin-{uuid.uuid4().hex[:12]}", "object": "chat.completion",
-            "created": int(time.time()), "model": req.get("model") or self.cfg.model,
-            "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": "OK (stand-in reply)"}}],
-            "usage": {"prompt_tokens": 1, "completion_tokens": 4, "total_tokens": 5},
-        })
+        self.send_json(
+            200,
+            {
+                "id": f"chatcmpl-standin-{uuid.uuid4().hex[:12]}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": req.get("model") or self.cfg.model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": "OK (stand-in reply)"},
+                    }
+                ],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 4, "total_tokens": 5},
+            },
+        )
 
 
 def make_server(cfg: LlmConfig) -> StandinServer:

@@ -55,8 +55,22 @@ class TtsConfig:
 
 def wav_header(sample_rate: int, data_bytes: int = UNKNOWN) -> bytes:
     riff = UNKNOWN if data_bytes == UNKNOWN else 36 + data_bytes
-    return struct.pack("<4sI4s4sIHHIIHH4sI", b"RIFF", riff, b"WAVE", b"fmt ", 16, 1, 1, sample_rate,
-                       sample_rate * 2, 2, 16, b"data", data_bytes)
+    return struct.pack(
+        "<4sI4s4sIHHIIHH4sI",
+        b"RIFF",
+        riff,
+        b"WAVE",
+        b"fmt ",
+        16,
+        1,
+        1,
+        sample_rate,
+        sample_rate * 2,
+        2,
+        16,
+        b"data",
+        data_bytes,
+    )
 
 
 def synthesize(cfg: TtsConfig, text: str) -> bytes:
@@ -70,8 +84,12 @@ def synthesize(cfg: TtsConfig, text: str) -> bytes:
 
     from ttsbench.wavstream import StreamDecoder
 
-    proc = subprocess.run(["espeak-ng", "--stdout", "-v", cfg.espeak_voice, "--", text],
-                          capture_output=True, check=True, timeout=60)
+    proc = subprocess.run(
+        ["espeak-ng", "--stdout", "-v", cfg.espeak_voice, "--", text],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
     dec = StreamDecoder("wav")
     dec.feed(proc.stdout)
     x = dec.finish()
@@ -103,8 +121,15 @@ class TtsHandler(JsonHandler):
         if self.path == "/health":
             self.send_json(200, {"status": "ok", "standin": True})
         elif self.path == "/v1/models":
-            self.send_json(200, {"object": "list", "data": [
-                {"id": c.model, "object": "model", "owned_by": "ttsbench-standin", "standin": True}]})
+            self.send_json(
+                200,
+                {
+                    "object": "list",
+                    "data": [
+                        {"id": c.model, "object": "model", "owned_by": "ttsbench-standin", "standin": True}
+                    ],
+                },
+            )
         elif self.path == "/v1/audio/voices":
             self.send_json(200, {"voices": [c.voice_label], "uploaded_voices": []})
         else:
@@ -179,7 +204,7 @@ class TtsHandler(JsonHandler):
         if mode == "none":
             pcm = synthesize(c, text)
             body = (wav_header(c.sample_rate, len(pcm)) if fmt == "wav" else b"") + pcm
-            body = self._apply_fault(body, fmt, fault, header_len=44 if fmt == "wav" else 0)
+            body = self._apply_fault(body, fmt, fault, c.sample_rate)
             _sleep_until(deadline)
             self.send_response(200)
             self.send_header("Content-Type", ctype)
@@ -208,7 +233,7 @@ class TtsHandler(JsonHandler):
         if fault == "zero-audio":
             pcm = b""
         step = max(2, int(c.sample_rate * c.chunk_ms / 1000.0) * 2)
-        pieces = [pcm[i:i + step] for i in range(0, len(pcm), step)] or [b""]
+        pieces = [pcm[i : i + step] for i in range(0, len(pcm), step)] or [b""]
         if fault == "truncate-sample":
             pieces = [pieces[0][:-1] if len(pieces[0]) % 2 == 0 else pieces[0]]
         _sleep_until(deadline)
@@ -225,8 +250,11 @@ class TtsHandler(JsonHandler):
 
     def _sse_event(self, data: bytes) -> None:
         if data:
-            ev = {"type": "speech.audio.delta", "audio": base64.b64encode(data).decode(), "response_format":
-                  "wav" if data[:4] == b"RIFF" else "pcm"}
+            ev = {
+                "type": "speech.audio.delta",
+                "audio": base64.b64encode(data).decode(),
+                "response_format": "wav" if data[:4] == b"RIFF" else "pcm",
+            }
             self._chunk(b"event: speech.audio.delta\ndata: " + json.dumps(ev).encode() + b"\n\n")
 
     def _end(self, sse: bool = False) -> None:
@@ -236,11 +264,12 @@ class TtsHandler(JsonHandler):
         self.wfile.write(b"0\r\n\r\n")
 
     @staticmethod
-    def _apply_fault(body: bytes, fmt: str, fault: str | None, header_len: int) -> bytes:
+    def _apply_fault(body: bytes, fmt: str, fault: str | None, sample_rate: int) -> bytes:
+        header_len = 44 if fmt == "wav" else 0
         if fault == "truncate-header":
             return body[:20] if fmt == "wav" else b""
         if fault == "zero-audio":
-            return body[:header_len]
+            return wav_header(sample_rate, 0) if fmt == "wav" else b""
         if fault == "truncate-sample":
             return body[: header_len + 2 * 100 + 1]
         return body

@@ -44,6 +44,8 @@ def make_server(session: Session, port: int = 0) -> ThreadingHTTPServer:
             path = self.path.split("?", 1)[0]
             if path == "/":
                 return self._send(200, html, "text/html; charset=utf-8")
+            if path == "/favicon.ico":
+                return self._send(204, b"", "image/x-icon")
             if path == "/api/state":
                 with lock:
                     return self._json(200, session.public_state())
@@ -67,8 +69,10 @@ def make_server(session: Session, port: int = 0) -> ThreadingHTTPServer:
                 with lock:
                     if self.path == "/api/rate":
                         session.answer(str(data.get("item")), data.get("scores") or {}, data.get("note"))
-                        return self._json(200, {"ok": True, "complete": session.complete(),
-                                                "answered": len(session.answers)})
+                        return self._json(
+                            200,
+                            {"ok": True, "complete": session.complete(), "answered": len(session.answers)},
+                        )
                     if self.path == "/api/submit":
                         return self._json(200, {"ok": True, **session.submit()})
             except KeyError:

@@ -35,7 +35,9 @@ def pick_systems(run: RunDir, systems: str | None) -> tuple[str, str]:
     if systems:
         pair = tuple(s.strip() for s in systems.split(","))
         if len(pair) != 2 or pair[0] == pair[1]:
-            raise UserError(f"--systems needs two different system ids, e.g. {','.join(ids[:2]) or 'a@h1,b@h2'}")
+            raise UserError(
+                f"--systems needs two different system ids, e.g. {','.join(ids[:2]) or 'a@h1,b@h2'}"
+            )
         for s in pair:
             if s not in ids:
                 raise UserError(f"--systems: unknown system {s!r} (run has: {', '.join(ids)})")
@@ -87,9 +89,14 @@ class Session:
 
     # ------------------------------------------------------------ what the listener may see
     def public_state(self) -> dict[str, Any]:
-        return {"question": QUESTION, "has_reference": self.reference is not None,
-                "items": [{"item": it.key, "text": it.text} for it in self.items],
-                "answers": self.answers, "complete": self.complete(), "submitted": self.submitted is not None}
+        return {
+            "question": QUESTION,
+            "has_reference": self.reference is not None,
+            "items": [{"item": it.key, "text": it.text} for it in self.items],
+            "answers": self.answers,
+            "complete": self.complete(),
+            "submitted": self.submitted is not None,
+        }
 
     def clip(self, key: str, label: str) -> bytes:
         """Audio re-encoded to one format (PCM16 mono, 24 kHz, no metadata) so bytes don't tell systems apart."""
@@ -125,8 +132,16 @@ class Session:
             clean[lab] = v
         clean["note"] = (note or "").strip()[:2000] or None
         self.answers[key] = clean
-        write_json_atomic(self.progress_path, {"version": 1, "systems": sorted(self.systems), "seed": self.seed,
-                                               "updated_at": utc_now_iso(), "answers": self.answers})
+        write_json_atomic(
+            self.progress_path,
+            {
+                "version": 1,
+                "systems": sorted(self.systems),
+                "seed": self.seed,
+                "updated_at": utc_now_iso(),
+                "answers": self.answers,
+            },
+        )
 
     def complete(self) -> bool:
         return all(it.key in self.answers for it in self.items)
@@ -141,12 +156,23 @@ class Session:
             ans = self.answers[it.key]
             mapping[it.key] = {"utt_id": it.utt_id, "A": it.systems[0], "B": it.systems[1]}
             for lab, sid in zip(LABELS, it.systems, strict=True):
-                rows.append({"utt_id": it.utt_id, "system": sid, "score": ans[lab], "note": ans.get("note"),
-                             "item": it.key, "label": lab})
-        write_json_atomic(self.run.scores_dir / "ab-mapping.json",
-                          {"version": 1, "seed": self.seed, "systems": list(self.systems), "items": mapping})
-        doc = ratings_document(self.run, rows, "listen",
-                               {"blind_ab": {"seed": self.seed, "mapping": "scores/ab-mapping.json"}})
+                rows.append(
+                    {
+                        "utt_id": it.utt_id,
+                        "system": sid,
+                        "score": ans[lab],
+                        "note": ans.get("note"),
+                        "item": it.key,
+                        "label": lab,
+                    }
+                )
+        write_json_atomic(
+            self.run.scores_dir / "ab-mapping.json",
+            {"version": 1, "seed": self.seed, "systems": list(self.systems), "items": mapping},
+        )
+        doc = ratings_document(
+            self.run, rows, "listen", {"blind_ab": {"seed": self.seed, "mapping": "scores/ab-mapping.json"}}
+        )
         write_ratings(self.run, doc)
         self.progress_path.unlink(missing_ok=True)
         self.submitted = {"mapping": mapping, "stats": doc["stats"]}

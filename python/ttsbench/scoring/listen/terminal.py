@@ -27,11 +27,13 @@ def find_player(choice: str = "auto") -> list[str] | None:
     return None
 
 
-def run_terminal(session: Session, stdin: TextIO, out: Callable[[str], None],
-                 player: list[str] | None) -> bool:
+def run_terminal(
+    session: Session, stdin: TextIO, out: Callable[[str], None], player: list[str] | None
+) -> bool:
     """Ask for every unrated item; returns True when everything was rated and submitted."""
     tmp = Path(tempfile.mkdtemp(prefix="ttsbench-listen-"))
     try:
+
         def clip(key: str, label: str) -> Path:
             p = tmp / f"{key}-{label}.wav"
             if not p.exists():

@@ -1,0 +1,26 @@
+"""``ttsbench report RUN_DIR``: self-contained report.html + report.md for a pull request."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="write report.html (self-contained) and report.md into the run folder")
+    p.add_argument("run_dir")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ttsbench.scoring.report import build
+    from ttsbench.scoring.rundoc import RunDir, write_text_atomic
+
+    run = RunDir.open(args.run_dir)
+    for s in run.system_ids():
+        run.clips(s)  # missing WAVs: clear error before anything is written
+    html, md = build(run)
+    write_text_atomic(run.root / "report.html", html)
+    write_text_atomic(run.root / "report.md", md)
+    print(f"report: {run.root / 'report.html'}")
+    print(f"summary: {run.root / 'report.md'}")
+    return 0

@@ -1,0 +1,62 @@
+"""Start stand-in servers and ttsbench as subprocesses for tests (and benchmarks)."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def realtime_prefix() -> list[str]:
+    """``chrt -f 50`` when allowed: other jobs on a 2-core box otherwise add scheduler delays of ms."""
+    chrt = shutil.which("chrt")
+    if chrt and subprocess.run([chrt, "-f", "50", "true"], capture_output=True).returncode == 0:
+        return [chrt, "-f", "50"]
+    return []
+
+
+def ttsbench_cmd(*args: str, realtime: bool = False) -> list[str]:
+    return [*(realtime_prefix() if realtime else []), sys.executable, "-m", "ttsbench", *args]
+
+
+@contextlib.contextmanager
+def standin(kind: str, *args: str, realtime: bool = False) -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        ttsbench_cmd("standin", kind, "--port", str(port), *args, realtime=realtime),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"standin {kind} did not start: {proc.stderr.read().decode()[-500:]}")
+            time.sleep(0.05)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()

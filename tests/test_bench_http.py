@@ -1,0 +1,253 @@
+"""bench-http against the espeak-ng stand-in: TTFA accuracy, formats, bad input, partial results."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from standin_helpers import standin, ttsbench_cmd
+from ttsbench.audio import read_wav
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def bench(url: str, run_dir: Path, *extra: str, realtime: bool = False, timeout: float = 90):
+    cmd = ttsbench_cmd(
+        "bench-http",
+        url,
+        "--run-dir",
+        str(run_dir),
+        "--engine",
+        "standin",
+        "--host-label",
+        "local",
+        "--standin",
+        "--no-progress",
+        *extra,
+        realtime=realtime,
+    )
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+def _doc(run_dir: Path) -> dict:
+    return json.loads((run_dir / "results.json").read_text())
+
+
+@pytest.mark.parametrize("delay_ms", [50, 200, 800])
+def test_ttfa_matches_injected_first_chunk_delay(tmp_path, delay_ms):
+    # The header goes out at once (--early-header): TTFA must still wait for the first audio *sample*.
+    with standin("tts", "--first-chunk-delay-ms", str(delay_ms), "--early-header", realtime=True) as url:
+        r = bench(url, tmp_path, "--only", "u01,u07", "-n", "4", "--warmup", "2", realtime=True)
+    assert r.returncode == 0, r.stderr
+    rows = _doc(tmp_path)["systems"][0]["utterances"]
+    ttfa = [row["ttfa_ms"] for row in rows]
+    assert len(ttfa) == 4
+    assert all(delay_ms <= t <= delay_ms + 5 for t in ttfa), ttfa
+
+
+@pytest.mark.parametrize(
+    ("stream", "fmt"),
+    [("audio", "wav"), ("audio", "pcm"), ("sse", "pcm"), ("sse", "wav"), ("none", "wav"), ("none", "pcm")],
+)
+def test_stream_modes_produce_the_same_audio(tmp_path, stream, fmt):
+    with standin("tts", "--chunk-ms", "37", "--sample-rate", "22050") as url:
+        r = bench(
+            url,
+            tmp_path,
+            "--only",
+            "u03",
+            "--warmup",
+            "0",
+            "--stream",
+            stream,
+            "--response-format",
+            fmt,
+            "--pcm-sample-rate",
+            "22050",
+        )
+    assert r.returncode == 0, r.stderr
+    doc = _doc(tmp_path)
+    row = doc["systems"][0]["utterances"][0]
+    assert doc["complete"] and doc["systems"][0]["engine"]["standin"] is True
+    assert row["ok"] and row["sample_rate"] == 22050 and row["wav"] == "wavs/standin/local/u03.wav"
+    x, sr = read_wav(tmp_path / row["wav"])
+    assert sr == 22050 and row["audio_s"] == pytest.approx(len(x) / sr)
+    assert 1.5 < row["audio_s"] < 8 and np.abs(x).max() > 0.05  # real speech, not silence
+    assert row["rtf"] == pytest.approx(row["total_ms"] / 1000 / row["audio_s"])
+    assert row["ttfa_ms"] <= row["t_first_nonsilent_ms"] <= row["total_ms"]
+    assert "synthesis_seconds / audio_seconds" in doc["systems"][0]["summary"]["rtf_definition"]
+    assert subprocess.run(ttsbench_cmd("validate", str(tmp_path))).returncode == 0
+
+
+def test_concurrency_sweep_and_merge_into_existing_run(tmp_path):
+    with standin("tts", "--first-chunk-delay-ms", "30") as url:
+        r = bench(url, tmp_path, "--only", "u01,u07", "-n", "4", "--concurrency", "1,2,4", "--warmup", "1")
+        assert r.returncode == 0, r.stderr
+        r2 = bench(url, tmp_path, "--only", "u07", "-n", "1", "--engine", "other", "--warmup", "0")
+        assert r2.returncode == 0, r2.stderr
+    doc = _doc(tmp_path)
+    assert [s["system_id"] for s in doc["systems"]] == ["standin@local", "other@local"]
+    sys0 = doc["systems"][0]
+    assert sorted(r["concurrency"] for r in sys0["utterances"]) == [1] * 4 + [2] * 4 + [4] * 4
+    assert set(sys0["summary_by_concurrency"]) == {"1", "2", "4"} and sys0["summary"]["n_ok"] == 12
+    assert sorted(p.name for p in (tmp_path / "wavs" / "standin" / "local").iterdir()) == [
+        "u01.wav",
+        "u07.wav",
+    ]
+
+
+def test_reference_is_resampled_and_sent(tmp_path):
+    ref = tmp_path / "ref.wav"
+    sf.write(ref, 0.3 * np.sin(np.linspace(0, 2000, 11025)), 11025)  # unusual rate: resampled, not rejected
+    with standin("tts") as url:
+        r = bench(url, tmp_path / "run", "--only", "u07", "--warmup", "0", "--reference", str(ref))
+    assert r.returncode == 0, r.stderr
+    assert "resampled 11025 Hz → 24000 Hz" in r.stderr
+    assert _doc(tmp_path / "run")["systems"][0]["config"]["reference"] == str(ref)
+
+
+def _one_line_error(r, *needles: str) -> None:
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
+    assert r.returncode != 0
+    assert len(lines) == 1, r.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+def test_unreachable_server(tmp_path):
+    from standin_helpers import free_port
+
+    r = bench(f"http://127.0.0.1:{free_port()}", tmp_path / "run", "--only", "u01")
+    _one_line_error(r, "cannot connect", "nothing written")
+    assert r.returncode == 3 and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("fault", "needle"),
+    [
+        ("http-500", 'HTTP 500: {"error": {"message": "stand-in fault injected: internal server error"'),
+        ("truncate-header", "ended mid-header"),
+        ("truncate-sample", "ended mid-sample"),
+        ("zero-audio", "zero-length audio"),
+    ],
+)
+@pytest.mark.parametrize("stream", ["audio", "none"])
+def test_faulty_responses(tmp_path, fault, needle, stream):
+    with standin("tts") as url:
+        # during warm-up: abort, nothing written
+        r = bench(
+            url, tmp_path / "w", "--only", "u01", "--stream", stream, "--header", f"X-Standin-Fault={fault}"
+        )
+        _one_line_error(r, "warm-up", needle, "nothing written")
+        assert not (tmp_path / "w").exists()
+        # during timed requests: rows carry the error, results are kept, exit non-zero
+        r = bench(
+            url,
+            tmp_path / "t",
+            "--only",
+            "u01,u07",
+            "--warmup",
+            "0",
+            "--stream",
+            stream,
+            "--header",
+            f"X-Standin-Fault={fault}",
+        )
+    _one_line_error(r, "2/2 request(s) failed", needle)
+    doc = _doc(tmp_path / "t")
+    rows = doc["systems"][0]["utterances"]
+    assert [row["ok"] for row in rows] == [False, False] and all(needle in row["error"] for row in rows)
+    assert not (tmp_path / "t" / "wavs").exists()
+
+
+def test_http_400_body_is_shown(tmp_path):
+    with standin("tts") as url:
+        r = bench(url, tmp_path / "run", "--only", "u01", "--payload-extra", "response_format=mp3")
+    _one_line_error(r, "HTTP 400", "wav or pcm, not 'mp3'")
+
+
+@pytest.mark.parametrize(
+    ("make", "needle"),
+    [
+        (lambda p: p.write_bytes(b"ID3\x03" + b"\x00" * 100), "not a WAV file"),
+        (lambda p: None, "file not found"),
+    ],
+)
+def test_bad_reference(tmp_path, make, needle):
+    ref = tmp_path / "ref.wav"
+    make(ref)
+    r = bench("http://127.0.0.1:9", tmp_path / "run", "--reference", str(ref))
+    _one_line_error(r, needle)
+    assert r.returncode == 2 and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        ("utterances:\n  - {id: a, text: '  '}\n", "empty or whitespace"),
+        ("utterances:\n  - {id: a, text: x}\n  - {id: a, text: y}\n", "duplicate id"),
+        ("utterances:\n  - {id: a, text: [1, 2]}\n", "must be a string"),
+    ],
+)
+def test_bad_utterances_file(tmp_path, body, needle):
+    f = tmp_path / "u.yaml"
+    f.write_text(body)
+    r = bench("http://127.0.0.1:9", tmp_path / "run", "--utterances", str(f))
+    _one_line_error(r, needle)
+    assert not (tmp_path / "run").exists()
+
+
+def _start_bench(url: str, run_dir: Path) -> subprocess.Popen:
+    # ~0.5 s per request: 40 ms chunks paced 10 ms apart
+    cmd = ttsbench_cmd(
+        "bench-http",
+        url,
+        "--run-dir",
+        str(run_dir),
+        "--engine",
+        "standin",
+        "--host-label",
+        "local",
+        "--standin",
+        "--no-progress",
+        "--only",
+        "u01,u07",
+        "-n",
+        "30",
+        "--warmup",
+        "0",
+    )
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_server_dying_half_way_keeps_partial_results(tmp_path):
+    with standin("tts", "--chunk-ms", "40", "--chunk-pacing-ms", "10") as url:
+        proc = _start_bench(url, tmp_path)
+        time.sleep(4)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 3, err
+    assert "marked complete=false" in err
+    doc = _doc(tmp_path)
+    rows = doc["systems"][0]["utterances"]
+    assert doc["complete"] is False and doc["systems"][0]["config"]["aborted"]
+    assert 1 <= sum(r["ok"] for r in rows) < 30
+    assert (tmp_path / "wavs" / "standin" / "local" / "u01.wav").is_file()
+
+
+def test_ctrl_c_keeps_what_was_measured(tmp_path):
+    with standin("tts", "--chunk-ms", "40", "--chunk-pacing-ms", "10") as url:
+        proc = _start_bench(url, tmp_path)
+        time.sleep(4)
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    doc = _doc(tmp_path)
+    assert doc["complete"] is False and 1 <= len(doc["systems"][0]["utterances"]) < 30
