@@ -1,0 +1,375 @@
+"""In-process Chatterbox benchmark (``ttsbench bench-chatterbox``); runs inside the chatterbox venv.
+
+Loads ChatterboxTTS once (hub, a local dir, or a random-init checkpoint), applies the STFT patch decision,
+does warm-up runs, then times ``generate`` per utterance and writes a run folder (docs/run-folder.md)::
+
+    <out>/results.json                     kind chatterbox-inprocess, one system chatterbox@<host>
+    <out>/wavs/chatterbox/<host>/<utt>.wav 24 kHz, 16-bit PCM
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ttsbench.errors import UserError
+
+SAMPLE_RATE = 24000
+MIN_REFERENCE_S = 1.0
+DEFAULT_RANDOM_INIT_MAX_TOKENS = 50
+DEFAULT_CHECKPOINT = Path.home() / ".cache" / "ttsbench" / "chatterbox-random-init"
+RTF_DEFINITION = "synthesis_seconds / audio_seconds (lower is faster; < 1 is faster than real time)"
+
+
+@dataclass
+class RunnerConfig:
+    weights: str = "random-init"  # hub | random-init | <dir>
+    device: str = "cpu"
+    out: Path | None = None
+    host_name: str = field(default_factory=platform.node)
+    reference: Path | None = None
+    utterances: Path | None = None
+    only: list[str] | None = None
+    warmup: int = 1
+    runs: int = 1
+    max_new_tokens: int | None = None
+    cfg_weight: float = 0.3
+    exaggeration: float = 0.3
+    temperature: float = 0.6
+    seed: int = 0
+    checkpoint_dir: Path = DEFAULT_CHECKPOINT
+    stft_patch: str = "auto"
+    install_label: str = "pip --no-deps"
+
+
+# ---------------------------------------------------------------- inputs
+
+@dataclass(frozen=True)
+class Utt:
+    utt_id: str
+    text: str
+
+
+def load_utterances(path: Path | None, only: list[str] | None) -> list[Utt]:
+    """Utterances from ``files/utterances.yaml`` (or ``path``), optionally only some ids."""
+    try:  # the measurement core's strict loader, when this branch has it
+        from ttsbench.utterances import load_utterances as strict_load  # type: ignore[import-not-found]
+
+        items = [Utt(u.utt_id, u.text) for u in strict_load(path)]
+    except ImportError:
+        items = _tolerant_load(path)
+    if only:
+        known = {u.utt_id for u in items}
+        unknown = [i for i in only if i not in known]
+        if unknown:
+            raise UserError(f"--only: unknown utterance id(s) {', '.join(unknown)}")
+        items = [u for u in items if u.utt_id in only]
+    return items
+
+
+def _default_utterances_path() -> Path:
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        cand = parent / "files" / "utterances.yaml"
+        if cand.is_file():
+            return cand
+    return Path.cwd() / "files" / "utterances.yaml"
+
+
+def _tolerant_load(path: Path | None) -> list[Utt]:
+    import yaml
+
+    p = Path(path) if path is not None else _default_utterances_path()
+    if not p.is_file():
+        raise UserError(f"{p}: utterances file not found (give one with --utterances FILE)")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise UserError(f"{p}: not valid YAML") from exc
+    items = data.get("utterances") if isinstance(data, dict) else data
+    if not isinstance(items, list) or not items:
+        raise UserError(f"{p}: expected a non-empty list under 'utterances:'")
+    out: list[Utt] = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or not isinstance(item.get("id"), str) or not isinstance(item.get("text"), str):
+            raise UserError(f"{p}: item {i} needs a string 'id' and a string 'text'")
+        if not item["text"].strip():
+            raise UserError(f"{p}: utterance {item['id']} is empty")
+        if any(u.utt_id == item["id"] for u in out):
+            raise UserError(f"{p}: duplicate utterance id {item['id']}")
+        out.append(Utt(item["id"], item["text"]))
+    return out
+
+
+def prepare_reference(path: Path, workdir: Path) -> Path:
+    """Check the reference WAV (exists, WAV, ≥ 1 s) and return a mono 24 kHz WAV path for chatterbox."""
+    import numpy as np
+    import soundfile as sf
+
+    if not path.is_file():
+        raise UserError(f"{path}: reference WAV not found")
+    try:
+        info = sf.info(str(path))
+    except RuntimeError as exc:
+        raise UserError(f"{path}: reference is not a readable audio file ({exc})") from exc
+    if info.format != "WAV":
+        raise UserError(f"{path}: reference must be a WAV file, this is {info.format}")
+    if info.frames / max(info.samplerate, 1) < MIN_REFERENCE_S:
+        raise UserError(f"{path}: reference is {info.frames / info.samplerate:.2f} s long; "
+                        f"need at least {MIN_REFERENCE_S:.0f} s of speech")
+    data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    mono = data.mean(axis=1)
+    if sr != SAMPLE_RATE:
+        import librosa
+
+        mono = librosa.resample(mono, orig_sr=sr, target_sr=SAMPLE_RATE)
+    if not np.isfinite(mono).all() or float(np.abs(mono).max(initial=0.0)) == 0.0:
+        raise UserError(f"{path}: reference is silent or holds non-finite samples")
+    out = workdir / "reference-24k.wav"
+    sf.write(str(out), mono, SAMPLE_RATE, subtype="FLOAT")
+    return out
+
+
+# ---------------------------------------------------------------- model
+
+def load_model(cfg: RunnerConfig) -> tuple[Any, str]:
+    """(ChatterboxTTS, weights label)."""
+    from chatterbox.tts import ChatterboxTTS
+
+    from ttsbench.chatterbox.checkpoint import make_random_checkpoint, require_complete
+
+    if cfg.weights == "hub":
+        return ChatterboxTTS.from_pretrained(cfg.device), "hub"
+    if cfg.weights == "random-init":
+        ckpt, _ = make_random_checkpoint(cfg.checkpoint_dir, seed=cfg.seed)
+        return ChatterboxTTS.from_local(ckpt, cfg.device), "random-init"
+    ckpt = require_complete(Path(cfg.weights))
+    from ttsbench.chatterbox.checkpoint import read_marker
+
+    marker = read_marker(ckpt) or {}
+    label = "random-init" if marker.get("weights") == "random-init" else "local"
+    return ChatterboxTTS.from_local(ckpt, cfg.device), label
+
+
+def cap_tokens(model: Any, max_new_tokens: int) -> None:
+    """ChatterboxTTS.generate hard-codes max_new_tokens=1000; cap T3's inference on this instance."""
+    original = model.t3.inference
+
+    def capped(*args: Any, **kwargs: Any) -> Any:
+        given = kwargs.get("max_new_tokens") or max_new_tokens
+        kwargs["max_new_tokens"] = min(int(given), max_new_tokens)
+        return original(*args, **kwargs)
+
+    model.t3.inference = capped
+
+
+def _sync(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def synthesize(model: Any, text: str, cfg: RunnerConfig, reference: Path | None) -> Any:
+    """One generate call; returns a 1-D float32 numpy array at 24 kHz."""
+    import torch
+
+    torch.manual_seed(cfg.seed)
+    wav = model.generate(text, audio_prompt_path=str(reference) if reference else None,
+                         exaggeration=cfg.exaggeration, cfg_weight=cfg.cfg_weight,
+                         temperature=cfg.temperature)
+    return wav.squeeze(0).detach().cpu().float().numpy()
+
+
+# ---------------------------------------------------------------- output
+
+def write_wav_atomic(path: Path, audio: Any, sr: int = SAMPLE_RATE) -> None:
+    import numpy as np
+    import soundfile as sf
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        sf.write(tmp, np.clip(audio, -1.0, 1.0), sr, subtype="PCM_16", format="WAV")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, ensure_ascii=False, allow_nan=False)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    s = sorted(values)
+    pos = (len(s) - 1) * q / 100.0
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+def summarize(rows: list[dict[str, Any]], peak_gpu: float | None, peak_proc: float | None) -> dict[str, Any]:
+    ok = [r for r in rows if r["ok"]]
+    ttfa = [r["ttfa_ms"] for r in ok]
+    rtf = [r["rtf"] for r in ok]
+    out: dict[str, Any] = {"n": len(rows), "n_ok": len(ok), "n_error": len(rows) - len(ok)}
+    for name, vals in (("ttfa_ms", ttfa), ("rtf", rtf)):
+        out[f"mean_{name}"] = sum(vals) / len(vals) if vals else None
+        for q in (50, 90, 99):
+            out[f"p{q}_{name}"] = _percentile(vals, q)
+    out["rtf_definition"] = RTF_DEFINITION
+    out["peak_gpu_mem_mb"] = peak_gpu
+    out["peak_proc_mem_mb"] = peak_proc
+    return out
+
+
+def write_results(run_dir: Path, doc: dict[str, Any]) -> None:
+    """The project's validating writer when present, else a plain atomic write (same document)."""
+    try:
+        from ttsbench.results import write_results as project_write  # type: ignore[import-not-found]
+
+        import jsonschema  # noqa: F401  # the project writer validates with it
+    except ImportError:
+        write_json_atomic(run_dir / "results.json", doc)
+        return
+    project_write(run_dir, doc)
+
+
+# ---------------------------------------------------------------- run
+
+def run(cfg: RunnerConfig, progress: Any = None) -> Path:
+    """Measure and write the run folder; returns its path. Ctrl-C keeps what was measured."""
+    import numpy as np
+    import torch
+
+    from ttsbench.chatterbox import stft_patch
+    from ttsbench.chatterbox.hostfacts import host_facts, process_memory_mb
+
+    utts = load_utterances(cfg.utterances, cfg.only)
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {cfg.device}: torch {torch.__version__} sees no CUDA GPU")
+    if cfg.weights not in ("hub", "random-init") and not Path(cfg.weights).exists():
+        raise UserError(f"{cfg.weights}: weights directory not found (use hub, random-init or a directory)")
+    started = _utc_now()
+    run_id = f"chatterbox-inprocess-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
+    run_dir = cfg.out or Path("runs") / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    host = "".join(c if (c.isalnum() or c in "._-") else "-" for c in cfg.host_name) or "host"
+    system_id = f"chatterbox@{host}"
+
+    with tempfile.TemporaryDirectory(prefix="ttsbench-ref-") as tmpd:
+        reference = prepare_reference(cfg.reference, Path(tmpd)) if cfg.reference else None
+        model, weights_label = load_model(cfg)
+        max_tokens = cfg.max_new_tokens
+        if max_tokens is None and weights_label == "random-init":
+            max_tokens = DEFAULT_RANDOM_INIT_MAX_TOKENS  # random weights never emit the stop token
+        if max_tokens is not None:
+            cap_tokens(model, max_tokens)
+        if reference is None and model.conds is None:
+            raise UserError("these weights have no built-in voice (conds.pt); give --reference WAV")
+        patch = stft_patch.apply(cfg.stft_patch, cfg.device)
+        import chatterbox
+
+        config: dict[str, Any] = {
+            "device": cfg.device, "cfg_weight": cfg.cfg_weight, "exaggeration": cfg.exaggeration,
+            "temperature": cfg.temperature, "max_new_tokens": max_tokens, "seed": cfg.seed,
+            "warmup": cfg.warmup, "runs": cfg.runs, "voice": str(cfg.reference) if cfg.reference else "builtin",
+            "stft_patch": patch.as_dict(), "stream": False, "concurrency": 1,
+            "ttfa_definition": "in-process, non-streaming: time until the whole waveform is returned",
+            "weights_source": cfg.weights,
+        }
+        doc: dict[str, Any] = {
+            "schema_version": 1, "run_id": run_id, "kind": "chatterbox-inprocess", "started_at": started,
+            "finished_at": None, "complete": False, "systems": [], "gemma": None, "scores": None,
+            "verdict": None,
+        }
+        rows: list[dict[str, Any]] = []
+        peak_proc: float | None = None
+        mem_source = "vmhwm"
+        interrupted = False
+        try:
+            if cfg.device.startswith("cuda"):
+                torch.cuda.reset_peak_memory_stats()
+            for _ in range(cfg.warmup):
+                synthesize(model, utts[0].text, cfg, reference)
+            _sync(cfg.device)
+            for rep in range(cfg.runs):
+                for utt in utts:
+                    if progress is not None:
+                        progress(utt.utt_id, rep)
+                    wav_rel = f"wavs/chatterbox/{host}/{utt.utt_id}.wav"
+                    row: dict[str, Any] = {
+                        "utt_id": utt.utt_id, "text": utt.text, "wav": None, "ok": False, "error": None,
+                        "http_status": None, "ttfa_ms": None, "t_first_nonsilent_ms": None, "total_ms": None,
+                        "audio_s": None, "rtf": None, "sample_rate": SAMPLE_RATE, "concurrency": 1,
+                        "request_index": rep,
+                    }
+                    try:
+                        _sync(cfg.device)
+                        t0 = time.perf_counter()
+                        audio = synthesize(model, utt.text, cfg, reference)
+                        _sync(cfg.device)
+                        elapsed = time.perf_counter() - t0
+                        audio_s = audio.shape[-1] / SAMPLE_RATE
+                        if audio.size == 0:
+                            raise RuntimeError("zero-length audio")
+                        if not np.isfinite(audio).all():
+                            raise RuntimeError("non-finite samples in the waveform")
+                        if rep == cfg.runs - 1:
+                            write_wav_atomic(run_dir / wav_rel, audio)
+                            row["wav"] = wav_rel
+                        row.update(ok=True, ttfa_ms=elapsed * 1000.0, total_ms=elapsed * 1000.0,
+                                   audio_s=audio_s, rtf=elapsed / audio_s)
+                    except (RuntimeError, ValueError, AssertionError) as exc:
+                        row["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0][:500] or "error"
+                    rows.append(row)
+                    mb, mem_source = process_memory_mb()
+                    if mb is not None:
+                        peak_proc = max(peak_proc or 0.0, mb)
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            patch.restore()
+        peak_gpu = (torch.cuda.max_memory_allocated() / 2**20) if cfg.device.startswith("cuda") else None
+        config["peak_proc_mem_source"] = mem_source
+        system = {
+            "system_id": system_id,
+            "engine": {"name": "chatterbox", "version": chatterbox.__version__, "install": cfg.install_label,
+                       "standin": False, "weights": weights_label},
+            "host": host_facts(host, cfg.device),
+            "config": config,
+            "utterances": rows,
+            "summary": summarize(rows, peak_gpu, peak_proc),
+        }
+        doc["systems"] = [system]
+        doc["finished_at"] = _utc_now()
+        doc["complete"] = not interrupted and len(rows) == len(utts) * cfg.runs
+        write_results(run_dir, doc)
+    if interrupted:
+        raise KeyboardInterrupt
+    return run_dir
