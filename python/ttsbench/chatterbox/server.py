@@ -1,0 +1,477 @@
+"""``ttsbench serve-chatterbox``: Chatterbox behind the OpenAI-style speech API the ttsbench client speaks.
+
+Runs inside the chatterbox venv on a host (stdlib HTTP server: no web framework to install there).
+
+* ``POST /v1/audio/speech`` JSON ``{input, model, voice, response_format: wav|pcm, stream, stream_format}``
+
+  - ``stream: true`` (or ``stream_format: "audio"``) → chunked body: WAV = 44-byte header with 0xFFFFFFFF
+    sizes, then 16-bit PCM, one chunk per sentence as soon as it is synthesized; ``pcm`` = raw 16-bit
+    little-endian mono, declared by the headers ``X-Sample-Rate``, ``X-Sample-Format: s16le``, ``X-Channels: 1``.
+  - ``stream_format: "sse"`` → ``speech.audio.delta`` events with base64 audio, then ``speech.audio.done``
+    (vllm-omni's SSE shape).
+  - otherwise one complete body (WAV with true sizes, or raw PCM).
+
+* ``GET /health`` → ``{status, model_loaded, device, stft_patch, weights, voice, ...}``; ``GET /v1/models``.
+
+One model load per process; synthesis is serialized by a lock (one GPU, one request at a time). The voice is
+the reference WAV given at start. Bad requests get a JSON 4xx and never stop the server.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import itertools
+import json
+import re
+import socket
+import struct
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from ttsbench.errors import UserError
+
+SAMPLE_RATE = 24000
+UNKNOWN_SIZE = 0xFFFFFFFF
+#: files ``ChatterboxTTS.from_local`` reads (conds.pt is optional: the server always uses its reference WAV)
+WEIGHT_FILES = ("ve.safetensors", "t3_cfg.safetensors", "s3gen.safetensors", "tokenizer.json")
+MIN_REFERENCE_S = 1.0
+MAX_BODY_BYTES = 1 << 20
+_SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+")
+
+
+@dataclass
+class ServerConfig:
+    weights: str = "hub"  # "hub" or a checkpoint directory
+    weights_label: str = ""  # hub | local | random-init (what /health and results report)
+    reference: str = ""
+    voice: str = ""  # name the voice answers to (default: the reference file's stem)
+    host: str = "127.0.0.1"
+    port: int = 8772
+    device: str = "auto"
+    stft_patch: str = "auto"
+    max_new_tokens: int | None = None
+    cfg_weight: float = 0.3
+    exaggeration: float = 0.3
+    temperature: float = 0.6
+    max_chars: int = 2000
+    seed: int | None = None
+    model_name: str = "chatterbox"
+    token: str | None = field(default=None, repr=False)
+    verbose: bool = False
+
+
+# ---------------------------------------------------------------------------------------------- checks
+def check_weights_dir(path: str | Path) -> Path:
+    """A local checkpoint directory with every file Chatterbox loads, or a UserError naming what is missing."""
+    p = Path(path)
+    if not p.is_dir():
+        raise UserError(f"chatterbox weights directory {p} does not exist (pass a checkpoint dir or 'hub')")
+    missing = [name for name in WEIGHT_FILES if not (p / name).is_file()]
+    if missing:
+        raise UserError(f"chatterbox weights directory {p} is missing {', '.join(missing)}")
+    return p
+
+
+def check_reference(path: str | Path) -> float:
+    """Duration (s) of a usable reference WAV, or a UserError saying what is wrong with it."""
+    import soundfile as sf
+
+    p = Path(path)
+    if not str(path):
+        raise UserError("no reference voice: pass --reference WAV (at least 1 s of clean speech)")
+    if not p.is_file():
+        raise UserError(f"reference voice {p} does not exist")
+    try:
+        info = sf.info(str(p))
+        data, _sr = sf.read(str(p), dtype="float32", always_2d=True)
+    except Exception as exc:  # soundfile raises several types for unreadable files
+        raise UserError(f"reference voice {p} is not a readable audio file ({exc})") from exc
+    if info.samplerate <= 0 or data.shape[0] == 0:
+        raise UserError(f"reference voice {p} holds no audio")
+    dur = data.shape[0] / float(info.samplerate)
+    if dur < MIN_REFERENCE_S:
+        raise UserError(f"reference voice {p} is {dur:.2f} s long; it must be at least {MIN_REFERENCE_S:.0f} s")
+    import numpy as np
+
+    if not np.isfinite(data).all() or float(np.abs(data).max()) == 0.0:
+        raise UserError(f"reference voice {p} is silent or not finite")
+    return dur
+
+
+def split_sentences(text: str) -> list[str]:
+    parts = [s.strip() for s in _SENTENCE_END.split(text.strip())]
+    return [s for s in parts if s]
+
+
+def wav_header(sample_rate: int, data_bytes: int = UNKNOWN_SIZE) -> bytes:
+    riff = UNKNOWN_SIZE if data_bytes == UNKNOWN_SIZE else 36 + data_bytes
+    return struct.pack("<4sI4s4sIHHIIHH4sI", b"RIFF", riff, b"WAVE", b"fmt ", 16, 1, 1, sample_rate,
+                       sample_rate * 2, 2, 16, b"data", data_bytes)
+
+
+# ---------------------------------------------------------------------------------------------- engine
+class Engine:
+    """One loaded Chatterbox model, its voice conditionals, and the lock that serializes synthesis."""
+
+    def __init__(self, cfg: ServerConfig) -> None:
+        self.cfg = cfg
+        self.lock = threading.Lock()
+        self.model: Any = None
+        self.device = "cpu"
+        self.stft_state: dict[str, Any] = {}
+        self.versions: dict[str, Any] = {}
+        self.reference_s = 0.0
+        self.load_s = 0.0
+
+    def load(self) -> None:
+        import torch
+
+        cfg = self.cfg
+        self.reference_s = check_reference(cfg.reference) if cfg.reference else 0.0
+        weights_dir = None if cfg.weights == "hub" else check_weights_dir(cfg.weights)
+        device = cfg.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise UserError(f"--device {device}: this torch ({torch.__version__}) sees no CUDA device")
+        self.device = device
+        t0 = time.perf_counter()
+        from chatterbox.tts import ChatterboxTTS
+
+        self.stft_state = apply_stft_patch(cfg.stft_patch, device)
+        if weights_dir is None:
+            model = ChatterboxTTS.from_pretrained(device)
+        else:
+            model = ChatterboxTTS.from_local(weights_dir, device)
+        if cfg.max_new_tokens:
+            cap_new_tokens(model, cfg.max_new_tokens)
+        if cfg.reference:
+            model.prepare_conditionals(cfg.reference, exaggeration=cfg.exaggeration)
+        elif model.conds is None:
+            raise UserError(f"weights {cfg.weights} have no built-in voice (conds.pt): pass a reference WAV")
+        self.model = model
+        self.load_s = time.perf_counter() - t0
+        self.versions = runtime_versions()
+
+    def synthesize(self, text: str, seed: int | None = None) -> Any:
+        """Float32 mono samples at 24 kHz for one piece of text (serialized)."""
+        import numpy as np
+        import torch
+
+        with self.lock:
+            if seed is not None:
+                torch.manual_seed(seed)
+            wav = self.model.generate(text, exaggeration=self.cfg.exaggeration, cfg_weight=self.cfg.cfg_weight,
+                                      temperature=self.cfg.temperature)
+        x = wav.squeeze(0).detach().cpu().numpy().astype(np.float32)
+        if not np.isfinite(x).all():
+            raise RuntimeError("synthesis produced non-finite samples")
+        return x
+
+    def stream(self, text: str, seed: int | None = None) -> Iterator[bytes]:
+        """16-bit PCM, one piece per sentence."""
+        for i, sentence in enumerate(split_sentences(text)):
+            yield to_pcm16(self.synthesize(sentence, None if seed is None else seed + i))
+
+
+def to_pcm16(x: Any) -> bytes:
+    import numpy as np
+
+    return (np.clip(x, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+
+
+def cap_new_tokens(model: Any, cap: int) -> None:
+    """ChatterboxTTS.generate hard-codes max_new_tokens=1000; cap it (random-init weights rarely stop)."""
+    inner = model.t3.inference
+
+    def capped(*args: Any, **kwargs: Any) -> Any:
+        kwargs["max_new_tokens"] = min(int(kwargs.get("max_new_tokens") or cap), cap)
+        return inner(*args, **kwargs)
+
+    model.t3.inference = capped
+
+
+def apply_stft_patch(mode: str, device: str) -> dict[str, Any]:
+    if mode not in ("auto", "on", "off"):
+        raise UserError(f"--stft-patch {mode!r}: use auto, on or off")
+    try:
+        from ttsbench.chatterbox import stft_patch  # type: ignore[attr-defined]
+    except ImportError as exc:
+        if mode == "on":
+            raise UserError("--stft-patch on: ttsbench.chatterbox.stft_patch is not installed in this venv") from exc
+        return {"mode": mode, "active": False, "reason": "stft_patch module not available"}
+    state = stft_patch.apply(mode, device)
+    return state.as_dict() if hasattr(state, "as_dict") else dict(vars(state))
+
+
+def runtime_versions() -> dict[str, Any]:
+    import importlib.metadata as md
+    import platform
+
+    import torch
+
+    def ver(dist: str) -> str | None:
+        try:
+            return md.version(dist)
+        except md.PackageNotFoundError:
+            return None
+
+    cuda_ok = torch.cuda.is_available()
+    cc = torch.cuda.get_device_capability(0) if cuda_ok else None
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_file": str(Path(torch.__file__).parent),
+        "torchaudio": ver("torchaudio"),
+        "chatterbox": ver("chatterbox-tts"),
+        "transformers": ver("transformers"),
+        "cuda": torch.version.cuda,
+        "cuda_available": cuda_ok,
+        "gpu_name": torch.cuda.get_device_name(0) if cuda_ok else None,
+        "compute_capability": f"{cc[0]}.{cc[1]}" if cc else None,
+        "arch": platform.machine(),
+    }
+
+
+# ---------------------------------------------------------------------------------------------- HTTP
+class ChatterboxHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 64
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "ttsbench-chatterbox/1"
+    engine: Engine
+    cfg: ServerConfig
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        if self.cfg.verbose:
+            super().log_message(format, *args)
+
+    # -- helpers
+    def _send_json(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
+        body = json.dumps(obj).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _error(self, status: int, message: str) -> None:
+        kind = {400: "BadRequestError", 401: "AuthenticationError", 404: "NotFoundError",
+                413: "RequestTooLargeError"}.get(status, "InternalServerError")
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        self._send_json(status, {"error": {"message": message, "type": kind, "code": status}}, headers)
+
+    def _authorized(self) -> bool:
+        token = self.cfg.token
+        if not token:
+            return True
+        got = self.headers.get("Authorization", "")
+        scheme, _, value = got.partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())
+
+    def _read_body(self) -> bytes:
+        try:
+            n = int(self.headers.get("Content-Length") or 0)
+        except ValueError as exc:
+            self.close_connection = True
+            raise BadRequest(400, "bad Content-Length") from exc
+        if n > MAX_BODY_BYTES:
+            self.close_connection = True
+            raise BadRequest(413, f"request body of {n} bytes is over the {MAX_BODY_BYTES} byte limit")
+        return self.rfile.read(n) if n else b""
+
+    def _chunk(self, data: bytes) -> None:
+        if data:
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            self.wfile.flush()
+
+    # -- routes
+    def do_GET(self) -> None:
+        if not self._authorized():
+            self._error(401, "missing or wrong bearer token")
+            return
+        e, c = self.engine, self.cfg
+        if self.path == "/health":
+            self._send_json(200, {
+                "status": "ok" if e.model is not None else "loading",
+                "model_loaded": e.model is not None,
+                "device": e.device,
+                "stft_patch": e.stft_state,
+                "weights": c.weights_label,
+                "voice": c.voice,
+                "reference_s": round(e.reference_s, 3),
+                "sample_rate": SAMPLE_RATE,
+                "max_new_tokens": c.max_new_tokens,
+                "tuning": {"cfg_weight": c.cfg_weight, "exaggeration": c.exaggeration, "temperature": c.temperature},
+                "versions": e.versions,
+                "load_s": round(e.load_s, 3),
+            })
+        elif self.path == "/v1/models":
+            self._send_json(200, {"object": "list", "data": [
+                {"id": c.model_name, "object": "model", "owned_by": "resemble-ai", "weights": c.weights_label}]})
+        elif self.path == "/v1/audio/voices":
+            self._send_json(200, {"voices": [c.voice], "uploaded_voices": []})
+        else:
+            self._error(404, f"no route {self.path}")
+
+    def do_POST(self) -> None:
+        try:
+            body = self._read_body()
+            if not self._authorized():
+                self._error(401, "missing or wrong bearer token")
+                return
+            if self.path != "/v1/audio/speech":
+                self._error(404, f"no route {self.path}")
+                return
+            text, fmt, mode, seed = self._parse(body)
+        except BadRequest as exc:
+            self._error(exc.status, str(exc))
+            return
+        try:
+            self._speak(text, fmt, mode, seed)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+        except Exception as exc:  # a failed synthesis must not take the server down
+            print(f"serve-chatterbox: synthesis failed: {exc!r}", file=sys.stderr, flush=True)
+            self.close_connection = True
+            if not getattr(self, "_started", False):
+                self._error(500, f"synthesis failed: {exc}")
+
+    def _parse(self, body: bytes) -> tuple[str, str, str, int | None]:
+        c = self.cfg
+        try:
+            req = json.loads(body or b"{}")
+        except json.JSONDecodeError as exc:
+            raise BadRequest(400, f"request body is not JSON: {exc}") from exc
+        if not isinstance(req, dict):
+            raise BadRequest(400, "request body must be a JSON object")
+        text = req.get("input")
+        if not isinstance(text, str) or not text.strip():
+            raise BadRequest(400, "'input' must be non-empty text")
+        if len(text) > c.max_chars:
+            raise BadRequest(413, f"'input' is {len(text)} characters; this server takes at most {c.max_chars}")
+        fmt = req.get("response_format") or "wav"
+        if fmt not in ("wav", "pcm"):
+            raise BadRequest(400, f"unknown response_format {fmt!r}: this server speaks wav or pcm")
+        voice = req.get("voice")
+        if voice not in (None, "", "default", c.voice):
+            raise BadRequest(400, f"unknown voice {voice!r}: this server has one voice, {c.voice!r}")
+        model = req.get("model")
+        if model not in (None, "", c.model_name):
+            raise BadRequest(400, f"unknown model {model!r}: this server serves {c.model_name!r}")
+        sf = req.get("stream_format")
+        if sf not in (None, "audio", "sse"):
+            raise BadRequest(400, f"stream_format must be 'audio' or 'sse', not {sf!r}")
+        stream = req.get("stream", False)
+        if not isinstance(stream, bool):
+            raise BadRequest(400, "'stream' must be true or false")
+        mode = sf if sf else ("audio" if stream else "none")
+        seed = req.get("seed", c.seed)
+        if seed is not None and not isinstance(seed, int):
+            raise BadRequest(400, "'seed' must be an integer")
+        if not split_sentences(text):
+            raise BadRequest(400, "'input' holds nothing to say")
+        return text, fmt, mode, seed
+
+    def _speak(self, text: str, fmt: str, mode: str, seed: int | None) -> None:
+        e = self.engine
+        ctype = "audio/wav" if fmt == "wav" else "audio/pcm"
+        pcm_headers = {"X-Sample-Rate": str(SAMPLE_RATE), "X-Sample-Format": "s16le", "X-Channels": "1"}
+        if mode == "none":
+            pcm = b"".join(e.stream(text, seed))
+            body = (wav_header(SAMPLE_RATE, len(pcm)) if fmt == "wav" else b"") + pcm
+            self._started = True
+            self.send_response(200)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            for k, v in pcm_headers.items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        pieces = e.stream(text, seed)
+        first = next(pieces)  # synthesize the first sentence before committing to 200
+        self._started = True
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream" if mode == "sse" else ctype)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("Cache-Control", "no-store")
+        for k, v in pcm_headers.items():
+            self.send_header(k, v)
+        self.end_headers()
+        head = wav_header(SAMPLE_RATE) if fmt == "wav" else b""
+        for piece in itertools.chain([head + first], pieces):
+            if mode == "sse":
+                self._sse(piece, fmt)
+            else:
+                self._chunk(piece)
+        if mode == "sse":
+            done = {"type": "speech.audio.done", "usage": None}
+            self._chunk(b"event: speech.audio.done\ndata: " + json.dumps(done).encode() + b"\n\n")
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+    def _sse(self, data: bytes, fmt: str) -> None:
+        ev = {"type": "speech.audio.delta", "audio": base64.b64encode(data).decode(), "response_format": fmt}
+        self._chunk(b"event: speech.audio.delta\ndata: " + json.dumps(ev).encode() + b"\n\n")
+
+
+def make_server(cfg: ServerConfig, engine: Engine) -> ChatterboxHTTPServer:
+    handler = type("BoundHandler", (Handler,), {"engine": engine, "cfg": cfg})
+    try:
+        return ChatterboxHTTPServer((cfg.host, cfg.port), handler)
+    except OSError as exc:
+        raise UserError(f"cannot listen on {cfg.host}:{cfg.port}: {exc.strerror or exc}") from exc
+
+
+def serve(cfg: ServerConfig) -> int:
+    """Validate, load the model once, then serve until SIGTERM/SIGINT."""
+    import signal
+
+    if not cfg.voice:
+        cfg.voice = Path(cfg.reference).stem or "default"
+    engine = Engine(cfg)
+    t0 = time.perf_counter()
+    engine.load()
+    server = make_server(cfg, engine)
+    info = {"event": "ready", "host": cfg.host, "port": server.server_address[1], "device": engine.device,
+            "weights": cfg.weights_label, "voice": cfg.voice, "stft_patch": engine.stft_state,
+            "load_s": round(time.perf_counter() - t0, 2), "versions": engine.versions,
+            "config": {k: v for k, v in asdict(cfg).items() if k != "token"}}
+    print(json.dumps(info), flush=True)
+
+    def _stop(signum: int, _frame: Any) -> None:
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    print(json.dumps({"event": "stopped"}), flush=True)
+    return 0

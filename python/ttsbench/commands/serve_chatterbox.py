@@ -1,0 +1,69 @@
+"""``ttsbench serve-chatterbox``: the Chatterbox speech server (runs inside the chatterbox venv on a host)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve-chatterbox", help="serve Chatterbox over the OpenAI-style speech API (chatterbox venv)")
+    p.add_argument("--weights", default="hub", help="'hub' (ResembleAI/chatterbox) or a local checkpoint directory")
+    p.add_argument("--weights-label", default=None,
+                   help="what /health and results call the weights: hub, local or random-init (default: guessed)")
+    p.add_argument("--reference", required=True, help="reference voice WAV (≥ 1 s of speech); the server's one voice")
+    p.add_argument("--voice", default="", help="name the voice answers to (default: the reference file's stem)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: local only)")
+    p.add_argument("--port", type=int, default=8772)
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
+    p.add_argument("--stft-patch", choices=("auto", "on", "off"), default="auto",
+                   help="Blackwell STFT patch: auto = on for compute capability ≥ 12 or a failing self-test")
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="cap on speech tokens per sentence (needed for random-init weights, which never stop)")
+    p.add_argument("--cfg-weight", type=float, default=0.3)
+    p.add_argument("--exaggeration", type=float, default=0.3)
+    p.add_argument("--temperature", type=float, default=0.6)
+    p.add_argument("--max-chars", type=int, default=2000, help="longer 'input' gets HTTP 413")
+    p.add_argument("--seed", type=int, default=None, help="fixed torch seed per request (reproducible audio)")
+    p.add_argument("--model-name", default="chatterbox", help="model id reported by /v1/models")
+    p.add_argument("--token-file", default=None, help="file holding a bearer token; requests without it get 401")
+    p.add_argument("--verbose", action="store_true", help="log every request")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ttsbench.chatterbox.server import ServerConfig, serve
+    from ttsbench.errors import UserError
+
+    token = None
+    if args.token_file:
+        try:
+            token = Path(args.token_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise UserError(f"--token-file {args.token_file}: {exc.strerror}") from exc
+        if not token:
+            raise UserError(f"--token-file {args.token_file} is empty")
+    if args.max_new_tokens is not None and args.max_new_tokens <= 0:
+        raise UserError("--max-new-tokens must be a positive number")
+    label = args.weights_label
+    if label is None:
+        label = "hub" if args.weights == "hub" else _guess_label(Path(args.weights))
+    cfg = ServerConfig(
+        weights=args.weights, weights_label=label, reference=args.reference, voice=args.voice, host=args.host,
+        port=args.port, device=args.device, stft_patch=args.stft_patch, max_new_tokens=args.max_new_tokens,
+        cfg_weight=args.cfg_weight, exaggeration=args.exaggeration, temperature=args.temperature,
+        max_chars=args.max_chars, seed=args.seed, model_name=args.model_name, token=token, verbose=args.verbose,
+    )
+    return serve(cfg)
+
+
+def _guess_label(weights_dir: object) -> str:
+    import json
+    from pathlib import Path
+
+    try:
+        marker = json.loads((Path(str(weights_dir)) / "weights.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "local"
+    return str(marker.get("weights") or "local") if isinstance(marker, dict) else "local"

@@ -1,0 +1,27 @@
+"""Print, as JSON, where this interpreter's torch lives (roles/chatterbox, keep mode). Never fails: errors go in the JSON."""
+
+import importlib.metadata as md
+import json
+import os
+import sys
+import sysconfig
+
+out = {"python": "%d.%d" % sys.version_info[:2], "executable": sys.executable,
+       "purelib": sysconfig.get_paths()["purelib"]}
+try:
+    import torch
+except Exception as exc:  # noqa: BLE001 - report any import failure
+    out["error"] = "%s: %s" % (type(exc).__name__, exc)
+else:
+    out["torch"] = md.version("torch")
+    out["torch_version"] = torch.__version__
+    out["torch_dir"] = os.path.realpath(os.path.dirname(os.path.dirname(os.path.abspath(torch.__file__))))
+    try:
+        out["torchaudio"] = md.version("torchaudio")
+    except md.PackageNotFoundError:
+        out["torchaudio"] = None
+    out["cuda"] = torch.version.cuda
+    dirs = [out["torch_dir"]] + [p for p in sys.path if p and os.path.isdir(p)
+                                 and os.path.basename(p) in ("site-packages", "dist-packages")]
+    out["site_dirs"] = list(dict.fromkeys(os.path.realpath(d) for d in dirs))
+print(json.dumps(out))
