@@ -155,14 +155,36 @@ def test_failover_drill_needs_confirmation(rehearsal_runs: Path, tmp_path: Path)
     assert not root.exists() or list(root.iterdir()) == []
 
 
+@pytest.fixture(scope="session")
+def testhosts_wheelhouses() -> Path:
+    """The namespace hosts have no internet: wheels for the ttsbench agent and for roles/chatterbox."""
+    import subprocess
+    import sys
+    import tomllib
+
+    cache = HOME / ".cache/ttsbench/wheelhouse"
+    agent = cache / "agent"
+    deps = tomllib.loads((project_root() / "pyproject.toml").read_text())["project"]["dependencies"]
+    stamp = agent / ".deps.json"
+    if not stamp.is_file() or json.loads(stamp.read_text()) != deps:
+        agent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "-d", str(agent),
+                        "setuptools", "wheel", *deps], check=True)
+        stamp.write_text(json.dumps(deps))
+    host_torch = os.environ.get("TTSBENCH_HOST_TORCH_PYTHON") or str(HOME / ".cache/ttsbench/host-torch/bin/python")
+    subprocess.run([sys.executable, str(project_root() / "tests/chatterbox_wheelhouse.py"), str(cache / "chatterbox"),
+                    host_torch], check=True)
+    return cache
+
+
 @pytest.mark.testhosts
 @pytest.mark.parametrize("playbook,kind,systems,extra", [
     ("bench-chatterbox.yml", "bench-chatterbox", {"chatterbox@titan", "chatterbox@panda"}, {}),
     ("bench-voxtral.yml", "bench-voxtral", {"voxtral@titan", "chatterbox@panda"}, {}),
     ("failover-drill.yml", "failover-drill", {"chatterbox@titan", "chatterbox@panda"}, {"drill_confirm": "yes"}),
 ])
-def test_playbooks_over_ssh(testhosts: object, tmp_path: Path, playbook: str, kind: str, systems: set[str],
-                            extra: dict) -> None:
+def test_playbooks_over_ssh(testhosts: object, testhosts_wheelhouses: Path, tmp_path: Path, playbook: str,
+                            kind: str, systems: set[str], extra: dict) -> None:
     root = tmp_path / "runs"
     _run(playbook, "inventory/testhosts", root, tmp_path, **extra)
     run = _only_run_dir(root)
