@@ -5,13 +5,14 @@ BIN := $(VENV)/bin
 # resemblyzer (speaker similarity) needs torch; a CPU build is enough on the controller.
 METRICS_TORCH ?= torch==2.13.0
 PLAYBOOK ?= bench-chatterbox.yml
+# "Host torch": the torch a GPU host already has (NGC base on the real targets). Rehearsal and test hosts
+# share this one; roles/chatterbox links it into its venv (chatterbox_torch: keep) and never changes it.
+HOST_TORCH ?= $(HOME)/.cache/ttsbench/host-torch
+# The chatterbox venv the in-process tests run in (same recipe as the role).
+CB_VENV ?= .venv-chatterbox
 INVENTORY ?= inventory/rehearsal
 
-# The rehearsal's "host torch" (roles/chatterbox keeps the host's torch; here a venv models it).
-HOST_TORCH ?= $(HOME)/.cache/ttsbench/host-torch
-HOST_TORCH_SPEC ?= torch==2.9.1 torchaudio==2.9.1
-
-.PHONY: host-torch venv demo test lint doctor hosts-up hosts-down clean
+.PHONY: venv demo test lint doctor hosts-up hosts-down clean host-torch chatterbox-venv
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,21 +23,27 @@ $(BIN)/.installed: pyproject.toml
 
 venv: $(BIN)/.installed
 
-$(HOST_TORCH)/bin/python:
-	$(PYTHON) -m venv $(HOST_TORCH)
-	$(HOST_TORCH)/bin/pip install -q $(HOST_TORCH_SPEC)
+host-torch:
+	tests/provision/host-torch $(HOST_TORCH)
 
-host-torch: $(HOST_TORCH)/bin/python
+$(CB_VENV)/.installed: files/chatterbox/inference-requirements.txt pyproject.toml tests/provision/chatterbox-venv
+	$(MAKE) host-torch
+	tests/provision/chatterbox-venv $(CB_VENV) $(HOST_TORCH)/bin/python
+	touch $@
+
+chatterbox-venv: $(CB_VENV)/.installed
 
 doctor: venv
 	$(BIN)/ttsbench doctor
 
-demo: venv host-torch
+demo: venv
 	$(BIN)/ttsbench doctor
 	$(BIN)/ttsbench demo --playbook $(PLAYBOOK) -i $(INVENTORY)
 
-test: venv host-torch
+test: venv chatterbox-venv
 	$(BIN)/pytest
+	TTSBENCH_REQUIRE_CHATTERBOX=1 $(CB_VENV)/bin/python -m pytest -p no:cacheprovider -m chatterbox \
+	  tests/test_chatterbox_stft_patch.py tests/test_chatterbox_runner.py
 
 lint: venv
 	$(BIN)/ruff check python tests
@@ -50,4 +57,4 @@ hosts-down:
 	tests/hosts/testhosts down
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info
+	rm -rf $(VENV) $(CB_VENV) build dist *.egg-info

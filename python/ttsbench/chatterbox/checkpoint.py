@@ -1,4 +1,4 @@
-"""Random-init Chatterbox checkpoints: every file ``ChatterboxTTS.from_local`` reads, from chatterbox's own classes.
+"""Random-init Chatterbox checkpoints: every file ``ChatterboxTTS.from_local`` reads, own classes.
 
 Layout (chatterbox-tts 0.1.7 ``from_local``)::
 
@@ -24,7 +24,12 @@ from typing import Any
 
 from ttsbench.errors import UserError
 
-WEIGHT_FILES: tuple[str, ...] = ("ve.safetensors", "t3_cfg.safetensors", "s3gen.safetensors", "tokenizer.json")
+WEIGHT_FILES: tuple[str, ...] = (
+    "ve.safetensors",
+    "t3_cfg.safetensors",
+    "s3gen.safetensors",
+    "tokenizer.json",
+)
 OPTIONAL_FILES: tuple[str, ...] = ("conds.pt",)
 MARKER = "weights.json"
 
@@ -45,8 +50,10 @@ def require_complete(ckpt_dir: str | os.PathLike) -> Path:
         raise UserError(f"{d}: weights directory not found")
     missing = missing_files(d)
     if missing:
-        raise UserError(f"{d}: weights directory is missing {', '.join(missing)} (ChatterboxTTS.from_local needs "
-                        f"{', '.join(WEIGHT_FILES)})")
+        raise UserError(
+            f"{d}: weights directory is missing {', '.join(missing)} (ChatterboxTTS.from_local needs "
+            f"{', '.join(WEIGHT_FILES)})"
+        )
     return d
 
 
@@ -62,8 +69,13 @@ def read_marker(ckpt_dir: str | os.PathLike) -> dict[str, Any] | None:
 def is_complete(ckpt_dir: str | os.PathLike, seed: int) -> bool:
     """True when every file is there and the marker says random-init with this seed."""
     marker = read_marker(ckpt_dir)
-    return (not missing_files(ckpt_dir) and (Path(ckpt_dir) / "conds.pt").is_file() and marker is not None
-            and marker.get("weights") == "random-init" and marker.get("seed") == seed)
+    return (
+        not missing_files(ckpt_dir)
+        and (Path(ckpt_dir) / "conds.pt").is_file()
+        and marker is not None
+        and marker.get("weights") == "random-init"
+        and marker.get("seed") == seed
+    )
 
 
 def tokenizer_json() -> str:
@@ -107,7 +119,9 @@ def _reference_wav(seconds: float = 3.0, sr: int = 24000, seed: int = 0) -> Any:
     return wav.astype(np.float32)
 
 
-def make_random_checkpoint(ckpt_dir: str | os.PathLike, seed: int = 0, force: bool = False) -> tuple[Path, bool]:
+def make_random_checkpoint(
+    ckpt_dir: str | os.PathLike, seed: int = 0, force: bool = False
+) -> tuple[Path, bool]:
     """Build the checkpoint in a temp folder beside ``ckpt_dir`` and rename it into place.
 
     Returns (dir, built). Skips (built=False) when the directory is already complete with the same seed.
@@ -124,8 +138,10 @@ def make_random_checkpoint(ckpt_dir: str | os.PathLike, seed: int = 0, force: bo
     if not force and is_complete(dest, seed):
         return dest, False
     if dest.exists() and any(dest.iterdir()) and read_marker(dest) is None:
-        raise UserError(f"{dest}: exists and is not a random-init checkpoint (no {MARKER}); "
-                        "choose an empty or new directory")
+        raise UserError(
+            f"{dest}: exists and is not a random-init checkpoint (no {MARKER}); "
+            "choose an empty or new directory"
+        )
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     os.chmod(tmp, 0o755)
@@ -143,8 +159,12 @@ def make_random_checkpoint(ckpt_dir: str | os.PathLike, seed: int = 0, force: bo
         model.prepare_conditionals(str(ref), exaggeration=0.5)
         model.conds.save(tmp / "conds.pt")
         ref.unlink()
-        marker = {"weights": "random-init", "seed": seed, "chatterbox": cb_version,
-                  "files": [*WEIGHT_FILES, "conds.pt"]}
+        marker = {
+            "weights": "random-init",
+            "seed": seed,
+            "chatterbox": cb_version,
+            "files": [*WEIGHT_FILES, "conds.pt"],
+        }
         (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
         if dest.exists():
             shutil.rmtree(dest)

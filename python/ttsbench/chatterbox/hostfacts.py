@@ -25,8 +25,13 @@ def host_facts(name: str, device: str) -> dict[str, Any]:
     import torch
 
     facts: dict[str, Any] = {
-        "name": name, "arch": platform.machine(), "gpu_name": None, "compute_capability": None,
-        "driver": None, "cuda": torch.version.cuda, "torch": torch.__version__.split("+")[0],
+        "name": name,
+        "arch": platform.machine(),
+        "gpu_name": None,
+        "compute_capability": None,
+        "driver": None,
+        "cuda": torch.version.cuda,
+        "torch": torch.__version__.split("+")[0],
         "python": platform.python_version(),
     }
     if device.startswith("cuda") and torch.cuda.is_available():

@@ -51,6 +51,7 @@ class RunnerConfig:
 
 # ---------------------------------------------------------------- inputs
 
+
 @dataclass(frozen=True)
 class Utt:
     utt_id: str
@@ -98,7 +99,11 @@ def _tolerant_load(path: Path | None) -> list[Utt]:
         raise UserError(f"{p}: expected a non-empty list under 'utterances:'")
     out: list[Utt] = []
     for i, item in enumerate(items):
-        if not isinstance(item, dict) or not isinstance(item.get("id"), str) or not isinstance(item.get("text"), str):
+        if (
+            not isinstance(item, dict)
+            or not isinstance(item.get("id"), str)
+            or not isinstance(item.get("text"), str)
+        ):
             raise UserError(f"{p}: item {i} needs a string 'id' and a string 'text'")
         if not item["text"].strip():
             raise UserError(f"{p}: utterance {item['id']} is empty")
@@ -122,8 +127,10 @@ def prepare_reference(path: Path, workdir: Path) -> Path:
     if info.format != "WAV":
         raise UserError(f"{path}: reference must be a WAV file, this is {info.format}")
     if info.frames / max(info.samplerate, 1) < MIN_REFERENCE_S:
-        raise UserError(f"{path}: reference is {info.frames / info.samplerate:.2f} s long; "
-                        f"need at least {MIN_REFERENCE_S:.0f} s of speech")
+        raise UserError(
+            f"{path}: reference is {info.frames / info.samplerate:.2f} s long; "
+            f"need at least {MIN_REFERENCE_S:.0f} s of speech"
+        )
     data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     mono = data.mean(axis=1)
     if sr != SAMPLE_RATE:
@@ -138,6 +145,7 @@ def prepare_reference(path: Path, workdir: Path) -> Path:
 
 
 # ---------------------------------------------------------------- model
+
 
 def load_model(cfg: RunnerConfig) -> tuple[Any, str]:
     """(ChatterboxTTS, weights label)."""
@@ -182,13 +190,18 @@ def synthesize(model: Any, text: str, cfg: RunnerConfig, reference: Path | None)
     import torch
 
     torch.manual_seed(cfg.seed)
-    wav = model.generate(text, audio_prompt_path=str(reference) if reference else None,
-                         exaggeration=cfg.exaggeration, cfg_weight=cfg.cfg_weight,
-                         temperature=cfg.temperature)
+    wav = model.generate(
+        text,
+        audio_prompt_path=str(reference) if reference else None,
+        exaggeration=cfg.exaggeration,
+        cfg_weight=cfg.cfg_weight,
+        temperature=cfg.temperature,
+    )
     return wav.squeeze(0).detach().cpu().float().numpy()
 
 
 # ---------------------------------------------------------------- output
+
 
 def write_wav_atomic(path: Path, audio: Any, sr: int = SAMPLE_RATE) -> None:
     import numpy as np
@@ -251,9 +264,9 @@ def summarize(rows: list[dict[str, Any]], peak_gpu: float | None, peak_proc: flo
 def write_results(run_dir: Path, doc: dict[str, Any]) -> None:
     """The project's validating writer when present, else a plain atomic write (same document)."""
     try:
-        from ttsbench.results import write_results as project_write  # type: ignore[import-not-found]
-
         import jsonschema  # noqa: F401  # the project writer validates with it
+
+        from ttsbench.results import write_results as project_write  # type: ignore[import-not-found]
     except ImportError:
         write_json_atomic(run_dir / "results.json", doc)
         return
@@ -261,6 +274,7 @@ def write_results(run_dir: Path, doc: dict[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------- run
+
 
 def run(cfg: RunnerConfig, progress: Any = None) -> Path:
     """Measure and write the run folder; returns its path. Ctrl-C keeps what was measured."""
@@ -296,16 +310,31 @@ def run(cfg: RunnerConfig, progress: Any = None) -> Path:
         import chatterbox
 
         config: dict[str, Any] = {
-            "device": cfg.device, "cfg_weight": cfg.cfg_weight, "exaggeration": cfg.exaggeration,
-            "temperature": cfg.temperature, "max_new_tokens": max_tokens, "seed": cfg.seed,
-            "warmup": cfg.warmup, "runs": cfg.runs, "voice": str(cfg.reference) if cfg.reference else "builtin",
-            "stft_patch": patch.as_dict(), "stream": False, "concurrency": 1,
+            "device": cfg.device,
+            "cfg_weight": cfg.cfg_weight,
+            "exaggeration": cfg.exaggeration,
+            "temperature": cfg.temperature,
+            "max_new_tokens": max_tokens,
+            "seed": cfg.seed,
+            "warmup": cfg.warmup,
+            "runs": cfg.runs,
+            "voice": str(cfg.reference) if cfg.reference else "builtin",
+            "stft_patch": patch.as_dict(),
+            "stream": False,
+            "concurrency": 1,
             "ttfa_definition": "in-process, non-streaming: time until the whole waveform is returned",
             "weights_source": cfg.weights,
         }
         doc: dict[str, Any] = {
-            "schema_version": 1, "run_id": run_id, "kind": "chatterbox-inprocess", "started_at": started,
-            "finished_at": None, "complete": False, "systems": [], "gemma": None, "scores": None,
+            "schema_version": 1,
+            "run_id": run_id,
+            "kind": "chatterbox-inprocess",
+            "started_at": started,
+            "finished_at": None,
+            "complete": False,
+            "systems": [],
+            "gemma": None,
+            "scores": None,
             "verdict": None,
         }
         rows: list[dict[str, Any]] = []
@@ -324,9 +353,19 @@ def run(cfg: RunnerConfig, progress: Any = None) -> Path:
                         progress(utt.utt_id, rep)
                     wav_rel = f"wavs/chatterbox/{host}/{utt.utt_id}.wav"
                     row: dict[str, Any] = {
-                        "utt_id": utt.utt_id, "text": utt.text, "wav": None, "ok": False, "error": None,
-                        "http_status": None, "ttfa_ms": None, "t_first_nonsilent_ms": None, "total_ms": None,
-                        "audio_s": None, "rtf": None, "sample_rate": SAMPLE_RATE, "concurrency": 1,
+                        "utt_id": utt.utt_id,
+                        "text": utt.text,
+                        "wav": None,
+                        "ok": False,
+                        "error": None,
+                        "http_status": None,
+                        "ttfa_ms": None,
+                        "t_first_nonsilent_ms": None,
+                        "total_ms": None,
+                        "audio_s": None,
+                        "rtf": None,
+                        "sample_rate": SAMPLE_RATE,
+                        "concurrency": 1,
                         "request_index": rep,
                     }
                     try:
@@ -343,8 +382,13 @@ def run(cfg: RunnerConfig, progress: Any = None) -> Path:
                         if rep == cfg.runs - 1:
                             write_wav_atomic(run_dir / wav_rel, audio)
                             row["wav"] = wav_rel
-                        row.update(ok=True, ttfa_ms=elapsed * 1000.0, total_ms=elapsed * 1000.0,
-                                   audio_s=audio_s, rtf=elapsed / audio_s)
+                        row.update(
+                            ok=True,
+                            ttfa_ms=elapsed * 1000.0,
+                            total_ms=elapsed * 1000.0,
+                            audio_s=audio_s,
+                            rtf=elapsed / audio_s,
+                        )
                     except (RuntimeError, ValueError, AssertionError) as exc:
                         row["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0][:500] or "error"
                     rows.append(row)
@@ -359,8 +403,13 @@ def run(cfg: RunnerConfig, progress: Any = None) -> Path:
         config["peak_proc_mem_source"] = mem_source
         system = {
             "system_id": system_id,
-            "engine": {"name": "chatterbox", "version": chatterbox.__version__, "install": cfg.install_label,
-                       "standin": False, "weights": weights_label},
+            "engine": {
+                "name": "chatterbox",
+                "version": chatterbox.__version__,
+                "install": cfg.install_label,
+                "standin": False,
+                "weights": weights_label,
+            },
             "host": host_facts(host, cfg.device),
             "config": config,
             "utterances": rows,

@@ -42,8 +42,10 @@ _NATIVE_ISTFT = torch.istft
 
 
 @lru_cache(maxsize=32)
-def _dft_basis(n_fft: int, n_bins: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and -sin bases, shape (n_fft, n_bins), built in float64 then cast (exact to the last bit of dtype)."""
+def _dft_basis(
+    n_fft: int, n_bins: int, device: torch.device, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and -sin bases, shape (n_fft, n_bins), built in float64, then cast."""
     n = torch.arange(n_fft, dtype=torch.float64)
     k = torch.arange(n_bins, dtype=torch.float64)
     # reduce k*n modulo n_fft before scaling: keeps the angle small, so cos/sin stay exact for large n_fft
@@ -51,8 +53,25 @@ def _dft_basis(n_fft: int, n_bins: int, device: torch.device, dtype: torch.dtype
     return torch.cos(ang).to(device=device, dtype=dtype), (-torch.sin(ang)).to(device=device, dtype=dtype)
 
 
-def _full_window(window: torch.Tensor | None, win_length: int, n_fft: int, device: torch.device,
-                 dtype: torch.dtype) -> torch.Tensor:
+@lru_cache(maxsize=32)
+def _inverse_basis(n_fft: int, normalized: bool, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(2*n_bins, n_fft) inverse real DFT: x[n] = 1/N sum_k c_k (Re X_k cos - Im X_k sin).
+
+    c_k = 2, except 1 for DC and (even n_fft) Nyquist."""
+    n_bins = n_fft // 2 + 1
+    cos_b, sin_b = _dft_basis(n_fft, n_bins, torch.device("cpu"), torch.float64)
+    coef = torch.full((n_bins,), 2.0, dtype=torch.float64)
+    coef[0] = 1.0
+    if n_fft % 2 == 0:
+        coef[-1] = 1.0
+    scale = (1.0 / math.sqrt(n_fft)) if normalized else (1.0 / n_fft)
+    inv = torch.cat([cos_b.T, sin_b.T], dim=0) * (coef * scale).repeat(2).unsqueeze(1)
+    return inv.to(device=device, dtype=dtype)
+
+
+def _full_window(
+    window: torch.Tensor | None, win_length: int, n_fft: int, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
     if window is None:
         window = torch.ones(win_length, device=device, dtype=dtype)
     else:
@@ -65,14 +84,33 @@ def _full_window(window: torch.Tensor | None, win_length: int, n_fft: int, devic
     return window
 
 
-def stft(input: torch.Tensor, n_fft: int, hop_length: int | None = None, win_length: int | None = None,
-         window: torch.Tensor | None = None, center: bool = True, pad_mode: str = "reflect",
-         normalized: bool = False, onesided: bool | None = None, return_complex: bool | None = None,
-         **_ignored: Any) -> torch.Tensor:
+def stft(
+    input: torch.Tensor,
+    n_fft: int,
+    hop_length: int | None = None,
+    win_length: int | None = None,
+    window: torch.Tensor | None = None,
+    center: bool = True,
+    pad_mode: str = "reflect",
+    normalized: bool = False,
+    onesided: bool | None = None,
+    return_complex: bool | None = None,
+    **_ignored: Any,
+) -> torch.Tensor:
     """Same contract as :func:`torch.stft` for real 1-D/2-D input; output (B?, n_freq, n_frames)."""
     if input.is_complex():
-        return _NATIVE_STFT(input, n_fft, hop_length, win_length, window, center, pad_mode, normalized,
-                            onesided, return_complex)
+        return _NATIVE_STFT(
+            input,
+            n_fft,
+            hop_length,
+            win_length,
+            window,
+            center,
+            pad_mode,
+            normalized,
+            onesided,
+            return_complex,
+        )
     if return_complex is None:
         raise RuntimeError("stft requires the return_complex parameter be given for real inputs")
     hop = hop_length if hop_length is not None else n_fft // 4
@@ -102,15 +140,25 @@ def stft(input: torch.Tensor, n_fft: int, hop_length: int | None = None, win_len
     return out.squeeze(0) if squeeze else out
 
 
-def istft(input: torch.Tensor, n_fft: int, hop_length: int | None = None, win_length: int | None = None,
-          window: torch.Tensor | None = None, center: bool = True, normalized: bool = False,
-          onesided: bool | None = None, length: int | None = None, return_complex: bool = False,
-          **_ignored: Any) -> torch.Tensor:
+def istft(
+    input: torch.Tensor,
+    n_fft: int,
+    hop_length: int | None = None,
+    win_length: int | None = None,
+    window: torch.Tensor | None = None,
+    center: bool = True,
+    normalized: bool = False,
+    onesided: bool | None = None,
+    length: int | None = None,
+    return_complex: bool = False,
+    **_ignored: Any,
+) -> torch.Tensor:
     """Same contract as :func:`torch.istft` for a one-sided complex spectrum (B?, n_fft//2+1, n_frames)."""
     n_bins = n_fft // 2 + 1
     if onesided is False or return_complex or not input.is_complex() or input.shape[-2] != n_bins:
-        return _NATIVE_ISTFT(input, n_fft, hop_length, win_length, window, center, normalized, onesided,
-                             length, return_complex)
+        return _NATIVE_ISTFT(
+            input, n_fft, hop_length, win_length, window, center, normalized, onesided, length, return_complex
+        )
     hop = hop_length if hop_length is not None else n_fft // 4
     win_len = win_length if win_length is not None else n_fft
     squeeze = input.dim() == 2
@@ -119,28 +167,20 @@ def istft(input: torch.Tensor, n_fft: int, hop_length: int | None = None, win_le
     real, imag = spec.real.to(dtype), spec.imag.to(dtype)
     batch, _, n_frames = spec.shape
     win = _full_window(window, win_len, n_fft, spec.device, dtype)
-    cos_b, sin_b = _dft_basis(n_fft, n_bins, spec.device, dtype)
-    # inverse real DFT: x[n] = 1/N * sum_k c_k (Re X_k cos - Im X_k sin), c_k = 2 except DC (and Nyquist)
-    coef = torch.full((n_bins,), 2.0, device=spec.device, dtype=dtype)
-    coef[0] = 1.0
-    if n_fft % 2 == 0:
-        coef[-1] = 1.0
-    scale = (1.0 / math.sqrt(n_fft)) if normalized else (1.0 / n_fft)
-    inv = torch.cat([cos_b.T, sin_b.T], dim=0) * (coef * scale).repeat(2).unsqueeze(1)  # (2*n_bins, n_fft)
-    inv = inv * win.unsqueeze(0)  # synthesis window
+    inv = _inverse_basis(n_fft, normalized, spec.device, dtype) * win.unsqueeze(0)  # synthesis window
     stacked = torch.cat([real, imag], dim=1).transpose(1, 2)  # (B, n_frames, 2*n_bins)
     frames = torch.matmul(stacked, inv)  # (B, n_frames, n_fft), windowed
     expected_len = n_fft + hop * (n_frames - 1)
-    y = F.fold(frames.transpose(1, 2), output_size=(1, expected_len), kernel_size=(1, n_fft),
-               stride=(1, hop)).reshape(batch, expected_len)
+    y = F.fold(
+        frames.transpose(1, 2), output_size=(1, expected_len), kernel_size=(1, n_fft), stride=(1, hop)
+    ).reshape(batch, expected_len)
     env_frames = (win * win).reshape(1, n_fft, 1).expand(1, n_fft, n_frames)
-    env = F.fold(env_frames, output_size=(1, expected_len), kernel_size=(1, n_fft),
-                 stride=(1, hop)).reshape(expected_len)
+    env = F.fold(env_frames, output_size=(1, expected_len), kernel_size=(1, n_fft), stride=(1, hop)).reshape(
+        expected_len
+    )
     start = n_fft // 2 if center else 0
-    if length is not None:
-        end = start + length
-    else:
-        end = expected_len - n_fft // 2 if center else expected_len
+    default_end = expected_len - n_fft // 2 if center else expected_len
+    end = start + length if length is not None else default_end
     end_c = min(end, expected_len)
     env_kept = env[start:end_c]
     if env_kept.numel() and bool((env_kept.abs() < 1e-11).any()):
@@ -174,8 +214,12 @@ class PatchState:
     _saved: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"mode": self.mode, "active": self.active, "reason": self.reason,
-                "patched_modules": list(self.patched_modules)}
+        return {
+            "mode": self.mode,
+            "active": self.active,
+            "reason": self.reason,
+            "patched_modules": list(self.patched_modules),
+        }
 
     def restore(self) -> None:
         """Put the real ``torch`` back into every module this state patched."""

@@ -9,8 +9,10 @@ from pathlib import Path
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("chatterbox", help="chatterbox helpers (run inside the chatterbox venv)")
     csub = p.add_subparsers(dest="chatterbox_command", metavar="ACTION", required=True)
-    mk = csub.add_parser("make-random-checkpoint",
-                         help="write every file ChatterboxTTS.from_local reads, with random-init weights (≈3 GB)")
+    mk = csub.add_parser(
+        "make-random-checkpoint",
+        help="write every file ChatterboxTTS.from_local reads, with random-init weights (≈3 GB)",
+    )
     mk.add_argument("dir", type=Path, help="checkpoint directory to create")
     mk.add_argument("--seed", type=int, default=0, help="torch seed for the initialisation (default 0)")
     mk.add_argument("--force", action="store_true", help="rebuild even when complete with the same seed")

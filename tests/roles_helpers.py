@@ -1,0 +1,40 @@
+"""Shared bits of the role tests: a free port, a cached ttsbench agent venv, HTTP health polling."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def agent_venv() -> Path:
+    """Where the role tests install ttsbench for the 'host' (shared between runs; stamped, so cheap)."""
+    return Path(os.environ.get("TTSBENCH_TEST_AGENT_VENV", Path.home() / ".cache/ttsbench/test-agent/venv"))
+
+
+def healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def wait_until(pred, timeout_s: float, step: float = 0.2) -> float | None:
+    """Seconds until ``pred()`` was true, or None on timeout."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout_s:
+        if pred():
+            return time.monotonic() - start
+        time.sleep(step)
+    return None
