@@ -33,7 +33,10 @@ def _probe(python: str) -> dict:
 
 def build(dest: Path, host_python: str) -> Path:
     defaults = yaml.safe_load(DEFAULTS.read_text())
-    reqs = list(defaults["chatterbox_inference_requirements"]) + list(defaults["chatterbox_ttsbench_requirements"])
+    recipe = ROOT / "files" / "chatterbox" / "inference-requirements.txt"
+    lines = defaults["chatterbox_inference_requirements"] or [
+        line.split("#", 1)[0].strip() for line in recipe.read_text().splitlines()]
+    reqs = [r for r in lines if r] + list(defaults["chatterbox_ttsbench_requirements"])
     version = defaults["chatterbox_version"]
     info = _probe(host_python)
     key = json.dumps({"reqs": reqs, "chatterbox": version, "torch": info["torch"], "dirs": info["site_dirs"]},
@@ -51,7 +54,8 @@ def build(dest: Path, host_python: str) -> Path:
                                  capture_output=True, text=True, check=True).stdout.strip()
         Path(purelib, "zz-ttsbench-host-torch.pth").write_text("\n".join(info["site_dirs"]) + "\n")
         cons = t / "constraints.txt"
-        cons.write_text(f"torch=={info['torch']}\n" + (f"torchaudio=={info['torchaudio']}\n" if info["torchaudio"] else ""))
+        audio = f"torchaudio=={info['torchaudio']}\n" if info["torchaudio"] else ""
+        cons.write_text(f"torch=={info['torch']}\n" + audio)
         (t / "req.txt").write_text("\n".join(reqs) + "\n")
         report = t / "report.json"
         subprocess.run([str(t / "venv/bin/python"), "-m", "pip", "install", "-q", "--dry-run", "--report",

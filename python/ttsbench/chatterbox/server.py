@@ -39,8 +39,6 @@ from ttsbench.errors import UserError
 
 SAMPLE_RATE = 24000
 UNKNOWN_SIZE = 0xFFFFFFFF
-#: files ``ChatterboxTTS.from_local`` reads (conds.pt is optional: the server always uses its reference WAV)
-WEIGHT_FILES = ("ve.safetensors", "t3_cfg.safetensors", "s3gen.safetensors", "tokenizer.json")
 MIN_REFERENCE_S = 1.0
 MAX_BODY_BYTES = 1 << 20
 _SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+")
@@ -70,13 +68,9 @@ class ServerConfig:
 # ---------------------------------------------------------------------------------------------- checks
 def check_weights_dir(path: str | Path) -> Path:
     """A local checkpoint directory with every file Chatterbox loads, or a UserError naming what is missing."""
-    p = Path(path)
-    if not p.is_dir():
-        raise UserError(f"chatterbox weights directory {p} does not exist (pass a checkpoint dir or 'hub')")
-    missing = [name for name in WEIGHT_FILES if not (p / name).is_file()]
-    if missing:
-        raise UserError(f"chatterbox weights directory {p} is missing {', '.join(missing)}")
-    return p
+    from ttsbench.chatterbox.checkpoint import require_complete
+
+    return require_complete(path)
 
 
 def check_reference(path: str | Path) -> float:
@@ -131,11 +125,15 @@ class Engine:
         self.load_s = 0.0
 
     def load(self) -> None:
-        import torch
-
         cfg = self.cfg
         self.reference_s = check_reference(cfg.reference) if cfg.reference else 0.0
         weights_dir = None if cfg.weights == "hub" else check_weights_dir(cfg.weights)
+        try:
+            import torch
+            from chatterbox.tts import ChatterboxTTS
+        except ImportError as exc:
+            raise UserError(f"serve-chatterbox needs torch and chatterbox-tts ({exc}): run it from the chatterbox "
+                            "venv that roles/chatterbox makes") from exc
         device = cfg.device
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -143,15 +141,15 @@ class Engine:
             raise UserError(f"--device {device}: this torch ({torch.__version__}) sees no CUDA device")
         self.device = device
         t0 = time.perf_counter()
-        from chatterbox.tts import ChatterboxTTS
-
         self.stft_state = apply_stft_patch(cfg.stft_patch, device)
         if weights_dir is None:
             model = ChatterboxTTS.from_pretrained(device)
         else:
             model = ChatterboxTTS.from_local(weights_dir, device)
         if cfg.max_new_tokens:
-            cap_new_tokens(model, cfg.max_new_tokens)
+            from ttsbench.chatterbox.runner import cap_tokens
+
+            cap_tokens(model, cfg.max_new_tokens)
         if cfg.reference:
             model.prepare_conditionals(cfg.reference, exaggeration=cfg.exaggeration)
         elif model.conds is None:
@@ -187,28 +185,12 @@ def to_pcm16(x: Any) -> bytes:
     return (np.clip(x, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
 
 
-def cap_new_tokens(model: Any, cap: int) -> None:
-    """ChatterboxTTS.generate hard-codes max_new_tokens=1000; cap it (random-init weights rarely stop)."""
-    inner = model.t3.inference
-
-    def capped(*args: Any, **kwargs: Any) -> Any:
-        kwargs["max_new_tokens"] = min(int(kwargs.get("max_new_tokens") or cap), cap)
-        return inner(*args, **kwargs)
-
-    model.t3.inference = capped
-
-
 def apply_stft_patch(mode: str, device: str) -> dict[str, Any]:
     if mode not in ("auto", "on", "off"):
         raise UserError(f"--stft-patch {mode!r}: use auto, on or off")
-    try:
-        from ttsbench.chatterbox import stft_patch  # type: ignore[attr-defined]
-    except ImportError as exc:
-        if mode == "on":
-            raise UserError("--stft-patch on: ttsbench.chatterbox.stft_patch is not installed in this venv") from exc
-        return {"mode": mode, "active": False, "reason": "stft_patch module not available"}
-    state = stft_patch.apply(mode, device)
-    return state.as_dict() if hasattr(state, "as_dict") else dict(vars(state))
+    from ttsbench.chatterbox import stft_patch
+
+    return stft_patch.apply(mode, device).as_dict()
 
 
 def runtime_versions() -> dict[str, Any]:

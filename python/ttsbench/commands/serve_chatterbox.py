@@ -59,11 +59,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _guess_label(weights_dir: object) -> str:
-    import json
-    from pathlib import Path
+    from ttsbench.chatterbox.checkpoint import read_marker
 
-    try:
-        marker = json.loads((Path(str(weights_dir)) / "weights.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return "local"
-    return str(marker.get("weights") or "local") if isinstance(marker, dict) else "local"
+    marker = read_marker(str(weights_dir)) or {}
+    return "random-init" if marker.get("weights") == "random-init" else "local"

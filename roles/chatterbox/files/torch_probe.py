@@ -5,6 +5,9 @@ import json
 import os
 import sys
 import sysconfig
+import warnings
+
+warnings.filterwarnings("ignore")
 
 out = {"python": "%d.%d" % sys.version_info[:2], "executable": sys.executable,
        "purelib": sysconfig.get_paths()["purelib"]}
