@@ -36,7 +36,7 @@ chatterbox-venv: $(CB_VENV)/.installed
 doctor: venv
 	$(BIN)/ttsbench doctor
 
-demo: venv
+demo: venv host-torch
 	$(BIN)/ttsbench doctor
 	$(BIN)/ttsbench demo --playbook $(PLAYBOOK) -i $(INVENTORY)
 
