@@ -209,7 +209,7 @@ def check_run(run_dir: str | os.PathLike, min_rms_dbfs: float = -50.0) -> list[s
     from ttsbench.audio import read_wav, rms_dbfs
 
     run = Path(run_dir)
-    doc = json.loads((run / results.RESULTS_NAME).read_text(encoding="utf-8"))
+    doc = results.load_results(run, check=False)
     problems = results.validation_errors(doc)
     for s in doc.get("systems", []):
         for row in s.get("utterances", []):
