@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # resemblyzer (speaker similarity) needs torch; a CPU build is enough on the controller.
 METRICS_TORCH ?= torch==2.13.0
-PLAYBOOK ?= rehearsal-smoke.yml
+PLAYBOOK ?= bench-chatterbox.yml
 # "Host torch": the torch a GPU host already has (NGC base on the real targets). Rehearsal and test hosts
 # share this one; roles/chatterbox links it into its venv (chatterbox_torch: keep) and never changes it.
 HOST_TORCH ?= $(HOME)/.cache/ttsbench/host-torch
@@ -43,7 +43,7 @@ test-checkpoint: chatterbox-venv
 doctor: venv
 	$(BIN)/ttsbench doctor
 
-demo: venv
+demo: venv host-torch
 	$(BIN)/ttsbench doctor
 	$(BIN)/ttsbench demo --playbook $(PLAYBOOK) -i $(INVENTORY)
 
