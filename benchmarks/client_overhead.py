@@ -1,8 +1,10 @@
 """Client overhead of bench-http: measured TTFA − injected first-chunk delay, at concurrency 1, 4, 16.
 
 Not a test. Starts the espeak-ng stand-in with a fixed first-chunk delay, warms its cache, then times
-requests through ``ttsbench.httpbench.synthesize_once`` exactly as ``bench-http`` does. The overhead
-includes the stand-in's own scheduling (it is the floor of what bench-http can resolve on this machine).
+requests through ``ttsbench.httpbench.synthesize_once`` exactly as ``bench-http`` does. The headline is
+the issue's definition (TTFA − delay); it is also split, per request, with the stand-in's own clock
+(GET /standin/timings, same CLOCK_MONOTONIC) into request path, stand-in overshoot and response path, so
+the stand-in's error is not charged to the client. A bare asyncio client (no httpx) gives a reference floor.
 
     .venv/bin/python benchmarks/client_overhead.py [--requests 200] [--delay-ms 100] [--realtime]
 

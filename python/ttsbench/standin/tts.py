@@ -14,6 +14,10 @@ Knobs: first-chunk delay D (first audio sample leaves the server D ms after the 
 synthesis happens inside D), chunk length C ms of audio, pacing X ms between chunks. Faults for tests,
 per request (header ``X-Standin-Fault``) or for all requests (``--fault``): ``http-500``,
 ``truncate-header``, ``truncate-sample``, ``zero-audio``.
+
+``GET /standin/timings`` (stand-in only): per request, the ``time.perf_counter()`` values (CLOCK_MONOTONIC,
+comparable with a client on the same host) of request arrival, body read, the first-chunk deadline and the
+write of the first samples, tagged with the request's ``X-Standin-Request-Id`` header; the last 10000.
 """
 
 from __future__ import annotations
