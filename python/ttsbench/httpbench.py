@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import json
 import time
 from collections.abc import Callable
@@ -115,10 +116,16 @@ def _one_line(text: str, limit: int = 300) -> str:
 
 
 async def synthesize_once(
-    client: httpx.AsyncClient, target: SpeechTarget, utt: Utterance, concurrency: int = 1, index: int = 0
+    client: httpx.AsyncClient,
+    target: SpeechTarget,
+    utt: Utterance,
+    concurrency: int = 1,
+    index: int = 0,
+    marks: dict[str, float] | None = None,
 ) -> tuple[RequestMetrics, np.ndarray | None]:
     """One timed request. Never raises for per-request failures (they land in ``error``), except
-    ServerUnreachable when no connection could be made."""
+    ServerUnreachable when no connection could be made. ``marks`` (optional) receives the raw
+    ``time.perf_counter()`` values ``t0`` and ``t_first_audio`` (for lining up with a server's clock)."""
     m = RequestMetrics(utt_id=utt.utt_id, text=utt.text, concurrency=concurrency, request_index=index)
     mode = "pcm" if target.response_format == "pcm" else "wav"
     dec = StreamDecoder(mode, target.pcm_sample_rate if mode == "pcm" else None, target.pcm_format)
@@ -143,6 +150,8 @@ async def synthesize_once(
                 new = dec.feed(audio) if audio else None
                 if m.ttfa_ms is None and dec.audio_bytes:
                     m.ttfa_ms = (t - t0) * 1000.0
+                    if marks is not None:
+                        marks["t0"], marks["t_first_audio"] = t0, t
                 if (
                     m.t_first_nonsilent_ms is None
                     and new is not None
@@ -171,6 +180,13 @@ async def synthesize_once(
     m.rtf = (m.total_ms / 1000.0) / m.audio_s
     m.ok = True
     return m, samples
+
+
+def settle_after_warmup() -> None:
+    """Collect once and freeze what survived (imports, client, connections): later garbage collections
+    then only walk objects made by the timed requests, so they stay short inside a timed span."""
+    gc.collect()
+    gc.freeze()
 
 
 @dataclass
@@ -205,6 +221,7 @@ async def run_plan(
             m, _ = await synthesize_once(client, target, utts[i % len(utts)], 1, i)
             if not m.ok:
                 raise WarmupFailed(f"warm-up request ({m.utt_id}) failed: {m.error}")
+        settle_after_warmup()
         for c in plan.concurrency:
             sem = asyncio.Semaphore(c)
 

@@ -14,6 +14,10 @@ Knobs: first-chunk delay D (first audio sample leaves the server D ms after the 
 synthesis happens inside D), chunk length C ms of audio, pacing X ms between chunks. Faults for tests,
 per request (header ``X-Standin-Fault``) or for all requests (``--fault``): ``http-500``,
 ``truncate-header``, ``truncate-sample``, ``zero-audio``.
+
+``GET /standin/timings`` (stand-in only): per request, the ``time.perf_counter()`` values (CLOCK_MONOTONIC,
+comparable with a client on the same host) of request arrival, body read, the first-chunk deadline and the
+write of the first samples, tagged with the request's ``X-Standin-Request-Id`` header; the last 10000.
 """
 
 from __future__ import annotations
@@ -21,11 +25,12 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import os
 import struct
 import subprocess
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +56,8 @@ class TtsConfig:
     verbose: bool = False
     _cache: OrderedDict = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    # per-request server-side times (GET /standin/timings), for splitting client overhead from our own
+    _timings: deque = field(default_factory=lambda: deque(maxlen=10000))
 
 
 def wav_header(sample_rate: int, data_bytes: int = UNKNOWN) -> bytes:
@@ -110,6 +117,7 @@ def synthesize(cfg: TtsConfig, text: str) -> bytes:
 class TtsHandler(JsonHandler):
     cfg: TtsConfig
     t_arrival = 0.0
+    t_read = 0.0
 
     def parse_request(self) -> bool:
         # The request line has just been read: this is when the request arrived (headers/body follow).
@@ -130,6 +138,17 @@ class TtsHandler(JsonHandler):
                     ],
                 },
             )
+        elif self.path == "/standin/timings":
+            self.send_json(
+                200,
+                {
+                    "standin": True,
+                    "clock": "time.perf_counter() seconds (CLOCK_MONOTONIC on Linux: comparable across "
+                    "processes on this host)",
+                    "first_chunk_delay_ms": c.first_chunk_delay_ms,
+                    "requests": list(c._timings),
+                },
+            )
         elif self.path == "/v1/audio/voices":
             self.send_json(200, {"voices": [c.voice_label], "uploaded_voices": []})
         else:
@@ -143,6 +162,7 @@ class TtsHandler(JsonHandler):
             return
         try:
             req = self.read_json()
+            self.t_read = time.perf_counter()
             plan = self._plan(req)
         except ValueError as exc:
             self.send_error_json(400, str(exc))
@@ -193,8 +213,7 @@ class TtsHandler(JsonHandler):
 
     # -- response writing -------------------------------------------------------------------------
     def _chunk(self, data: bytes) -> None:
-        if data:
-            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        self.wfile.write(_framed(data))
 
     def _serve(self, t_arrival: float, text: str, plan: tuple[str, str], fault: str | None) -> None:
         c = self.cfg
@@ -205,13 +224,15 @@ class TtsHandler(JsonHandler):
             pcm = synthesize(c, text)
             body = (wav_header(c.sample_rate, len(pcm)) if fmt == "wav" else b"") + pcm
             body = self._apply_fault(body, fmt, fault, c.sample_rate)
-            _sleep_until(deadline)
             self.send_response(200)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
             self.send_header("X-Standin", "espeak-ng")
+            _sleep_until(deadline)
+            t_write = time.perf_counter()
             self.end_headers()
             self.wfile.write(body)
+            self._record(t_arrival, deadline, t_write, time.perf_counter())
             return
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream" if mode == "sse" else ctype)
@@ -236,26 +257,46 @@ class TtsHandler(JsonHandler):
         pieces = [pcm[i : i + step] for i in range(0, len(pcm), step)] or [b""]
         if fault == "truncate-sample":
             pieces = [pieces[0][:-1] if len(pieces[0]) % 2 == 0 else pieces[0]]
+        if not header_sent and header:
+            pieces[0] = header + pieces[0]
+        # the first chunk is framed before the wait, so that nothing but the write follows the deadline
+        first = _framed(self._sse_data(pieces[0]) if mode == "sse" else pieces[0])
         _sleep_until(deadline)
-        t_next = time.perf_counter()
-        for i, piece in enumerate(pieces):
-            if i:
-                t_next += c.chunk_pacing_ms / 1000.0
-                _sleep_until(t_next)
-            if not header_sent and header:
-                piece = header + piece
-                header_sent = True
+        t_next = t_write = time.perf_counter()
+        self.wfile.write(first)
+        self._record(t_arrival, deadline, t_write, time.perf_counter())
+        for piece in pieces[1:]:
+            t_next += c.chunk_pacing_ms / 1000.0
+            _sleep_until(t_next)
             emit(piece)
         self._end(mode == "sse")
 
-    def _sse_event(self, data: bytes) -> None:
-        if data:
-            ev = {
-                "type": "speech.audio.delta",
-                "audio": base64.b64encode(data).decode(),
-                "response_format": "wav" if data[:4] == b"RIFF" else "pcm",
+    def _record(self, t_arrival: float, deadline: float, t_write: float, t_written: float) -> None:
+        """Server-side times of this request's first audio write (GET /standin/timings)."""
+        self.cfg._timings.append(
+            {
+                "request_id": self.headers.get("X-Standin-Request-Id"),
+                "t_arrival": t_arrival,  # request line read
+                "t_body_read": self.t_read,  # JSON body read
+                "t_deadline": deadline,  # t_arrival + first-chunk delay
+                "t_first_audio_write": t_write,  # just before write() of the first samples
+                "t_first_audio_written": t_written,  # that write() returned
             }
-            self._chunk(b"event: speech.audio.delta\ndata: " + json.dumps(ev).encode() + b"\n\n")
+        )
+
+    def _sse_event(self, data: bytes) -> None:
+        self._chunk(self._sse_data(data))
+
+    @staticmethod
+    def _sse_data(data: bytes) -> bytes:
+        if not data:
+            return b""
+        ev = {
+            "type": "speech.audio.delta",
+            "audio": base64.b64encode(data).decode(),
+            "response_format": "wav" if data[:4] == b"RIFF" else "pcm",
+        }
+        return b"event: speech.audio.delta\ndata: " + json.dumps(ev).encode() + b"\n\n"
 
     def _end(self, sse: bool = False) -> None:
         if sse:
@@ -275,12 +316,21 @@ class TtsHandler(JsonHandler):
         return body
 
 
+def _framed(data: bytes) -> bytes:
+    """One HTTP/1.1 chunk (nothing for no data: a zero-length chunk would end the body)."""
+    return b"%x\r\n%s\r\n" % (len(data), data) if data else b""
+
+
+_SPIN_S = 0.0005  # sleep to this much before a deadline, then poll: timer wake-ups overshoot by ~0.1 ms
+
+
 def _sleep_until(t: float) -> None:
-    while True:
-        left = t - time.perf_counter()
-        if left <= 0:
-            return
-        time.sleep(left if left > 0.002 else left / 2)
+    """Wait until perf_counter() >= t, overshooting by microseconds rather than a timer's ~0.1 ms."""
+    left = t - time.perf_counter()
+    if left > _SPIN_S:
+        time.sleep(left - _SPIN_S)
+    while time.perf_counter() < t:
+        os.sched_yield()  # releases the GIL (time.sleep(0) would pay the ~50 us timer slack)
 
 
 def make_server(cfg: TtsConfig) -> StandinServer:
