@@ -1,6 +1,6 @@
 """The run document (results.json): build, validate against the versioned schema, load, write atomically.
 
-This is the one JSON writer of the project (``write_json_atomic``); see docs/run-folder.md.
+Schema, validation and the validating writer; the bytes go through ``ttsbench.atomic``. See docs/run-folder.md.
 """
 
 from __future__ import annotations
@@ -8,13 +8,13 @@ from __future__ import annotations
 import json
 import os
 import platform
-import tempfile
 from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ttsbench.atomic import write_json_atomic
 from ttsbench.errors import UserError
 
 SCHEMA_VERSION = 1
@@ -90,22 +90,6 @@ def remote_host(name: str | None) -> dict[str, Any]:
 def put_system(doc: dict[str, Any], system: dict[str, Any]) -> None:
     """Add a system, replacing one with the same system_id."""
     doc["systems"] = [s for s in doc["systems"] if s.get("system_id") != system["system_id"]] + [system]
-
-
-def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
-    """Write JSON via temp file + os.replace in the same folder."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, ensure_ascii=False, allow_nan=False)
-            fh.write("\n")
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return p
 
 
 def write_results(run_dir: str | os.PathLike, doc: dict[str, Any]) -> Path:

@@ -9,8 +9,6 @@ does warm-up runs, then times ``generate`` per utterance and writes a run folder
 
 from __future__ import annotations
 
-import math
-import os
 import platform
 import tempfile
 import time
@@ -19,7 +17,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ttsbench.atomic import write_atomic
 from ttsbench.errors import UserError
+from ttsbench.metrics import percentile
 
 SAMPLE_RATE = 24000
 MIN_REFERENCE_S = 1.0
@@ -60,12 +60,9 @@ class Utt:
 
 def load_utterances(path: Path | None, only: list[str] | None) -> list[Utt]:
     """Utterances from ``files/utterances.yaml`` (or ``path``), optionally only some ids."""
-    try:  # the measurement core's strict loader, when this branch has it
-        from ttsbench.utterances import load_utterances as strict_load  # type: ignore[import-not-found]
+    from ttsbench.utterances import load_utterances as strict_load
 
-        items = [Utt(u.utt_id, u.text) for u in strict_load(path)]
-    except ImportError:
-        items = _tolerant_load(path)
+    items = [Utt(u.utt_id, u.text) for u in strict_load(path)]
     if only:
         known = {u.utt_id for u in items}
         unknown = [i for i in only if i not in known]
@@ -73,44 +70,6 @@ def load_utterances(path: Path | None, only: list[str] | None) -> list[Utt]:
             raise UserError(f"--only: unknown utterance id(s) {', '.join(unknown)}")
         items = [u for u in items if u.utt_id in only]
     return items
-
-
-def _default_utterances_path() -> Path:
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        cand = parent / "files" / "utterances.yaml"
-        if cand.is_file():
-            return cand
-    return Path.cwd() / "files" / "utterances.yaml"
-
-
-def _tolerant_load(path: Path | None) -> list[Utt]:
-    import yaml
-
-    p = Path(path) if path is not None else _default_utterances_path()
-    if not p.is_file():
-        raise UserError(f"{p}: utterances file not found (give one with --utterances FILE)")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise UserError(f"{p}: not valid YAML") from exc
-    items = data.get("utterances") if isinstance(data, dict) else data
-    if not isinstance(items, list) or not items:
-        raise UserError(f"{p}: expected a non-empty list under 'utterances:'")
-    out: list[Utt] = []
-    for i, item in enumerate(items):
-        if (
-            not isinstance(item, dict)
-            or not isinstance(item.get("id"), str)
-            or not isinstance(item.get("text"), str)
-        ):
-            raise UserError(f"{p}: item {i} needs a string 'id' and a string 'text'")
-        if not item["text"].strip():
-            raise UserError(f"{p}: utterance {item['id']} is empty")
-        if any(u.utt_id == item["id"] for u in out):
-            raise UserError(f"{p}: duplicate utterance id {item['id']}")
-        out.append(Utt(item["id"], item["text"]))
-    return out
 
 
 def prepare_reference(path: Path, workdir: Path) -> Path:
@@ -207,43 +166,11 @@ def write_wav_atomic(path: Path, audio: Any, sr: int = SAMPLE_RATE) -> None:
     import numpy as np
     import soundfile as sf
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        sf.write(tmp, np.clip(audio, -1.0, 1.0), sr, subtype="PCM_16", format="WAV")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    import json
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, ensure_ascii=False, allow_nan=False)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, lambda tmp: sf.write(tmp, np.clip(audio, -1.0, 1.0), sr, subtype="PCM_16", format="WAV"))
 
 
 def _utc_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    s = sorted(values)
-    pos = (len(s) - 1) * q / 100.0
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
 
 
 def summarize(rows: list[dict[str, Any]], peak_gpu: float | None, peak_proc: float | None) -> dict[str, Any]:
@@ -254,7 +181,7 @@ def summarize(rows: list[dict[str, Any]], peak_gpu: float | None, peak_proc: flo
     for name, vals in (("ttfa_ms", ttfa), ("rtf", rtf)):
         out[f"mean_{name}"] = sum(vals) / len(vals) if vals else None
         for q in (50, 90, 99):
-            out[f"p{q}_{name}"] = _percentile(vals, q)
+            out[f"p{q}_{name}"] = percentile(vals, q)
     out["rtf_definition"] = RTF_DEFINITION
     out["peak_gpu_mem_mb"] = peak_gpu
     out["peak_proc_mem_mb"] = peak_proc
@@ -262,14 +189,9 @@ def summarize(rows: list[dict[str, Any]], peak_gpu: float | None, peak_proc: flo
 
 
 def write_results(run_dir: Path, doc: dict[str, Any]) -> None:
-    """The project's validating writer when present, else a plain atomic write (same document)."""
-    try:
-        import jsonschema  # noqa: F401  # the project writer validates with it
+    """Validate against the results schema and write atomically (the project's one writer)."""
+    from ttsbench.results import write_results as project_write
 
-        from ttsbench.results import write_results as project_write  # type: ignore[import-not-found]
-    except ImportError:
-        write_json_atomic(run_dir / "results.json", doc)
-        return
     project_write(run_dir, doc)
 
 
