@@ -60,7 +60,7 @@ def _upstream_hooks(forced: list[int] | None, greedy: bool, record: list[torch.T
 def upstream_logits(model: Any, text_tokens: torch.Tensor, tokens: list[int], cfg_weight: float) -> torch.Tensor:
     """Upstream's raw (2, V) logits after the prefix and after each forced token: (n+1, 2, V)."""
     rec: list[torch.Tensor] = []
-    with _upstream_hooks(list(tokens) + [0], greedy=False, record=rec), torch.inference_mode():
+    with _upstream_hooks([*list(tokens), 0], greedy=False, record=rec), torch.inference_mode():
         model.t3.inference(t3_cond=model.conds.t3, text_tokens=text_tokens, max_new_tokens=len(tokens),
                            cfg_weight=cfg_weight, temperature=0.8, top_p=1.0, min_p=0.05, repetition_penalty=1.2)
     return torch.stack(rec)

@@ -32,6 +32,7 @@ Where it differs from upstream (and why that is honest):
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -196,7 +197,7 @@ class FastT3:
     def _prefill(self, embeds: torch.Tensor) -> None:
         """Full causal pass over the prefix (B=2, L); fills cache slots [0, L) and ``self.logits``."""
         L = embeds.shape[1]
-        if L + 2 > self.max_len:
+        if self.max_len < L + 2:
             raise ValueError(f"prefix of {L} positions does not fit max_len {self.max_len}")
         cos, sin = self.cos[:L], self.sin[:L]
 
@@ -279,25 +280,29 @@ class FastT3:
             self._graphs[key] = g
         g.replay()
 
+    def _state(self) -> tuple[torch.Tensor, ...]:
+        return (self.tok, self.pos, self.spos, self.n, self.logits, self.seen, self.out)
+
     def _capture(self, fn: Callable[[], None]) -> torch.cuda.CUDAGraph:
         # the warm-up and capture must not advance the device state: save it, run, restore
-        state = [t.clone() for t in (self.tok, self.pos, self.spos, self.n, self.logits, self.seen, self.out)]
+        state = [t.clone() for t in self._state()]
         rng = torch.cuda.get_rng_state()
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             fn()
         torch.cuda.current_stream().wait_stream(side)
-        for dst, src in zip((self.tok, self.pos, self.spos, self.n, self.logits, self.seen, self.out), state):
+        for dst, src in zip(self._state(), state, strict=True):
             dst.copy_(src)
         g = torch.cuda.CUDAGraph()
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
         with torch.cuda.graph(g, pool=self._pool):
             fn()
-        for dst, src in zip((self.tok, self.pos, self.spos, self.n, self.logits, self.seen, self.out), state):
+        for dst, src in zip(self._state(), state, strict=True):
             dst.copy_(src)
-        torch.cuda.set_rng_state(rng)
+        with contextlib.suppress(RuntimeError):  # else only the first call's seed-to-draw mapping changes
+            torch.cuda.set_rng_state(rng)
         return g
 
     def decode_step(self, cur_pos: int) -> None:
@@ -306,6 +311,19 @@ class FastT3:
 
     def sample_step(self, greedy: bool, use_top_p: bool) -> None:
         self._run(("sample", greedy, use_top_p), lambda: self._sample(greedy, use_top_p))
+
+    def capture_all(self, up_to: int | None = None) -> int:
+        """Capture the decode graphs of every KV bucket up to ``up_to`` slots and the sample graphs now,
+        so that no capture lands inside a timed or latency-critical call. Returns the number of graphs."""
+        if not self.cuda_graph:
+            return 0
+        top = min(self.max_len, up_to or self.max_len)
+        with torch.inference_mode():
+            for b in range(BUCKET, top + BUCKET, BUCKET):
+                self.decode_step(min(b, self.max_len) - 1)
+            for greedy in (False, True):
+                self.sample_step(greedy, False)
+        return len(self._graphs)
 
     # ------------------------------------------------------------------ public API
 
