@@ -81,6 +81,7 @@ class FastT3:
         max_len: int = 2048,
         cuda_graph: bool | None = None,
         check_every: int = 16,
+        compile_layers: bool | None = None,
     ) -> None:
         if getattr(t3, "is_gpt", False) or t3.hp.is_multilingual:
             raise UnsupportedModel("fast T3 supports the English Llama T3 only (no GPT-2 / multilingual)")
@@ -130,6 +131,11 @@ class FastT3:
         self._graphs: dict[Any, torch.cuda.CUDAGraph] = {}
         self._pool: Any = None
         self.graph_error: str | None = None
+        self.compile_error: str | None = None
+        self._pre, self._post = self._layer_fns()
+        self.compiled = False
+        if compile_layers if compile_layers is not None else self.cuda_graph:
+            self._try_compile()
 
     # ------------------------------------------------------------------ weights
 
@@ -155,14 +161,14 @@ class FastT3:
                     n = m.gate_proj.weight.shape[0]
                     m.gate_proj.weight.data = wgu[:n]
                     m.up_proj.weight.data = wgu[n:]
-                self.layers.append((
+                self.layers.append(tuple(w.detach() for w in (
                     layer.input_layernorm.weight.to(dt),
                     wqkv,
                     a.o_proj.weight.to(dt),
                     layer.post_attention_layernorm.weight.to(dt),
                     wgu,
                     m.down_proj.weight.to(dt),
-                ))
+                )))
             self.norm_w = t3.tfmr.norm.weight.to(dt)
             self.head_w = t3.speech_head.weight.to(dt)
             self.head_b = None if t3.speech_head.bias is None else t3.speech_head.bias.to(dt)
@@ -176,21 +182,60 @@ class FastT3:
 
     # ------------------------------------------------------------------ forward
 
-    def _layers(self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, write: Callable, attend: Callable):
-        B, S, _ = h.shape
-        H, D = self.n_heads, self.head_dim
-        for i, (ln1, wqkv, wo, ln2, wgu, wd) in enumerate(self.layers):
-            x = _rms(h, ln1, self.eps)
+    def _layer_fns(self) -> tuple[Callable, Callable]:
+        eps, H, D = self.eps, self.n_heads, self.head_dim
+
+        def pre(h: torch.Tensor, ln1: torch.Tensor, wqkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+            B, S, _ = h.shape
+            x = _rms(h, ln1, eps)
             qkv = F.linear(x, wqkv).view(B, S, 3, H, D).transpose(1, 3)  # (B, H, 3, S, D)
             q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-            q = q * cos + _rot(q) * sin
-            k = k * cos + _rot(k) * sin
-            write(i, k, v)
-            o = attend(i, q.contiguous())  # (B, H, S, D)
+            return q * cos + _rot(q) * sin, k * cos + _rot(k) * sin, v
+
+        def post(h: torch.Tensor, o: torch.Tensor, wo: torch.Tensor, ln2: torch.Tensor, wgu: torch.Tensor,
+                 wd: torch.Tensor) -> torch.Tensor:
+            B, S, _ = h.shape
             h = h + F.linear(o.transpose(1, 2).reshape(B, S, H * D), wo)
-            x = _rms(h, ln2, self.eps)
+            x = _rms(h, ln2, eps)
             g, u = F.linear(x, wgu).chunk(2, dim=-1)
-            h = h + F.linear(F.silu(g) * u, wd)
+            return h + F.linear(F.silu(g) * u, wd)
+
+        return pre, post
+
+    def _try_compile(self) -> None:
+        """torch.compile the per-layer pieces of the decode step (one shape: B=2, S=1) where it works and
+        agrees with the eager pieces to 1e-5; else stay eager and say why (``compile_error``)."""
+        try:
+            pre_c = torch.compile(self._pre, fullgraph=True, dynamic=False)
+            post_c = torch.compile(self._post, fullgraph=True, dynamic=False)
+            ln1, wqkv, wo, ln2, wgu, wd = self.layers[0]
+            with torch.inference_mode():
+                h = torch.randn(2, 1, self.hidden, device=self.device, dtype=self.dtype)
+                cos, sin = self.cos[5:6], self.sin[5:6]
+                ref = self._pre(h, ln1, wqkv, cos, sin)
+                got = pre_c(h, ln1, wqkv, cos, sin)
+                o = torch.randn(2, self.n_heads, 1, self.head_dim, device=self.device, dtype=self.dtype)
+                ref_p = self._post(h, o, wo, ln2, wgu, wd)
+                got_p = post_c(h, o, wo, ln2, wgu, wd)
+            tol = 1e-5 if self.dtype == torch.float32 else 2e-2
+            for a, b in zip((*got, got_p), (*ref, ref_p), strict=True):
+                err = float((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-30))
+                if err > tol:
+                    raise RuntimeError(f"compiled layer differs from eager by {err:.2e}")
+        except Exception as exc:
+            self.compile_error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+            return
+        self._dpre, self._dpost = pre_c, post_c
+        self.compiled = True
+
+    def _layers(self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, write: Callable, attend: Callable,
+                decode: bool = False) -> torch.Tensor:
+        pre, post = (self._dpre, self._dpost) if (decode and self.compiled) else (self._pre, self._post)
+        for i, (ln1, wqkv, wo, ln2, wgu, wd) in enumerate(self.layers):
+            q, k, v = pre(h, ln1, wqkv, cos, sin)
+            write(i, k, v)
+            o = attend(i, q)  # (B, H, S, D)
+            h = post(h, o, wo, ln2, wgu, wd)
         h = _rms(h, self.norm_w, self.eps)
         return F.linear(h, self.head_w, self.head_b).float()
 
@@ -207,7 +252,7 @@ class FastT3:
 
         def attend(i: int, q: torch.Tensor) -> torch.Tensor:
             return F.scaled_dot_product_attention(
-                q, self.k_cache[i, :, :, :L], self.v_cache[i, :, :, :L], is_causal=True
+                q.contiguous(), self.k_cache[i, :, :, :L], self.v_cache[i, :, :, :L], is_causal=True
             )
 
         logits = self._layers(embeds.to(self.dtype), cos, sin, write, attend)
@@ -220,18 +265,22 @@ class FastT3:
         h = e.to(self.dtype).expand(2, -1).reshape(2, 1, self.hidden)
         cos = self.cos.index_select(0, self.pos)  # (1, D)
         sin = self.sin.index_select(0, self.pos)
-        mask = (self.arange[:bucket] <= self.pos).view(1, 1, 1, bucket)
+        bias = torch.zeros(bucket, device=self.device, dtype=self.dtype).masked_fill_(
+            self.arange[:bucket] > self.pos, -math.inf).view(1, 1, bucket)
+        scale = self.head_dim ** -0.5
 
         def write(i: int, k: torch.Tensor, v: torch.Tensor) -> None:
             self.k_cache[i].index_copy_(2, self.pos, k)
             self.v_cache[i].index_copy_(2, self.pos, v)
 
         def attend(i: int, q: torch.Tensor) -> torch.Tensor:
-            return F.scaled_dot_product_attention(
-                q, self.k_cache[i, :, :, :bucket], self.v_cache[i, :, :, :bucket], attn_mask=mask
-            )
+            # one query per row: scores over the bucket's slots, masked past ``pos`` (the math of SDPA)
+            k, v = self.k_cache[i, :, :, :bucket], self.v_cache[i, :, :, :bucket]  # (2, H, b, D)
+            s = (k * q).sum(-1) * scale + bias  # (2, H, b)
+            p = torch.softmax(s.float(), dim=-1).to(v.dtype)
+            return (p.unsqueeze(-1) * v).sum(-2, keepdim=True)  # (2, H, 1, D)
 
-        self.logits.copy_(self._layers(h, cos, sin, write, attend)[:, -1])
+        self.logits.copy_(self._layers(h, cos, sin, write, attend, decode=True)[:, -1])
         self.pos.add_(1)
         self.spos.add_(1)
 
