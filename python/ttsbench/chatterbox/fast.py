@@ -8,10 +8,12 @@
   captured once per call in a CUDA graph and replayed (same kernels, same inputs: same numbers). Upstream's
   ``add_optional_chunk_mask`` holds a host sync (``.item()``) that graph capture forbids; while capturing it
   is swapped for a sync-free equivalent (identical result for static_chunk_size 0, which S3Gen uses).
-* ``stream(text, ...)`` yields float32 audio chunks: the first after ``first_chunk_tokens`` speech tokens are
-  decoded and vocoded, then one per ``chunk_tokens``. Each chunk is vocoded with ``context_tokens`` tokens of
-  left context whose audio is dropped, and joined with a ``crossfade_ms`` linear crossfade. This is an
-  approximation of the whole-utterance vocoding (not bit-equal at the seams).
+* ``stream(text, ...)`` yields float32 audio chunks: the first once ``first_chunk_tokens`` valid speech tokens
+  are decoded and vocoded, then one per ``chunk_tokens`` valid tokens (fixed chunk shapes, so their CFM graphs
+  are captured once — ``warmup`` — and replayed). Each later chunk is vocoded with ``context_tokens`` tokens of
+  left context whose audio is dropped; the last ``crossfade_ms`` of a chunk are held back and crossfaded with
+  the next chunk's audio of the same time span. Total length = whole-utterance vocoding's length; the samples
+  are an approximation of it (the seams are not bit-equal).
 * the Perth watermark upstream applies after S3Gen is applied here too (per chunk when streaming), with the
   watermarker's network on the model's device.
 """
@@ -65,13 +67,36 @@ def _sync_free_chunk_mask() -> Iterator[None]:
         dec.add_optional_chunk_mask = orig
 
 
-class GraphEuler:
-    """Drop-in for ``CausalConditionalCFM.solve_euler`` (non-meanflow) with the step in a CUDA graph."""
+class _EulerEntry:
+    """Static inputs of one CFM step shape and its captured graph."""
 
-    def __init__(self, cfm: Any) -> None:
+    def __init__(self, B: int, T: int, kw: dict) -> None:
+        self.x_in = torch.zeros([2 * B, 80, T], **kw)
+        self.mask_in = torch.zeros([2 * B, 1, T], **kw)
+        self.mu_in = torch.zeros([2 * B, 80, T], **kw)
+        self.t_in = torch.zeros([2 * B], **kw)
+        self.spks_in = torch.zeros([2 * B, 80], **kw)
+        self.cond_in = torch.zeros([2 * B, 80, T], **kw)
+        self.xs = torch.zeros([B, 80, T], **kw)
+        self.t_cur = torch.zeros(1, **kw)
+        self.r_cur = torch.zeros(1, **kw)
+        self.graph: Any = None
+
+
+class GraphEuler:
+    """Drop-in for ``CausalConditionalCFM.solve_euler`` (non-meanflow) with the step in a CUDA graph.
+
+    Same arithmetic as upstream's loop (CFG pair in one batch of 2B, ``(1 + r) * d - r * c``, ``x + dt * d``).
+    The graph of a shape (B, T) is kept (``max_cached`` shapes, least recently used dropped), so repeated
+    shapes — the streaming chunks — replay every step without capturing again."""
+
+    def __init__(self, cfm: Any, max_cached: int = 6) -> None:
         self.cfm = cfm
         self.error: str | None = None
         self.graphed_calls = 0
+        self.captures = 0
+        self.max_cached = max_cached
+        self._cache: dict[tuple, _EulerEntry] = {}
 
     def __call__(self, x: torch.Tensor, t_span: torch.Tensor, mu: torch.Tensor, mask: torch.Tensor,
                  spks: torch.Tensor, cond: torch.Tensor, meanflow: bool = False) -> torch.Tensor:
@@ -81,53 +106,56 @@ class GraphEuler:
         in_dtype = x.dtype
         x, t_span, mu, mask, spks, cond = cast_all(x, t_span, mu, mask, spks, cond, dtype=cfm.estimator.dtype)
         B, T = mu.size(0), x.size(2)
-        kw = {"device": x.device, "dtype": x.dtype}
-        x_in = torch.zeros([2 * B, 80, T], **kw)
-        mask_in = torch.zeros([2 * B, 1, T], **kw)
-        mu_in = torch.zeros([2 * B, 80, T], **kw)
-        t_in = torch.zeros([2 * B], **kw)
-        spks_in = torch.zeros([2 * B, 80], **kw)
-        cond_in = torch.zeros([2 * B, 80, T], **kw)
-        mask_in[:B] = mask_in[B:] = mask
-        mu_in[:B] = mu
-        spks_in[:B] = spks
-        cond_in[:B] = cond
-        xs = x.clone()
-        t_cur = torch.zeros(1, **kw)
-        r_cur = torch.zeros(1, **kw)
+        cuda = x.device.type == "cuda" and self.error is None
+        key = (B, T, x.dtype, x.device)
+        e = self._cache.pop(key, None) if cuda else None
+        if e is None:
+            e = _EulerEntry(B, T, {"device": x.device, "dtype": x.dtype})
+        if cuda:
+            self._cache[key] = e  # most recent last
+            while len(self._cache) > self.max_cached:
+                self._cache.pop(next(iter(self._cache)))
+        e.mask_in[:B] = mask
+        e.mask_in[B:] = mask
+        e.mu_in[:B] = mu
+        e.spks_in[:B] = spks
+        e.cond_in[:B] = cond
+        e.xs.copy_(x)
         rate = cfm.inference_cfg_rate
 
         def step() -> None:
-            x_in[:B] = xs
-            x_in[B:] = xs
-            t_in[:B] = t_cur
-            t_in[B:] = t_cur
-            dxdt = cfm.estimator.forward(x=x_in, mask=mask_in, mu=mu_in, t=t_in, spks=spks_in, cond=cond_in,
-                                         r=None)
+            e.x_in[:B] = e.xs
+            e.x_in[B:] = e.xs
+            e.t_in[:B] = e.t_cur
+            e.t_in[B:] = e.t_cur
+            dxdt = cfm.estimator.forward(x=e.x_in, mask=e.mask_in, mu=e.mu_in, t=e.t_in, spks=e.spks_in,
+                                         cond=e.cond_in, r=None)
             d, c = torch.split(dxdt, [B, B], dim=0)
             d = (1.0 + rate) * d - rate * c
-            xs.copy_(xs + (r_cur - t_cur) * d)
+            e.xs.copy_(e.xs + (e.r_cur - e.t_cur) * d)
 
-        pairs = list(itertools.pairwise(t_span))
-        graph = None
-        for k, (t, r) in enumerate(pairs):
-            t_cur.copy_(t.unsqueeze(0))
-            r_cur.copy_(r.unsqueeze(0))
-            if graph is None and k >= 1 and self.error is None and x.device.type == "cuda":
+        used_graph = False
+        for k, (t, r) in enumerate(itertools.pairwise(t_span)):
+            e.t_cur.copy_(t.unsqueeze(0))
+            e.r_cur.copy_(r.unsqueeze(0))
+            if e.graph is None and k >= 1 and cuda and self.error is None:
                 try:
                     g = torch.cuda.CUDAGraph()
                     with _sync_free_chunk_mask(), torch.cuda.graph(g):
                         step()
-                    graph = g
-                    self.graphed_calls += 1
+                    e.graph = g
+                    self.captures += 1
                 except RuntimeError as exc:
                     self.error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+                    self._cache.clear()
                     torch.cuda.synchronize()
-            if graph is not None:
-                graph.replay()
+            if e.graph is not None:
+                e.graph.replay()
+                used_graph = True
             else:
                 step()
-        return xs.to(in_dtype)
+        self.graphed_calls += int(used_graph)
+        return e.xs.clone().to(in_dtype)
 
 
 class FastChatterbox:
@@ -216,41 +244,38 @@ class FastChatterbox:
 
     @torch.inference_mode()
     def stream(self, text: str, params: SamplingParams, max_new_tokens: int = 1000, exaggeration: float = 0.5,
-               first_chunk_tokens: int = 20, chunk_tokens: int = 50, context_tokens: int = 8,
-               crossfade_ms: float = 10.0, timings: StreamTimings | None = None) -> Iterator[Any]:
-        """Float32 numpy chunks at 24 kHz, the first as soon as ``first_chunk_tokens`` are vocoded."""
+               first_chunk_tokens: int = 12, chunk_tokens: int = 50, context_tokens: int = 8,
+               crossfade_ms: float = 10.0, poll_tokens: int = 4,
+               timings: StreamTimings | None = None) -> Iterator[Any]:
+        """Float32 numpy chunks at 24 kHz, the first as soon as ``first_chunk_tokens`` valid speech tokens are
+        decoded and vocoded; then chunks of exactly ``chunk_tokens`` valid tokens (plus ``context_tokens`` of
+        left context whose audio is dropped), so that every chunk but the last has the same shape and
+        replays cached graphs; the rest at the end."""
         import numpy as np
 
         self._prepare(exaggeration)
         t_start = time.perf_counter()
-        marks = [first_chunk_tokens]
-        while marks[-1] + chunk_tokens < max_new_tokens:
-            marks.append(marks[-1] + chunk_tokens)
         fade = int(SR * crossfade_ms / 1000.0)
         ramp = np.linspace(0.0, 1.0, fade, dtype=np.float32) if fade else None
         valid_all = torch.zeros(0, dtype=torch.long, device=self.device)
         done = 0  # valid tokens already vocoded
+        target = first_chunk_tokens
         tail: Any = None  # last `fade` samples of the previous chunk, held back for the crossfade
         tm = timings or StreamTimings()
-        t_tok = time.perf_counter()
-        for part in self.t3.iter_tokens(self.model.conds.t3, self.text_tokens(text), max_new_tokens, params,
-                                        chunk_sizes=tuple(marks)):
-            tm.t3_tokens += len(part)
-            tm.t3_s += time.perf_counter() - t_tok
-            valid_all = torch.cat([valid_all, self.valid(part)])
-            if len(valid_all) == done:
-                t_tok = time.perf_counter()
-                continue
+
+        def vocode_next(n: int) -> Any:
+            nonlocal done, tail
             t0 = time.perf_counter()
             ctx = min(context_tokens, done)
-            wav = self.vocode(valid_all[done - ctx:]).squeeze(0).float().cpu().numpy()
-            audio = wav[ctx * SAMPLES_PER_TOKEN:]
-            if tail is not None and fade and len(audio) >= fade:
-                audio = audio.copy()
-                audio[:fade] = tail * (1.0 - ramp) + audio[:fade] * ramp
+            wav = self.vocode(valid_all[done - ctx:done + n]).squeeze(0).float().cpu().numpy()
+            start = ctx * SAMPLES_PER_TOKEN
+            audio = wav[start:]
+            if tail is not None:  # the held-back end of the last chunk spans the same time as wav[start-fade:start]
+                head = tail * (1.0 - ramp) + wav[start - fade:start] * ramp if start >= fade else tail
+                audio = np.concatenate([head.astype(np.float32), audio])
             t1 = time.perf_counter()
             tm.s3gen_s += t1 - t0
-            done = len(valid_all)
+            done += n
             audio = self._watermark(audio)
             tm.watermark_s += time.perf_counter() - t1
             if fade and len(audio) > fade:
@@ -260,8 +285,36 @@ class FastChatterbox:
             if tm.first_chunk_s is None:
                 tm.first_chunk_s = time.perf_counter() - t_start
             tm.chunks.append(len(audio))
-            yield audio.astype(np.float32, copy=False)
+            return audio.astype(np.float32, copy=False)
+
+        t_tok = time.perf_counter()
+        polls = tuple(range(poll_tokens, max_new_tokens, poll_tokens))
+        for part in self.t3.iter_tokens(self.model.conds.t3, self.text_tokens(text), max_new_tokens, params,
+                                        chunk_sizes=polls):
+            tm.t3_tokens += len(part)
+            tm.t3_s += time.perf_counter() - t_tok
+            valid_all = torch.cat([valid_all, self.valid(part)])
+            while len(valid_all) - done >= target:
+                yield vocode_next(target)
+                target = chunk_tokens
             t_tok = time.perf_counter()
+        if len(valid_all) > done:
+            yield vocode_next(len(valid_all) - done)
         if tail is not None:
             tm.chunks.append(len(tail))
             yield tail.astype(np.float32, copy=False)
+
+    WARMUP_TEXT = ("This is a warm-up sentence for the fast path, long enough to fill the first streamed chunk and "
+                   "one more, so that the graphs of both chunk shapes are captured before the first request.")
+
+    def warmup(self, params: SamplingParams, exaggeration: float = 0.5, first_chunk_tokens: int = 12,
+               chunk_tokens: int = 50, context_tokens: int = 8) -> dict:
+        """Capture the T3 graphs of every KV bucket and the CFM graphs of both streaming chunk shapes."""
+        t0 = time.perf_counter()
+        n = self.t3.capture_all()
+        need = first_chunk_tokens + chunk_tokens
+        for _ in self.stream(self.WARMUP_TEXT, params, max_new_tokens=int(need * 1.6) + 8,
+                             exaggeration=exaggeration, first_chunk_tokens=first_chunk_tokens,
+                             chunk_tokens=chunk_tokens, context_tokens=context_tokens):
+            pass
+        return {"t3_graphs": n, "cfm_graphs": len(self.euler._cache), "s": time.perf_counter() - t0}

@@ -65,7 +65,7 @@ class ServerConfig:
     verbose: bool = False
     fast: str = "auto"  # auto (on where CUDA is present) | on | off
     fast_dtype: str = "fp32"  # fp32 | bf16
-    first_chunk_tokens: int = 20  # streaming: vocode and send after this many speech tokens
+    first_chunk_tokens: int = 12  # streaming: vocode and send after this many valid speech tokens
 
 
 # ---------------------------------------------------------------------------------------------- checks
@@ -127,6 +127,7 @@ class Engine:
         self.reference_s = 0.0
         self.load_s = 0.0
         self.fast: Any = None
+        self.fast_warmup: dict[str, Any] | None = None
 
     def load(self) -> None:
         cfg = self.cfg
@@ -167,6 +168,9 @@ class Engine:
                 raise UserError(f"--fast-dtype {cfg.fast_dtype!r}: use fp32 or bf16")
             self.fast = FastChatterbox(model, dtype=torch.bfloat16 if cfg.fast_dtype == "bf16" else None)
         self.model = model
+        if self.fast is not None and self.fast.t3.cuda_graph:  # capture graphs now, not in the first request
+            self.fast_warmup = self.fast.warmup(self._params(), exaggeration=cfg.exaggeration,
+                                                first_chunk_tokens=cfg.first_chunk_tokens)
         self.load_s = time.perf_counter() - t0
         self.versions = runtime_versions()
 
@@ -222,7 +226,8 @@ class Engine:
         f = self.fast
         return {"mode": self.cfg.fast, "enabled": f is not None, "dtype": self.cfg.fast_dtype if f else None,
                 "cuda_graph": bool(f and f.t3.cuda_graph), "graph_error": f and (f.t3.graph_error or f.euler.error),
-                "first_chunk_tokens": self.cfg.first_chunk_tokens if f else None}
+                "compiled_layers": bool(f and f.t3.compiled), "compile_error": f and f.t3.compile_error,
+                "first_chunk_tokens": self.cfg.first_chunk_tokens if f else None, "warmup": self.fast_warmup}
 
 
 def to_pcm16(x: Any) -> bytes:

@@ -29,8 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fast", choices=("auto", "on", "off"), default="auto",
                    help="fast path (graph-captured T3, chunked streaming): auto = on where CUDA is present")
     p.add_argument("--fast-dtype", choices=("fp32", "bf16"), default="fp32", help="fast path T3 dtype")
-    p.add_argument("--first-chunk-tokens", type=int, default=20,
-                   help="fast streaming: send audio once this many speech tokens are vocoded (default 20)")
+    p.add_argument("--first-chunk-tokens", type=int, default=12,
+                   help="fast streaming: send audio once this many speech tokens are vocoded (default 12)")
     p.add_argument("--verbose", action="store_true", help="log every request")
     p.set_defaults(func=_run)
 
