@@ -279,6 +279,9 @@ def main() -> int:
     }
     if "upstream" in doc:
         doc["bandwidth_floor"]["upstream_ratio_to_floor"] = (1000 / doc["upstream"]["t3_tok_s"]) / floor_ms
+    doc["fast_config"]["final_state"] = {
+        "compiled_layers": fc.t3.compiled, "compile_error": fc.t3.compile_error, "graph_error": fc.t3.graph_error,
+        "t3_graphs": len(fc.t3._graphs), "cfm_captures": fc.euler.captures, "cfm_error": fc.euler.error}
     doc["targets"] = {"rtf": 0.1, "first_audio_ms": 150, "t3_tok_s_speedup": 10}
     doc["wall_s"] = time.perf_counter() - t_start
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -320,7 +320,16 @@ class FastT3:
         if g is None:
             try:
                 g = self._capture(fn)
-            except RuntimeError as exc:  # keep working eagerly; say why
+            except Exception as exc:
+                if self.compiled:  # retry once with the eager layer pieces before giving up on graphs
+                    torch.cuda.synchronize()
+                    self.compiled = False
+                    self.compile_error = f"capture with compiled layers failed: {type(exc).__name__}: {exc}"[:300]
+                    self._graphs.clear()
+                    self._run(key, fn)
+                    return
+                if not isinstance(exc, RuntimeError):
+                    raise
                 self.graph_error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
                 self.cuda_graph = False
                 torch.cuda.synchronize()
