@@ -5,13 +5,15 @@ Runs inside the chatterbox venv on a host (stdlib HTTP server: no web framework 
 * ``POST /v1/audio/speech`` JSON ``{input, model, voice, response_format: wav|pcm, stream, stream_format}``
 
   - ``stream: true`` (or ``stream_format: "audio"``) → chunked body: WAV = 44-byte header with 0xFFFFFFFF
-    sizes, then 16-bit PCM, one chunk per sentence as soon as it is synthesized; ``pcm`` = raw 16-bit
+    sizes, then 16-bit PCM, one chunk per sentence as soon as it is synthesized (with the fast path,
+    ``--fast auto|on|off``, default on where CUDA is present: one chunk per vocoded group of speech tokens, the
+    first after ``--first-chunk-tokens``); ``pcm`` = raw 16-bit
     little-endian mono, declared by the headers ``X-Sample-Rate``, ``X-Sample-Format: s16le``, ``X-Channels: 1``.
   - ``stream_format: "sse"`` → ``speech.audio.delta`` events with base64 audio, then ``speech.audio.done``
     (vllm-omni's SSE shape).
   - otherwise one complete body (WAV with true sizes, or raw PCM).
 
-* ``GET /health`` → ``{status, model_loaded, device, stft_patch, weights, voice, ...}``; ``GET /v1/models``.
+* ``GET /health`` → ``{status, model_loaded, device, stft_patch, fast, weights, voice, ...}``; ``GET /v1/models``.
 
 One model load per process; synthesis is serialized by a lock (one GPU, one request at a time). The voice is
 the reference WAV given at start. Bad requests get a JSON 4xx and never stop the server.
