@@ -47,6 +47,8 @@ class RunnerConfig:
     checkpoint_dir: Path = DEFAULT_CHECKPOINT
     stft_patch: str = "auto"
     install_label: str = "pip --no-deps"
+    fast: bool = False  # fast path (ttsbench.chatterbox.fast): static-cache, graph-captured T3 decoding
+    fast_dtype: str = "fp32"  # fp32 | bf16 (T3 backbone and KV cache of the fast path)
 
 
 # ---------------------------------------------------------------- inputs
@@ -144,11 +146,30 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def synthesize(model: Any, text: str, cfg: RunnerConfig, reference: Path | None) -> Any:
-    """One generate call; returns a 1-D float32 numpy array at 24 kHz."""
+def make_fast(model: Any, cfg: RunnerConfig) -> Any:
+    """The fast path over a loaded model (``--fast``)."""
+    import torch
+
+    from ttsbench.chatterbox.fast import FastChatterbox
+
+    if cfg.fast_dtype not in ("fp32", "bf16"):
+        raise UserError(f"--fast-dtype {cfg.fast_dtype!r}: use fp32 or bf16")
+    return FastChatterbox(model, dtype=torch.bfloat16 if cfg.fast_dtype == "bf16" else None)
+
+
+def synthesize(model: Any, text: str, cfg: RunnerConfig, reference: Path | None, fast: Any = None) -> Any:
+    """One generate call (upstream, or ``fast`` when given); returns a 1-D float32 numpy array at 24 kHz."""
     import torch
 
     torch.manual_seed(cfg.seed)
+    if fast is not None:
+        from ttsbench.chatterbox.fast_t3 import SamplingParams
+
+        if reference is not None:
+            model.prepare_conditionals(str(reference), exaggeration=cfg.exaggeration)
+        params = SamplingParams(temperature=cfg.temperature, cfg_weight=cfg.cfg_weight)
+        return fast.synthesize(text, params, max_new_tokens=cfg.max_new_tokens or 1000,
+                               exaggeration=cfg.exaggeration)
     wav = model.generate(
         text,
         audio_prompt_path=str(reference) if reference else None,
@@ -226,6 +247,8 @@ def run(cfg: RunnerConfig, progress: Any = None) -> Path:
             max_tokens = DEFAULT_RANDOM_INIT_MAX_TOKENS  # random weights never emit the stop token
         if max_tokens is not None:
             cap_tokens(model, max_tokens)
+            cfg.max_new_tokens = max_tokens
+        fast = make_fast(model, cfg) if cfg.fast else None
         if reference is None and model.conds is None:
             raise UserError("these weights have no built-in voice (conds.pt); give --reference WAV")
         patch = stft_patch.apply(cfg.stft_patch, cfg.device)
@@ -246,6 +269,7 @@ def run(cfg: RunnerConfig, progress: Any = None) -> Path:
             "concurrency": 1,
             "ttfa_definition": "in-process, non-streaming: time until the whole waveform is returned",
             "weights_source": cfg.weights,
+            "fast": {"enabled": bool(cfg.fast), "dtype": cfg.fast_dtype if cfg.fast else None},
         }
         doc: dict[str, Any] = {
             "schema_version": 1,
@@ -267,7 +291,7 @@ def run(cfg: RunnerConfig, progress: Any = None) -> Path:
             if cfg.device.startswith("cuda"):
                 torch.cuda.reset_peak_memory_stats()
             for _ in range(cfg.warmup):
-                synthesize(model, utts[0].text, cfg, reference)
+                synthesize(model, utts[0].text, cfg, reference, fast)
             _sync(cfg.device)
             for rep in range(cfg.runs):
                 for utt in utts:
@@ -293,7 +317,7 @@ def run(cfg: RunnerConfig, progress: Any = None) -> Path:
                     try:
                         _sync(cfg.device)
                         t0 = time.perf_counter()
-                        audio = synthesize(model, utt.text, cfg, reference)
+                        audio = synthesize(model, utt.text, cfg, reference, fast)
                         _sync(cfg.device)
                         elapsed = time.perf_counter() - t0
                         audio_s = audio.shape[-1] / SAMPLE_RATE
@@ -321,6 +345,9 @@ def run(cfg: RunnerConfig, progress: Any = None) -> Path:
             interrupted = True
         finally:
             patch.restore()
+        if fast is not None:
+            config["fast"]["cuda_graph"] = fast.t3.cuda_graph
+            config["fast"]["graph_error"] = fast.t3.graph_error or fast.euler.error
         peak_gpu = (torch.cuda.max_memory_allocated() / 2**20) if cfg.device.startswith("cuda") else None
         config["peak_proc_mem_source"] = mem_source
         system = {

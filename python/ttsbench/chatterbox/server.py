@@ -5,13 +5,15 @@ Runs inside the chatterbox venv on a host (stdlib HTTP server: no web framework 
 * ``POST /v1/audio/speech`` JSON ``{input, model, voice, response_format: wav|pcm, stream, stream_format}``
 
   - ``stream: true`` (or ``stream_format: "audio"``) → chunked body: WAV = 44-byte header with 0xFFFFFFFF
-    sizes, then 16-bit PCM, one chunk per sentence as soon as it is synthesized; ``pcm`` = raw 16-bit
+    sizes, then 16-bit PCM, one chunk per sentence as soon as it is synthesized (with the fast path,
+    ``--fast auto|on|off``, default on where CUDA is present: one chunk per vocoded group of speech tokens, the
+    first after ``--first-chunk-tokens``); ``pcm`` = raw 16-bit
     little-endian mono, declared by the headers ``X-Sample-Rate``, ``X-Sample-Format: s16le``, ``X-Channels: 1``.
   - ``stream_format: "sse"`` → ``speech.audio.delta`` events with base64 audio, then ``speech.audio.done``
     (vllm-omni's SSE shape).
   - otherwise one complete body (WAV with true sizes, or raw PCM).
 
-* ``GET /health`` → ``{status, model_loaded, device, stft_patch, weights, voice, ...}``; ``GET /v1/models``.
+* ``GET /health`` → ``{status, model_loaded, device, stft_patch, fast, weights, voice, ...}``; ``GET /v1/models``.
 
 One model load per process; synthesis is serialized by a lock (one GPU, one request at a time). The voice is
 the reference WAV given at start. Bad requests get a JSON 4xx and never stop the server.
@@ -63,6 +65,9 @@ class ServerConfig:
     model_name: str = "chatterbox"
     token: str | None = field(default=None, repr=False)
     verbose: bool = False
+    fast: str = "auto"  # auto (on where CUDA is present) | on | off
+    fast_dtype: str = "fp32"  # fp32 | bf16
+    first_chunk_tokens: int = 12  # streaming: vocode and send after this many valid speech tokens
 
 
 # ---------------------------------------------------------------------------------------------- checks
@@ -123,6 +128,8 @@ class Engine:
         self.versions: dict[str, Any] = {}
         self.reference_s = 0.0
         self.load_s = 0.0
+        self.fast: Any = None
+        self.fast_warmup: dict[str, Any] | None = None
 
     def load(self) -> None:
         cfg = self.cfg
@@ -154,7 +161,18 @@ class Engine:
             model.prepare_conditionals(cfg.reference, exaggeration=cfg.exaggeration)
         elif model.conds is None:
             raise UserError(f"weights {cfg.weights} have no built-in voice (conds.pt): pass a reference WAV")
+        if cfg.fast not in ("auto", "on", "off"):
+            raise UserError(f"--fast {cfg.fast!r}: use auto, on or off")
+        if cfg.fast == "on" or (cfg.fast == "auto" and device.startswith("cuda")):
+            from ttsbench.chatterbox.fast import FastChatterbox
+
+            if cfg.fast_dtype not in ("fp32", "bf16"):
+                raise UserError(f"--fast-dtype {cfg.fast_dtype!r}: use fp32 or bf16")
+            self.fast = FastChatterbox(model, dtype=torch.bfloat16 if cfg.fast_dtype == "bf16" else None)
         self.model = model
+        if self.fast is not None and self.fast.t3.cuda_graph:  # capture graphs now, not in the first request
+            self.fast_warmup = self.fast.warmup(self._params(), exaggeration=cfg.exaggeration,
+                                                first_chunk_tokens=cfg.first_chunk_tokens)
         self.load_s = time.perf_counter() - t0
         self.versions = runtime_versions()
 
@@ -166,6 +184,12 @@ class Engine:
         with self.lock:
             if seed is not None:
                 torch.manual_seed(seed)
+            if self.fast is not None:
+                x = self.fast.synthesize(text, self._params(), max_new_tokens=self.cfg.max_new_tokens or 1000,
+                                         exaggeration=self.cfg.exaggeration).astype(np.float32)
+                if not np.isfinite(x).all():
+                    raise RuntimeError("synthesis produced non-finite samples")
+                return x
             wav = self.model.generate(text, exaggeration=self.cfg.exaggeration, cfg_weight=self.cfg.cfg_weight,
                                       temperature=self.cfg.temperature)
         x = wav.squeeze(0).detach().cpu().numpy().astype(np.float32)
@@ -173,10 +197,39 @@ class Engine:
             raise RuntimeError("synthesis produced non-finite samples")
         return x
 
+    def _params(self) -> Any:
+        from ttsbench.chatterbox.fast_t3 import SamplingParams
+
+        return SamplingParams(temperature=self.cfg.temperature, cfg_weight=self.cfg.cfg_weight)
+
     def stream(self, text: str, seed: int | None = None) -> Iterator[bytes]:
-        """16-bit PCM, one piece per sentence."""
+        """16-bit PCM: per sentence; with the fast path, per vocoded chunk of speech tokens."""
         for i, sentence in enumerate(split_sentences(text)):
-            yield to_pcm16(self.synthesize(sentence, None if seed is None else seed + i))
+            if self.fast is None:
+                yield to_pcm16(self.synthesize(sentence, None if seed is None else seed + i))
+            else:
+                yield from self._fast_chunks(sentence, None if seed is None else seed + i)
+
+    def _fast_chunks(self, sentence: str, seed: int | None) -> Iterator[bytes]:
+        import numpy as np
+        import torch
+
+        with self.lock:
+            if seed is not None:
+                torch.manual_seed(seed)
+            for chunk in self.fast.stream(sentence, self._params(), max_new_tokens=self.cfg.max_new_tokens or 1000,
+                                          exaggeration=self.cfg.exaggeration,
+                                          first_chunk_tokens=self.cfg.first_chunk_tokens):
+                if not np.isfinite(chunk).all():
+                    raise RuntimeError("synthesis produced non-finite samples")
+                yield to_pcm16(chunk)
+
+    def fast_state(self) -> dict[str, Any]:
+        f = self.fast
+        return {"mode": self.cfg.fast, "enabled": f is not None, "dtype": self.cfg.fast_dtype if f else None,
+                "cuda_graph": bool(f and f.t3.cuda_graph), "graph_error": f and (f.t3.graph_error or f.euler.error),
+                "compiled_layers": bool(f and f.t3.compiled), "compile_error": f and f.t3.compile_error,
+                "first_chunk_tokens": self.cfg.first_chunk_tokens if f else None, "warmup": self.fast_warmup}
 
 
 def to_pcm16(x: Any) -> bytes:
@@ -302,6 +355,7 @@ class Handler(BaseHTTPRequestHandler):
                 "model_loaded": e.model is not None,
                 "device": e.device,
                 "stft_patch": e.stft_state,
+                "fast": e.fast_state(),
                 "weights": c.weights_label,
                 "voice": c.voice,
                 "reference_s": round(e.reference_s, 3),

@@ -54,6 +54,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="auto",
         help="Blackwell STFT patch: auto (on for sm_12x or a failing self-test), on, off",
     )
+    p.add_argument("--fast", action=argparse.BooleanOptionalAction, default=False,
+                   help="fast path: static KV cache, CUDA-graph T3 decoding, graph-stepped S3Gen (default off)")
+    p.add_argument("--fast-dtype", choices=["fp32", "bf16"], default="fp32", help="fast path T3 dtype")
     p.add_argument("--install-label", default="pip --no-deps", help="engine.install label in results")
     p.set_defaults(func=_run)
 
@@ -96,6 +99,8 @@ def _run(args: argparse.Namespace) -> int:
         checkpoint_dir=args.checkpoint_dir or DEFAULT_CHECKPOINT,
         stft_patch=args.stft_patch,
         install_label=args.install_label,
+        fast=args.fast,
+        fast_dtype=args.fast_dtype,
     )
     console = Console(stderr=True)
     with console.status("chatterbox: loading") as status:

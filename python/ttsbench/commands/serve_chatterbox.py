@@ -26,6 +26,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=None, help="fixed torch seed per request (reproducible audio)")
     p.add_argument("--model-name", default="chatterbox", help="model id reported by /v1/models")
     p.add_argument("--token-file", default=None, help="file holding a bearer token; requests without it get 401")
+    p.add_argument("--fast", choices=("auto", "on", "off"), default="auto",
+                   help="fast path (graph-captured T3, chunked streaming): auto = on where CUDA is present")
+    p.add_argument("--fast-dtype", choices=("fp32", "bf16"), default="fp32", help="fast path T3 dtype")
+    p.add_argument("--first-chunk-tokens", type=int, default=12,
+                   help="fast streaming: send audio once this many speech tokens are vocoded (default 12)")
     p.add_argument("--verbose", action="store_true", help="log every request")
     p.set_defaults(func=_run)
 
@@ -54,6 +59,7 @@ def _run(args: argparse.Namespace) -> int:
         port=args.port, device=args.device, stft_patch=args.stft_patch, max_new_tokens=args.max_new_tokens,
         cfg_weight=args.cfg_weight, exaggeration=args.exaggeration, temperature=args.temperature,
         max_chars=args.max_chars, seed=args.seed, model_name=args.model_name, token=token, verbose=args.verbose,
+        fast=args.fast, fast_dtype=args.fast_dtype, first_chunk_tokens=args.first_chunk_tokens,
     )
     return serve(cfg)
 

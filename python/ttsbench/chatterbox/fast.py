@@ -1,0 +1,320 @@
+"""The fast Chatterbox path: fast T3 decoding + S3Gen/HiFT on the same stream, whole or chunked (streaming).
+
+``FastChatterbox(model)`` wraps a loaded ``ChatterboxTTS`` (upstream object, upstream weights):
+
+* ``synthesize(text, params, max_new_tokens)`` = ``ChatterboxTTS.generate`` with T3 replaced by
+  :class:`~ttsbench.chatterbox.fast_t3.FastT3`; S3Gen runs upstream's ``S3Token2Wav.inference`` with one
+  change on CUDA: each Euler step of the CFM solver (the estimator called 10 times on the same shapes) is
+  captured once per call in a CUDA graph and replayed (same kernels, same inputs: same numbers). Upstream's
+  ``add_optional_chunk_mask`` holds a host sync (``.item()``) that graph capture forbids; while capturing it
+  is swapped for a sync-free equivalent (identical result for static_chunk_size 0, which S3Gen uses).
+* ``stream(text, ...)`` yields float32 audio chunks: the first once ``first_chunk_tokens`` valid speech tokens
+  are decoded and vocoded, then one per ``chunk_tokens`` valid tokens (fixed chunk shapes, so their CFM graphs
+  are captured once — ``warmup`` — and replayed). Each later chunk is vocoded with ``context_tokens`` tokens of
+  left context whose audio is dropped; the last ``crossfade_ms`` of a chunk are held back and crossfaded with
+  the next chunk's audio of the same time span. Total length = whole-utterance vocoding's length; the samples
+  are an approximation of it (the seams are not bit-equal).
+* the Perth watermark upstream applies after S3Gen is applied here too (per chunk when streaming), with the
+  watermarker's network on the model's device.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ttsbench.chatterbox.fast_t3 import FastT3, SamplingParams
+
+SR = 24000
+SAMPLES_PER_TOKEN = 960  # 25 tokens/s → 2 mel frames of 480 samples at 24 kHz
+
+
+@dataclass
+class StreamTimings:
+    t3_tokens: int = 0
+    t3_s: float = 0.0
+    s3gen_s: float = 0.0
+    watermark_s: float = 0.0
+    first_chunk_s: float | None = None
+    chunks: list[int] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def _sync_free_chunk_mask() -> Iterator[None]:
+    from chatterbox.models.s3gen import decoder as dec
+
+    orig = dec.add_optional_chunk_mask
+
+    def chunk_mask(xs: Any, masks: torch.Tensor, use_dynamic_chunk: bool, use_dynamic_left_chunk: bool,
+                   decoding_chunk_size: int, static_chunk_size: int, num_decoding_left_chunks: int,
+                   enable_full_context: bool = True) -> torch.Tensor:
+        if use_dynamic_chunk or static_chunk_size > 0:
+            return orig(xs, masks, use_dynamic_chunk, use_dynamic_left_chunk, decoding_chunk_size,
+                        static_chunk_size, num_decoding_left_chunks, enable_full_context)
+        # upstream: rows that are all False are set True (after a host-side check); same, without the sync
+        return masks | (masks.sum(dim=-1, keepdim=True) == 0)
+
+    dec.add_optional_chunk_mask = chunk_mask
+    try:
+        yield
+    finally:
+        dec.add_optional_chunk_mask = orig
+
+
+class _EulerEntry:
+    """Static inputs of one CFM step shape and its captured graph."""
+
+    def __init__(self, B: int, T: int, kw: dict) -> None:
+        self.x_in = torch.zeros([2 * B, 80, T], **kw)
+        self.mask_in = torch.zeros([2 * B, 1, T], **kw)
+        self.mu_in = torch.zeros([2 * B, 80, T], **kw)
+        self.t_in = torch.zeros([2 * B], **kw)
+        self.spks_in = torch.zeros([2 * B, 80], **kw)
+        self.cond_in = torch.zeros([2 * B, 80, T], **kw)
+        self.xs = torch.zeros([B, 80, T], **kw)
+        self.t_cur = torch.zeros(1, **kw)
+        self.r_cur = torch.zeros(1, **kw)
+        self.graph: Any = None
+
+
+class GraphEuler:
+    """Drop-in for ``CausalConditionalCFM.solve_euler`` (non-meanflow) with the step in a CUDA graph.
+
+    Same arithmetic as upstream's loop (CFG pair in one batch of 2B, ``(1 + r) * d - r * c``, ``x + dt * d``).
+    The graph of a shape (B, T) is kept (``max_cached`` shapes, least recently used dropped), so repeated
+    shapes — the streaming chunks — replay every step without capturing again."""
+
+    def __init__(self, cfm: Any, max_cached: int = 6) -> None:
+        self.cfm = cfm
+        self.error: str | None = None
+        self.graphed_calls = 0
+        self.captures = 0
+        self.max_cached = max_cached
+        self._cache: dict[tuple, _EulerEntry] = {}
+
+    def __call__(self, x: torch.Tensor, t_span: torch.Tensor, mu: torch.Tensor, mask: torch.Tensor,
+                 spks: torch.Tensor, cond: torch.Tensor, meanflow: bool = False) -> torch.Tensor:
+        from chatterbox.models.s3gen.flow_matching import cast_all
+
+        cfm = self.cfm
+        in_dtype = x.dtype
+        x, t_span, mu, mask, spks, cond = cast_all(x, t_span, mu, mask, spks, cond, dtype=cfm.estimator.dtype)
+        B, T = mu.size(0), x.size(2)
+        cuda = x.device.type == "cuda" and self.error is None
+        key = (B, T, x.dtype, x.device)
+        e = self._cache.pop(key, None) if cuda else None
+        if e is None:
+            e = _EulerEntry(B, T, {"device": x.device, "dtype": x.dtype})
+        if cuda:
+            self._cache[key] = e  # most recent last
+            while len(self._cache) > self.max_cached:
+                self._cache.pop(next(iter(self._cache)))
+        e.mask_in[:B] = mask
+        e.mask_in[B:] = mask
+        e.mu_in[:B] = mu
+        e.spks_in[:B] = spks
+        e.cond_in[:B] = cond
+        e.xs.copy_(x)
+        rate = cfm.inference_cfg_rate
+
+        def step() -> None:
+            e.x_in[:B] = e.xs
+            e.x_in[B:] = e.xs
+            e.t_in[:B] = e.t_cur
+            e.t_in[B:] = e.t_cur
+            dxdt = cfm.estimator.forward(x=e.x_in, mask=e.mask_in, mu=e.mu_in, t=e.t_in, spks=e.spks_in,
+                                         cond=e.cond_in, r=None)
+            d, c = torch.split(dxdt, [B, B], dim=0)
+            d = (1.0 + rate) * d - rate * c
+            e.xs.copy_(e.xs + (e.r_cur - e.t_cur) * d)
+
+        used_graph = False
+        for k, (t, r) in enumerate(itertools.pairwise(t_span)):
+            e.t_cur.copy_(t.unsqueeze(0))
+            e.r_cur.copy_(r.unsqueeze(0))
+            if e.graph is None and k >= 1 and cuda and self.error is None:
+                try:
+                    g = torch.cuda.CUDAGraph()
+                    with _sync_free_chunk_mask(), torch.cuda.graph(g):
+                        step()
+                    e.graph = g
+                    self.captures += 1
+                except RuntimeError as exc:
+                    self.error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+                    self._cache.clear()
+                    torch.cuda.synchronize()
+            if e.graph is not None:
+                e.graph.replay()
+                used_graph = True
+            else:
+                step()
+        self.graphed_calls += int(used_graph)
+        return e.xs.clone().to(in_dtype)
+
+
+class FastChatterbox:
+    """Fast T3 + S3Gen (graph-stepped CFM) for one loaded upstream ``ChatterboxTTS``."""
+
+    def __init__(self, model: Any, dtype: torch.dtype | None = None, max_len: int = 2048,
+                 cuda_graph: bool | None = None, watermark: bool = True) -> None:
+        self.model = model
+        self.device = torch.device(model.device) if isinstance(model.device, str) else model.device
+        self.t3 = FastT3(model.t3, dtype=dtype, max_len=max_len, cuda_graph=cuda_graph)
+        cfm = model.s3gen.flow.decoder
+        self.euler = GraphEuler(cfm)
+        self._cfm = cfm
+        self.use_graph = self.t3.cuda_graph if cuda_graph is None else bool(cuda_graph)
+        self.watermarker = None
+        if watermark:
+            self.watermarker = model.watermarker
+            net = getattr(self.watermarker, "perth_net", None)
+            if net is not None and self.device.type == "cuda":
+                net.to(self.device)
+
+    # ------------------------------------------------------------------ pieces
+
+    def text_tokens(self, text: str) -> torch.Tensor:
+        from ttsbench.chatterbox.fast_equiv import text_tokens_for
+
+        return text_tokens_for(self.model, text)
+
+    def _prepare(self, exaggeration: float) -> None:
+        """ChatterboxTTS.generate's exaggeration update of the T3 conditionals."""
+        from chatterbox.models.t3.modules.cond_enc import T3Cond
+
+        m = self.model
+        if m.conds is None:
+            raise RuntimeError("no voice conditionals: load a voice (conds.pt or prepare_conditionals) first")
+        if exaggeration != m.conds.t3.emotion_adv[0, 0, 0]:
+            c = m.conds.t3
+            m.conds.t3 = T3Cond(speaker_emb=c.speaker_emb, cond_prompt_speech_tokens=c.cond_prompt_speech_tokens,
+                                emotion_adv=exaggeration * torch.ones(1, 1, 1)).to(device=m.device)
+
+    @torch.inference_mode()
+    def vocode(self, speech_tokens: torch.Tensor) -> torch.Tensor:
+        """Upstream ``S3Token2Wav.inference`` on valid tokens (1-D) → (1, samples) on the device."""
+        s3 = self.model.s3gen
+        if self.use_graph:  # the graph itself is only captured on CUDA; elsewhere the same step runs eagerly
+            s3.flow.decoder.solve_euler = self.euler
+        try:
+            wav, _ = s3.inference(speech_tokens=speech_tokens.to(self.device), ref_dict=self.model.conds.gen)
+        finally:
+            s3.flow.decoder.__dict__.pop("solve_euler", None)
+        return wav
+
+    def _watermark(self, wav: Any) -> Any:
+        if self.watermarker is None:
+            return wav
+        return self.watermarker.apply_watermark(wav, sample_rate=SR)
+
+    @staticmethod
+    def valid(tokens: torch.Tensor) -> torch.Tensor:
+        """Upstream's ``drop_invalid_tokens`` + ``tokens < 6561`` on a 1-D token tensor."""
+        return tokens[tokens < 6561]
+
+    # ------------------------------------------------------------------ whole utterance
+
+    @torch.inference_mode()
+    def synthesize(self, text: str, params: SamplingParams, max_new_tokens: int = 1000,
+                   exaggeration: float = 0.5, timings: StreamTimings | None = None) -> Any:
+        """Float32 numpy waveform at 24 kHz (``ChatterboxTTS.generate`` semantics)."""
+        sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
+        self._prepare(exaggeration)
+        t0 = time.perf_counter()
+        tokens = self.t3.generate(self.model.conds.t3, self.text_tokens(text), max_new_tokens, params).view(-1)
+        sync()
+        t1 = time.perf_counter()
+        wav = self.vocode(self.valid(tokens))
+        out = wav.squeeze(0).detach().cpu().numpy()
+        t2 = time.perf_counter()
+        out = self._watermark(out)
+        t3 = time.perf_counter()
+        if timings is not None:
+            timings.t3_tokens, timings.t3_s = len(tokens), t1 - t0
+            timings.s3gen_s, timings.watermark_s = t2 - t1, t3 - t2
+        return out
+
+    # ------------------------------------------------------------------ streaming
+
+    @torch.inference_mode()
+    def stream(self, text: str, params: SamplingParams, max_new_tokens: int = 1000, exaggeration: float = 0.5,
+               first_chunk_tokens: int = 12, chunk_tokens: int = 50, context_tokens: int = 8,
+               crossfade_ms: float = 10.0, poll_tokens: int = 4,
+               timings: StreamTimings | None = None) -> Iterator[Any]:
+        """Float32 numpy chunks at 24 kHz, the first as soon as ``first_chunk_tokens`` valid speech tokens are
+        decoded and vocoded; then chunks of exactly ``chunk_tokens`` valid tokens (plus ``context_tokens`` of
+        left context whose audio is dropped), so that every chunk but the last has the same shape and
+        replays cached graphs; the rest at the end."""
+        import numpy as np
+
+        self._prepare(exaggeration)
+        t_start = time.perf_counter()
+        fade = int(SR * crossfade_ms / 1000.0)
+        ramp = np.linspace(0.0, 1.0, fade, dtype=np.float32) if fade else None
+        valid_all = torch.zeros(0, dtype=torch.long, device=self.device)
+        done = 0  # valid tokens already vocoded
+        target = first_chunk_tokens
+        tail: Any = None  # last `fade` samples of the previous chunk, held back for the crossfade
+        tm = timings or StreamTimings()
+
+        def vocode_next(n: int) -> Any:
+            nonlocal done, tail
+            t0 = time.perf_counter()
+            ctx = min(context_tokens, done)
+            wav = self.vocode(valid_all[done - ctx:done + n]).squeeze(0).float().cpu().numpy()
+            start = ctx * SAMPLES_PER_TOKEN
+            audio = wav[start:]
+            if tail is not None:  # the held-back end of the last chunk spans the same time as wav[start-fade:start]
+                head = tail * (1.0 - ramp) + wav[start - fade:start] * ramp if start >= fade else tail
+                audio = np.concatenate([head.astype(np.float32), audio])
+            t1 = time.perf_counter()
+            tm.s3gen_s += t1 - t0
+            done += n
+            audio = self._watermark(audio)
+            tm.watermark_s += time.perf_counter() - t1
+            if fade and len(audio) > fade:
+                tail, audio = audio[-fade:].copy(), audio[:-fade]
+            else:
+                tail = None
+            if tm.first_chunk_s is None:
+                tm.first_chunk_s = time.perf_counter() - t_start
+            tm.chunks.append(len(audio))
+            return audio.astype(np.float32, copy=False)
+
+        t_tok = time.perf_counter()
+        polls = tuple(range(poll_tokens, max_new_tokens, poll_tokens))
+        for part in self.t3.iter_tokens(self.model.conds.t3, self.text_tokens(text), max_new_tokens, params,
+                                        chunk_sizes=polls):
+            tm.t3_tokens += len(part)
+            tm.t3_s += time.perf_counter() - t_tok
+            valid_all = torch.cat([valid_all, self.valid(part)])
+            while len(valid_all) - done >= target:
+                yield vocode_next(target)
+                target = chunk_tokens
+            t_tok = time.perf_counter()
+        if len(valid_all) > done:
+            yield vocode_next(len(valid_all) - done)
+        if tail is not None:
+            tm.chunks.append(len(tail))
+            yield tail.astype(np.float32, copy=False)
+
+    WARMUP_TEXT = ("This is a warm-up sentence for the fast path, long enough to fill the first streamed chunk and "
+                   "one more, so that the graphs of both chunk shapes are captured before the first request.")
+
+    def warmup(self, params: SamplingParams, exaggeration: float = 0.5, first_chunk_tokens: int = 12,
+               chunk_tokens: int = 50, context_tokens: int = 8) -> dict:
+        """Capture the T3 graphs of every KV bucket and the CFM graphs of both streaming chunk shapes."""
+        t0 = time.perf_counter()
+        n = self.t3.capture_all()
+        need = first_chunk_tokens + chunk_tokens
+        for _ in self.stream(self.WARMUP_TEXT, params, max_new_tokens=int(need * 1.6) + 8,
+                             exaggeration=exaggeration, first_chunk_tokens=first_chunk_tokens,
+                             chunk_tokens=chunk_tokens, context_tokens=context_tokens):
+            pass
+        return {"t3_graphs": n, "cfm_graphs": len(self.euler._cache), "s": time.perf_counter() - t0}

@@ -1,0 +1,219 @@
+"""Fast Chatterbox path vs upstream chatterbox 0.1.7 on CPU (random-init weights, a few steps).
+
+The GPU run of the same checks (200 greedy steps, CUDA graphs, bf16) is in benchmarks/chatterbox_fast_path.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("chatterbox")
+np = pytest.importorskip("numpy")
+
+from ttsbench.chatterbox import checkpoint, fast_equiv, runner  # noqa: E402
+from ttsbench.chatterbox.fast import SAMPLES_PER_TOKEN, FastChatterbox, StreamTimings  # noqa: E402
+from ttsbench.chatterbox.fast_t3 import FastT3, SamplingParams  # noqa: E402
+
+pytestmark = pytest.mark.chatterbox
+PARAMS = SamplingParams(temperature=0.6, cfg_weight=0.3, repetition_penalty=1.2, min_p=0.05, top_p=1.0)
+
+
+@pytest.fixture(scope="module")
+def ckpt() -> Path:
+    d = Path(os.environ.get("TTSBENCH_TEST_CHECKPOINT", Path.home() / ".cache/ttsbench/test-checkpoint"))
+    path, _ = checkpoint.make_random_checkpoint(d, seed=0)
+    return path
+
+
+@pytest.fixture(scope="module")
+def model(ckpt: Path):
+    from chatterbox.tts import ChatterboxTTS
+
+    return ChatterboxTTS.from_local(ckpt, "cpu")
+
+
+@pytest.fixture(scope="module")
+def fast(model) -> FastChatterbox:
+    return FastChatterbox(model, max_len=256)
+
+
+def test_teacher_forced_logits_match_upstream_fp32(model, fast: FastChatterbox) -> None:
+    res = fast_equiv.logits_check(model, fast.t3, "Sure, I can help.", [5, 100, 6000, 7, 4321], 0.3)
+    assert res["steps"] == 6
+    assert res["rel_err"] <= 1e-3, res
+
+
+def test_bf16_logits_stay_close(model) -> None:
+    fb = FastT3(model.t3, dtype=torch.bfloat16, max_len=128)
+    res = fast_equiv.logits_check(model, fb, "Okay.", [5, 100], 0.3)
+    assert 0.0 < res["rel_err"] <= 0.05, res  # bf16 rounding is visible but bounded (≈1.7% measured)
+
+
+def test_greedy_tokens_match_upstream(model, fast: FastChatterbox) -> None:
+    res = fast_equiv.greedy_check(model, fast.t3, "Okay.", 10, PARAMS)
+    assert res["steps"] == 10 and res["match"] >= 0.99, res
+
+
+def test_sampler_matches_the_hf_processors_in_distribution(model) -> None:
+    """Many draws from one step's logits follow upstream's processed distribution (CFG, penalty, T, min_p, top_p)."""
+    from transformers.generation.logits_process import (
+        MinPLogitsWarper,
+        RepetitionPenaltyLogitsProcessor,
+        TopPLogitsWarper,
+    )
+
+    f = FastT3(model.t3, max_len=64)
+    g = torch.Generator().manual_seed(0)
+    f.logits.copy_(torch.randn(2, f.vocab, generator=g) * 4.0)
+    seen_ids = torch.tensor([[f.start_token, 3, 17, 17, 99]])
+    params = SamplingParams(temperature=0.6, cfg_weight=0.3, repetition_penalty=1.2, min_p=0.05, top_p=0.9)
+    f.seen.zero_()
+    f.seen[seen_ids.view(-1)] = True
+    f.p_cfg.fill_(params.cfg_weight)
+    f.p_pen.fill_(params.repetition_penalty)
+    f.p_temp.fill_(params.temperature)
+    f.p_minp.fill_(params.min_p)
+    f.p_topp.fill_(params.top_p)
+    cond, uncond = f.logits[0:1], f.logits[1:2]
+    ref = cond + torch.as_tensor(params.cfg_weight) * (cond - uncond)
+    ref = RepetitionPenaltyLogitsProcessor(penalty=params.repetition_penalty)(seen_ids, ref) / params.temperature
+    ref = MinPLogitsWarper(min_p=params.min_p)(seen_ids, ref)
+    ref = TopPLogitsWarper(top_p=params.top_p)(seen_ids, ref)
+    p_ref = torch.softmax(ref, dim=-1).view(-1)
+    counts = torch.zeros(f.vocab)
+    torch.manual_seed(0)
+    n = 4000
+    seen0 = f.seen.clone()
+    for _ in range(n):
+        f.n.zero_()
+        f.seen.copy_(seen0)  # each draw adds its token to the penalty set; start every draw from the same set
+        f._sample(greedy=False, use_top_p=True)
+        counts[int(f.tok)] += 1
+    support = p_ref > 0
+    assert bool((counts[~support] == 0).all()), "drew a token upstream's processors remove"
+    tv = 0.5 * float((counts / n - p_ref).abs().sum())
+    assert tv < 0.05, tv
+    f.n.zero_()
+    f.seen.copy_(seen0)
+    f._sample(greedy=True, use_top_p=True)
+    assert int(f.tok) == int(p_ref.argmax())
+
+
+def test_s3gen_solver_and_streaming(model, fast: FastChatterbox) -> None:
+    """GraphEuler (run eagerly on CPU) = upstream S3Gen for the same tokens and seed; streamed chunks cover the
+    whole utterance: as many samples as the whole-utterance vocoding."""
+    toks = torch.tensor([11, 2000, 345, 6000, 77, 4040])
+    torch.manual_seed(3)
+    ref = model.s3gen.inference(speech_tokens=toks, ref_dict=model.conds.gen)[0]
+    fast.use_graph = True  # route through GraphEuler (graphs themselves only on CUDA)
+    try:
+        torch.manual_seed(3)
+        got = fast.vocode(toks)
+    finally:
+        fast.use_graph = False
+    assert got.shape == ref.shape
+    assert float((got - ref).abs().max()) <= 1e-4
+
+    greedy = SamplingParams(**{**PARAMS.__dict__, "greedy": True})
+    torch.manual_seed(0)
+    whole = fast.synthesize("Okay.", greedy, max_new_tokens=10, exaggeration=0.3)
+    tm = StreamTimings()
+    torch.manual_seed(0)
+    chunks = list(fast.stream("Okay.", greedy, max_new_tokens=10, exaggeration=0.3, first_chunk_tokens=4,
+                              chunk_tokens=4, context_tokens=2, poll_tokens=2, timings=tm))
+    assert len(chunks) >= 3 and tm.first_chunk_s is not None and tm.t3_tokens == 10
+    assert sum(len(c) for c in chunks) == len(whole) and len(whole) % SAMPLES_PER_TOKEN == 0
+    assert all(np.isfinite(c).all() for c in chunks)
+
+
+def test_runner_fast_flag_writes_results(tmp_path: Path, ckpt: Path) -> None:
+    utts = tmp_path / "u.yaml"
+    utts.write_text("utterances:\n  - id: u07\n    text: Okay.\n")
+    cfg = runner.RunnerConfig(weights=str(ckpt), out=tmp_path / "run", utterances=utts, warmup=0,
+                              max_new_tokens=6, fast=True)
+    run_dir = runner.run(cfg)
+    doc = json.loads((run_dir / "results.json").read_text())
+    system = doc["systems"][0]
+    assert system["config"]["fast"]["enabled"] is True
+    row = system["utterances"][0]
+    assert row["ok"], row["error"]
+    assert row["audio_s"] > 0 and (run_dir / row["wav"]).is_file()
+
+
+def test_cli_flags() -> None:
+    from ttsbench.commands import bench_chatterbox, serve_chatterbox
+
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers()
+    serve_chatterbox.register(sub)
+    bench_chatterbox.register(sub)
+    a = ap.parse_args(["serve-chatterbox", "--reference", "x.wav"])
+    assert a.fast == "auto" and a.fast_dtype == "fp32" and a.first_chunk_tokens == 12
+    assert ap.parse_args(["serve-chatterbox", "--reference", "x.wav", "--fast", "off"]).fast == "off"
+    assert ap.parse_args(["bench-chatterbox", "--fast"]).fast is True
+    assert ap.parse_args(["bench-chatterbox", "--no-fast"]).fast is False
+
+
+def test_server_streams_through_the_fast_path(tmp_path: Path) -> None:
+    """``serve-chatterbox --fast on`` (CPU here: eager, no graphs): /health says so, streaming returns audio."""
+    import socket
+    import subprocess
+    import time
+
+    import httpx
+    import soundfile as sf
+
+    import _chatterbox_env
+    from ttsbench.wavstream import StreamDecoder
+
+    python = _chatterbox_env.chatterbox_python()
+    ckpt = _chatterbox_env.checkpoint()
+    sr = 24000
+    t = np.arange(2 * sr) / sr
+    ref = tmp_path / "voice.wav"
+    sf.write(str(ref), (0.3 * np.sin(2 * np.pi * 150 * t)).astype(np.float32), sr, subtype="PCM_16")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    argv = [python, "-m", "ttsbench", "serve-chatterbox", "--weights", str(ckpt), "--reference", str(ref),
+            "--device", "cpu", "--port", str(port), "--max-new-tokens", "8", "--seed", "0", "--fast", "on",
+            "--first-chunk-tokens", "4"]
+    log = (tmp_path / "server.log").open("w")
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=_chatterbox_env.env_for_checkout())
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 600
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"server exited {proc.returncode}: {(tmp_path / 'server.log').read_text()[-3000:]}")
+            try:
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "server did not become healthy in 600 s"
+            time.sleep(1)
+        health = httpx.get(url + "/health", timeout=10).json()
+        assert health["fast"]["enabled"] is True and health["fast"]["mode"] == "on"
+        assert health["fast"]["first_chunk_tokens"] == 4
+        with httpx.stream("POST", url + "/v1/audio/speech", timeout=600,
+                          json={"input": "One.", "response_format": "wav", "stream": True}) as r:
+            assert r.status_code == 200
+            pieces = list(r.iter_raw())
+        dec = StreamDecoder("wav")
+        dec.feed(b"".join(pieces))
+        x = dec.finish()
+        assert x.size > 0 and x.size % SAMPLES_PER_TOKEN == 0 and float(np.abs(x).max()) > 0
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
