@@ -14,7 +14,8 @@ Each of those modules reaches the function as ``torch.stft``/``torch.istft`` thr
 changes, and :meth:`PatchState.restore` puts the real module back.
 
 Both directions are one matrix product each, with everything that does not depend on the signal built once
-in float64 on the host and cached on the device (keyed by the window's values, n_fft, hop, device, dtype):
+in float64 on the host and cached on the device (stft: the window is applied on the device, no host copy;
+istft: keyed by the window's values, n_fft, hop, device, dtype):
 
 * ``stft``: reflect pad (``F.pad``), frames by ``Tensor.unfold``, one GEMM against the windowed real-DFT basis
   whose columns interleave ``cos`` and ``-sin``, so the product *is* the complex spectrum's memory: the result
@@ -140,6 +141,26 @@ def _window64(window: torch.Tensor | None, win_length: int, n_fft: int) -> tuple
     return w, key
 
 
+def _device_window(
+    window: torch.Tensor | None, win_length: int, n_fft: int, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor | None:
+    """The window on the signal's device, zero-padded (centred) to n_fft; None for a rectangular window."""
+    if win_length > n_fft:
+        raise RuntimeError(f"stft: win_length ({win_length}) must be <= n_fft ({n_fft})")
+    if window is None:
+        if win_length == n_fft:
+            return None
+        w = torch.ones(win_length, device=device, dtype=dtype)
+    else:
+        if window.dim() != 1 or window.shape[0] != win_length:
+            raise RuntimeError(f"stft: expected a 1D window of length {win_length}, got {tuple(window.shape)}")
+        w = window.detach().to(device=device, dtype=dtype)
+    if win_length < n_fft:  # torch centres a shorter window inside n_fft
+        left = (n_fft - win_length) // 2
+        w = F.pad(w, (left, n_fft - win_length - left))
+    return w
+
+
 def _angles(n_fft: int, n_bins: int) -> torch.Tensor:
     n = torch.arange(n_fft, dtype=torch.float64)
     k = torch.arange(n_bins, dtype=torch.float64)
@@ -210,17 +231,21 @@ def stft(
     if x.shape[-1] < n_fft:
         raise RuntimeError(f"stft: input of {x.shape[-1]} samples is shorter than n_fft={n_fft}")
     n_bins = n_fft // 2 + 1 if (onesided is None or onesided) else n_fft
-    w64, wkey = _window64(window, win_len, n_fft)
     use_conv = _use_conv(method, n_fft)
-    key = ("fwd", use_conv, n_fft, n_bins, normalized, wkey, x.device, dtype)
+    # The signal-independent DFT basis is cached per device; the window is applied on the device with one
+    # multiply, so no call ever copies the window to the host (that copy is a GPU sync per STFT).
+    key = ("fwd-trig", use_conv, n_fft, n_bins, normalized, x.device, dtype)
 
     def build() -> torch.Tensor:
-        basis = _forward_basis(w64, n_fft, n_bins, normalized)
+        basis = _forward_basis(torch.ones(n_fft, dtype=torch.float64), n_fft, n_bins, normalized)
         if use_conv:  # (2*n_bins, 1, n_fft) conv weight, channels interleaved re/im
             basis = basis.T.reshape(2 * n_bins, 1, n_fft)
         return basis.to(device=x.device, dtype=dtype).contiguous()
 
     basis = _BASES.get(key, build)
+    w = _device_window(window, win_len, n_fft, x.device, dtype)
+    if w is not None:
+        basis = basis * (w.view(1, 1, n_fft) if use_conv else w.view(n_fft, 1))
     with _exact_fp32(x.device, use_conv):
         if use_conv:
             spec = F.conv1d(x.unsqueeze(1), basis, stride=hop)  # (B, 2*n_bins, n_frames)
