@@ -185,6 +185,7 @@ def main() -> int:
     doc["fast_config"] = {"dtype": "fp32", "max_len": 1024, "kv_bucket": 128, "check_every": fc.t3.check_every,
                           "first_chunk_tokens": FIRST, "chunk_tokens": 50, "context_tokens": 8, "crossfade_ms": 10,
                           "compiled_layers": fc.t3.compiled, "compile_error": fc.t3.compile_error,
+                          "gemv": fc.t3.gemv, "gemv_error": fc.t3.gemv_error,
                           "init_s": time.perf_counter() - t0}
     # warm-up (cuDNN/cuBLAS autotune, caches) for both paths; the fast one captures its graphs here
     upstream_run(model, "Sure, I can help with that.", 20, p, 0)
@@ -200,6 +201,7 @@ def main() -> int:
     eq["logits_fp32"] = [fe.logits_check(model, fc.t3, t, forced) for uid, t in utts if uid in ("u01", "u10")]
     fb = FastT3(model.t3, dtype=torch.bfloat16, max_len=1024)
     doc["fast_config"]["bf16_compiled_layers"] = fb.compiled
+    doc["fast_config"]["bf16_gemv"] = fb.gemv
     fb.capture_all()
     eq["logits_bf16"] = [fe.logits_check(model, fb, t, forced) for uid, t in utts if uid in ("u01", "u10")]
     gu = set(args.greedy_utts.split(","))
@@ -281,7 +283,8 @@ def main() -> int:
         doc["bandwidth_floor"]["upstream_ratio_to_floor"] = (1000 / doc["upstream"]["t3_tok_s"]) / floor_ms
     doc["fast_config"]["final_state"] = {
         "compiled_layers": fc.t3.compiled, "compile_error": fc.t3.compile_error, "graph_error": fc.t3.graph_error,
-        "t3_graphs": len(fc.t3._graphs), "cfm_captures": fc.euler.captures, "cfm_error": fc.euler.error}
+        "gemv": fc.t3.gemv, "gemv_error": fc.t3.gemv_error, "t3_graphs": len(fc.t3._graphs),
+        "cfm_captures": fc.euler.captures, "cfm_error": fc.euler.error}
     doc["targets"] = {"rtf": 0.1, "first_audio_ms": 150, "t3_tok_s_speedup": 10}
     doc["wall_s"] = time.perf_counter() - t_start
     args.out.parent.mkdir(parents=True, exist_ok=True)

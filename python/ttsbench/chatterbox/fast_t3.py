@@ -15,6 +15,8 @@ Reproduces ``T3.inference`` of chatterbox 0.1.7 step for step, with the per-toke
   the GPU with device-side counters, each captured once in a CUDA graph per KV bucket (attention reads only
   ``bucket`` cache slots, a multiple of 128); no host sync per token, the stop token is checked every
   ``check_every`` steps;
+* on CUDA the decode step's 2-row linears run as one Triton GEMV each (``fast_gemv``; cuBLAS runs fp32 M=2
+  GEMMs far below bandwidth), checked against ``F.linear`` at start-up per weight shape (``gemv_error`` if not);
 * ``dtype=torch.bfloat16`` keeps a bf16 copy of the backbone and cache (logits and sampling in fp32).
 
 Where it differs from upstream (and why that is honest):
@@ -82,6 +84,7 @@ class FastT3:
         cuda_graph: bool | None = None,
         check_every: int = 16,
         compile_layers: bool | None = None,
+        gemv: bool | None = None,
     ) -> None:
         if getattr(t3, "is_gpt", False) or t3.hp.is_multilingual:
             raise UnsupportedModel("fast T3 supports the English Llama T3 only (no GPT-2 / multilingual)")
@@ -132,6 +135,11 @@ class FastT3:
         self._pool: Any = None
         self.graph_error: str | None = None
         self.compile_error: str | None = None
+        self.gemv_error: str | None = None
+        self._lin = F.linear
+        self.gemv = False
+        if gemv if gemv is not None else self.device.type == "cuda":
+            self._try_gemv()
         self._pre, self._post = self._layer_fns()
         self.compiled = False
         if compile_layers if compile_layers is not None else self.cuda_graph:
@@ -182,23 +190,52 @@ class FastT3:
 
     # ------------------------------------------------------------------ forward
 
+    def _try_gemv(self) -> None:
+        """Take the Triton GEMV (``fast_gemv``) for the decode step's 2-row linears where it loads and agrees
+        with ``F.linear`` on every weight shape of the step (rel 1e-5 fp32, 1e-2 bf16); else say why."""
+        from ttsbench.chatterbox import fast_gemv
+
+        op, why = fast_gemv.load()
+        if op is None:
+            self.gemv_error = why
+            return
+        lin = fast_gemv.make_linear(op)
+        tol = 1e-5 if self.dtype == torch.float32 else 1e-2
+        try:
+            with torch.inference_mode():
+                for w in (*self.layers[0][1:], self.head_w):
+                    if w.dim() != 2:
+                        continue
+                    x = torch.randn(2, 1, w.shape[1], device=self.device, dtype=self.dtype)
+                    ref = F.linear(x.float(), w.float())
+                    got = lin(x, w).float()
+                    err = float((got - ref).norm() / ref.norm().clamp_min(1e-30))
+                    if not err <= tol:
+                        raise RuntimeError(f"gemv {tuple(w.shape)} differs from F.linear by {err:.2e}")
+        except Exception as exc:
+            self.gemv_error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+            return
+        self._lin = lin
+        self.gemv = True
+
     def _layer_fns(self) -> tuple[Callable, Callable]:
         eps, H, D = self.eps, self.n_heads, self.head_dim
+        lin = self._lin
 
         def pre(h: torch.Tensor, ln1: torch.Tensor, wqkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
             B, S, _ = h.shape
             x = _rms(h, ln1, eps)
-            qkv = F.linear(x, wqkv).view(B, S, 3, H, D).transpose(1, 3)  # (B, H, 3, S, D)
+            qkv = lin(x, wqkv).view(B, S, 3, H, D).transpose(1, 3)  # (B, H, 3, S, D)
             q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
             return q * cos + _rot(q) * sin, k * cos + _rot(k) * sin, v
 
         def post(h: torch.Tensor, o: torch.Tensor, wo: torch.Tensor, ln2: torch.Tensor, wgu: torch.Tensor,
                  wd: torch.Tensor) -> torch.Tensor:
             B, S, _ = h.shape
-            h = h + F.linear(o.transpose(1, 2).reshape(B, S, H * D), wo)
+            h = h + lin(o.transpose(1, 2).reshape(B, S, H * D), wo)
             x = _rms(h, ln2, eps)
-            g, u = F.linear(x, wgu).chunk(2, dim=-1)
-            return h + F.linear(F.silu(g) * u, wd)
+            g, u = lin(x, wgu).chunk(2, dim=-1)
+            return h + lin(F.silu(g) * u, wd)
 
         return pre, post
 
@@ -237,7 +274,7 @@ class FastT3:
             o = attend(i, q)  # (B, H, S, D)
             h = post(h, o, wo, ln2, wgu, wd)
         h = _rms(h, self.norm_w, self.eps)
-        return F.linear(h, self.head_w, self.head_b).float()
+        return self._lin(h, self.head_w, self.head_b).float()
 
     def _prefill(self, embeds: torch.Tensor) -> None:
         """Full causal pass over the prefix (B=2, L); fills cache slots [0, L) and ``self.logits``."""
