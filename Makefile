@@ -50,7 +50,8 @@ demo: venv host-torch
 test: venv chatterbox-venv test-checkpoint
 	$(TEST_ENV) $(BIN)/pytest
 	$(TEST_ENV) TTSBENCH_REQUIRE_CHATTERBOX=1 $(CB_VENV)/bin/python -m pytest -p no:cacheprovider -m chatterbox \
-	  tests/test_chatterbox_stft_patch.py tests/test_chatterbox_runner.py tests/test_chatterbox_fast.py
+	  tests/test_chatterbox_stft_patch.py tests/test_chatterbox_runner.py tests/test_chatterbox_fast.py \
+	  tests/test_fast_gemv.py
 
 lint: venv
 	$(BIN)/ruff check python tests

@@ -19,6 +19,8 @@ pytest.importorskip("torch")
 if importlib.util.find_spec("triton") is None:
     pytest.skip("triton is not installed", allow_module_level=True)
 
+pytestmark = pytest.mark.chatterbox
+
 CHILD = r"""
 import json, torch
 import torch.nn.functional as F
