@@ -20,6 +20,7 @@ from typing import Any
 from ttsbench.atomic import write_atomic
 from ttsbench.errors import UserError
 from ttsbench.metrics import percentile
+from ttsbench.results import new_document
 
 SAMPLE_RATE = 24000
 MIN_REFERENCE_S = 1.0
@@ -271,18 +272,8 @@ def run(cfg: RunnerConfig, progress: Any = None) -> Path:
             "weights_source": cfg.weights,
             "fast": {"enabled": bool(cfg.fast), "dtype": cfg.fast_dtype if cfg.fast else None},
         }
-        doc: dict[str, Any] = {
-            "schema_version": 1,
-            "run_id": run_id,
-            "kind": "chatterbox-inprocess",
-            "started_at": started,
-            "finished_at": None,
-            "complete": False,
-            "systems": [],
-            "gemma": None,
-            "scores": None,
-            "verdict": None,
-        }
+        doc: dict[str, Any] = new_document(run_id, "chatterbox-inprocess")
+        doc["started_at"] = started
         rows: list[dict[str, Any]] = []
         peak_proc: float | None = None
         mem_source = "vmhwm"
