@@ -1,10 +1,11 @@
 """Client overhead of bench-http: measured TTFA − injected first-chunk delay, at concurrency 1, 4, 16.
 
 Not a test. Starts the espeak-ng stand-in with a fixed first-chunk delay, warms its cache, then times
-requests through ``ttsbench.httpbench.synthesize_once`` exactly as ``bench-http`` does. The headline is
+requests through ``ttsbench.httpbench.synthesize_once`` on a ``ttsbench.leanhttp.Client`` exactly as
+``bench-http`` does. The headline is
 the issue's definition (TTFA − delay); it is also split, per request, with the stand-in's own clock
 (GET /standin/timings, same CLOCK_MONOTONIC) into request path, stand-in overshoot and response path, so
-the stand-in's error is not charged to the client. A bare asyncio client (no httpx) gives a reference floor.
+the stand-in's error is not charged to the client. A bare asyncio protocol gives a reference floor.
 
     .venv/bin/python benchmarks/client_overhead.py [--requests 200] [--delay-ms 100] [--realtime]
 
@@ -31,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # tests/ is not a package: its helpers import as top-level modules
 
 from standin_helpers import standin  # noqa: E402
+from ttsbench import leanhttp  # noqa: E402
 from ttsbench.httpbench import SpeechTarget, endpoint_url, settle_after_warmup, synthesize_once  # noqa: E402
 from ttsbench.metrics import percentile  # noqa: E402
 from ttsbench.results import utc_now, write_json_atomic  # noqa: E402
@@ -49,8 +51,7 @@ class Sample:
 
 
 async def measure(url: str, delay_ms: float, c: int, n: int) -> list[Sample]:
-    limits = httpx.Limits(max_connections=c + 2, max_keepalive_connections=c + 2)
-    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+    async with leanhttp.Client(max_idle_per_origin=c + 2) as client:  # the client run_plan uses
         plain = SpeechTarget(url=endpoint_url(url))
         for _ in range(max(3, c)):  # warm connections and the stand-in's synthesis cache
             await synthesize_once(client, plain, UTT)
@@ -71,8 +72,8 @@ async def measure(url: str, delay_ms: float, c: int, n: int) -> list[Sample]:
             return m.ttfa_ms - delay_ms
 
         over = await asyncio.gather(*(one(i) for i in range(n)))
-        r = await client.get(f"{url}/standin/timings")
-        r.raise_for_status()
+    r = httpx.get(f"{url}/standin/timings", timeout=30)
+    r.raise_for_status()
     server = {t["request_id"]: t for t in r.json()["requests"] if t.get("request_id")}
     out = []
     for i, ov in enumerate(over):
@@ -113,7 +114,7 @@ class _RawProtocol(asyncio.Protocol):
 
 
 async def raw_floor(url: str, delay_ms: float, n: int) -> list[float]:
-    """TTFA - injected delay for a bare asyncio client at c=1 (what is left without httpx)."""
+    """TTFA - injected delay for a bare asyncio client at c=1 (the floor: loopback + asyncio only)."""
     host, port = url.split("//", 1)[1].split(":")
     body = json.dumps(SpeechTarget(url=url).payload(UTT.text)).encode()
     req = (
@@ -227,7 +228,7 @@ def main() -> int:
             )
         )
     print(
-        "bare asyncio client (no httpx), c=1: p50 {p50:.3f}  p99 {p99:.3f}  min {min:.3f}  max {max:.3f}".format(
+        "bare asyncio protocol (floor), c=1: p50 {p50:.3f}  p99 {p99:.3f}  min {min:.3f}  max {max:.3f}".format(
             **floor
         )
     )
@@ -240,22 +241,23 @@ def main() -> int:
         "load_average_1_5_15": {"before": load_before, "after": load_after},
         "measured_at": utc_now(),
         "method": (
-            f"bench-http client (ttsbench.httpbench.synthesize_once over one httpx.AsyncClient) against the "
+            f"bench-http client (ttsbench.httpbench.synthesize_once over one ttsbench.leanhttp.Client, as "
+            f"run_plan uses) against the "
             f"espeak-ng stand-in on 127.0.0.1 with --first-chunk-delay-ms {args.delay_ms:g}, streaming WAV "
             f"(header sent with the first samples); overhead = measured TTFA - injected delay; TTFA = "
-            f"perf_counter just before client.send() to the first piece holding audio samples; "
+            f"perf_counter just before client.post() to the first piece holding audio samples; "
             f"{args.requests} timed requests per level after a warm-up that opens the keep-alive connections "
             f"(kept across timed requests, as bench-http does) and fills the stand-in's synthesis cache; "
             f"TCP_NODELAY on both ends (asyncio default / stand-in setsockopt); "
             f"{'SCHED_FIFO (chrt -f 50) for stand-in and client' if args.realtime else 'normal priority'}"
         ),
         "split_definition": {
-            "request_path": "client t0 -> stand-in has read the request line (httpx/httpcore/h11/anyio send "
-            "stack, loopback, stand-in thread wake-up)",
+            "request_path": "client t0 -> stand-in has read the request line (leanhttp send path, loopback, "
+            "stand-in thread wake-up)",
             "standin_overshoot": "stand-in deadline (request line + injected delay) -> it calls write() "
             "with the first samples (the stand-in's own error, not the client's)",
             "response_path": "stand-in write() -> client sees the first samples (loopback, event-loop "
-            "wake-up, anyio/h11/httpcore/httpx receive stack)",
+            "wake-up, asyncio StreamReader, chunked decoding, WAV stream decoder)",
             "client_side": "request_path + response_path = overhead - standin_overshoot",
             "clock": "time.perf_counter() in both processes = CLOCK_MONOTONIC, one clock on this host; "
             "stand-in times from GET /standin/timings, matched by an X-Standin-Request-Id header",
@@ -268,8 +270,8 @@ def main() -> int:
         "concurrency": table,
         "reference_bare_asyncio_client_c1": {
             "what": "not bench-http: a bare asyncio.Protocol on one keep-alive connection writing a pre-built "
-            "request and noting the arrival of the first samples; what is left of the overhead without "
-            "httpx (loopback + wake-ups + asyncio)",
+            "request and noting the arrival of the first samples; the floor under any asyncio client "
+            "(loopback + wake-ups + asyncio)",
             **{f"{k}_overhead_ms": v for k, v in floor.items()},
             "n": args.requests,
         },

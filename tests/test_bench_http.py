@@ -251,3 +251,10 @@ def test_ctrl_c_keeps_what_was_measured(tmp_path):
     assert "interrupted" in err
     doc = _doc(tmp_path)
     assert doc["complete"] is False and 1 <= len(doc["systems"][0]["utterances"]) < 30
+
+
+def test_request_timeout_is_a_row_error(tmp_path):
+    with standin("tts", "--first-chunk-delay-ms", "3000") as url:
+        r = bench(url, tmp_path, "--only", "u07", "--warmup", "0", "--timeout", "0.3")
+    _one_line_error(r, "1/1 request(s) failed", "timed out after 0.3 s")
+    assert _doc(tmp_path)["systems"][0]["utterances"][0]["error"] == "timed out after 0.3 s"

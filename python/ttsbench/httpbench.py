@@ -6,8 +6,9 @@ vllm_omni/entrypoints/openai/serving_speech.py, vllm-project/vllm-omni at 078de2
 ``stream: true`` (+ ``stream_format: "sse"``) for ``speech.audio.delta`` Server-Sent Events, and
 ``ref_audio`` (a data:/http(s)/file:// URL) for voice cloning. Anything else goes in ``payload_extra``.
 
-Timing: t0 is taken just before the request is handed to httpx; TTFA is the arrival of the first piece
-holding a byte of audio *samples* (a WAV header alone does not count); the total ends at the last byte.
+Timing: t0 is taken just before the request is handed to the HTTP client (:mod:`ttsbench.leanhttp`, a lean
+HTTP/1.1 client on asyncio streams — see there why not httpx); TTFA is the arrival of the first piece holding a
+byte of audio *samples* (a WAV header alone does not count); the total ends at the last byte.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import numpy as np
 
+from ttsbench import leanhttp
 from ttsbench.audio import SILENCE_DBFS, first_nonsilent_index
 from ttsbench.metrics import RequestMetrics
 from ttsbench.utterances import Utterance
@@ -116,7 +117,7 @@ def _one_line(text: str, limit: int = 300) -> str:
 
 
 async def synthesize_once(
-    client: httpx.AsyncClient,
+    client: leanhttp.Client,
     target: SpeechTarget,
     utt: Utterance,
     concurrency: int = 1,
@@ -132,19 +133,16 @@ async def synthesize_once(
     sse = _SseAudio() if target.stream == "sse" else None
     body = json.dumps(target.payload(utt.text)).encode()  # serialised before t0: not part of TTFA
     headers = {"Content-Type": "application/json", **target.headers}
-    request = client.build_request(
-        "POST", target.url, content=body, headers=headers, timeout=target.timeout_s
-    )
     t0 = time.perf_counter()
     try:
-        resp = await client.send(request, stream=True)
+        resp = await client.post(target.url, body, headers, target.timeout_s)
         try:
-            m.http_status = resp.status_code
-            if resp.status_code >= 400:
-                text = (await resp.aread()).decode("utf-8", "replace")
-                m.error = f"HTTP {resp.status_code}: {_one_line(text) or '(empty body)'}"
+            m.http_status = resp.status
+            if resp.status >= 400:
+                text = (await resp.read(4096)).decode("utf-8", "replace")
+                m.error = f"HTTP {resp.status}: {_one_line(text) or '(empty body)'}"
                 return m, None
-            async for piece in resp.aiter_bytes():
+            async for piece in resp.pieces():
                 t = time.perf_counter()
                 audio = sse.feed(piece) if sse is not None else piece
                 new = dec.feed(audio) if audio else None
@@ -163,13 +161,13 @@ async def synthesize_once(
         finally:
             await resp.aclose()
         samples = dec.finish()
-    except httpx.ConnectError as exc:
+    except leanhttp.ConnectFailed as exc:
         raise ServerUnreachable(f"cannot connect to {target.url}: {exc}") from exc
-    except httpx.TimeoutException:
+    except leanhttp.TimedOut:
         m.error = f"timed out after {target.timeout_s:g} s"
         return m, None
-    except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
-        m.error = f"connection broke mid-response: {_one_line(str(exc)) or type(exc).__name__}"
+    except leanhttp.ConnectionBroke as exc:
+        m.error = f"connection broke mid-response: {_one_line(str(exc))}"
         return m, None
     except StreamFormatError as exc:
         m.error = str(exc)
@@ -214,9 +212,7 @@ async def run_plan(
     on_row: Callable[[RequestMetrics], None] | None = None,
 ) -> None:
     """Warm up (excluded; any failure raises), then the timed requests per concurrency level."""
-    top = max(plan.concurrency)
-    limits = httpx.Limits(max_connections=top + 2, max_keepalive_connections=top + 2)
-    async with httpx.AsyncClient(limits=limits, timeout=target.timeout_s) as client:
+    async with leanhttp.Client(max_idle_per_origin=max(plan.concurrency) + 2) as client:
         for i in range(plan.warmup):
             m, _ = await synthesize_once(client, target, utts[i % len(utts)], 1, i)
             if not m.ok:

@@ -7,7 +7,8 @@ import argparse
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench-http", help="benchmark a streaming /v1/audio/speech server: TTFA, RTF, WAVs")
-    p.add_argument("url", help="server base URL (http://titan:8004) or the full /v1/audio/speech URL")
+    p.add_argument("url", help="server base URL (http://titan:8004) or the full /v1/audio/speech URL; "
+                   "connected to directly (HTTP(S)_PROXY is not used: a benchmark times the server, not a proxy)")
     p.add_argument("--utterances", default=None, help="utterances YAML (default: files/utterances.yaml)")
     p.add_argument("--only", default=None, help="comma-separated utterance ids to use")
     p.add_argument(
