@@ -7,7 +7,9 @@
   change on CUDA: each Euler step of the CFM solver (the estimator called 10 times on the same shapes) is
   captured once per call in a CUDA graph and replayed (same kernels, same inputs: same numbers). Upstream's
   ``add_optional_chunk_mask`` holds a host sync (``.item()``) that graph capture forbids; while capturing it
-  is swapped for a sync-free equivalent (identical result for static_chunk_size 0, which S3Gen uses).
+  is swapped for a sync-free equivalent (identical result for static_chunk_size 0, which S3Gen uses). The
+  flow encoder is replayed from a CUDA graph per input shape too (:mod:`~ttsbench.chatterbox.fast_s3`, bit-equal;
+  HiFT stays eager — see there why).
 * ``stream(text, ...)`` yields float32 audio chunks: the first once ``first_chunk_tokens`` valid speech tokens
   are decoded and vocoded, then one per ``chunk_tokens`` valid tokens (fixed chunk shapes, so their CFM graphs
   are captured once — ``warmup`` — and replayed). Each later chunk is vocoded with ``context_tokens`` tokens of
@@ -20,7 +22,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import time
 from collections.abc import Iterator
@@ -29,6 +30,7 @@ from typing import Any
 
 import torch
 
+from ttsbench.chatterbox.fast_s3 import S3Graphs, sync_free_chunk_mask
 from ttsbench.chatterbox.fast_t3 import FastT3, SamplingParams
 
 SR = 24000
@@ -43,28 +45,6 @@ class StreamTimings:
     watermark_s: float = 0.0
     first_chunk_s: float | None = None
     chunks: list[int] = field(default_factory=list)
-
-
-@contextlib.contextmanager
-def _sync_free_chunk_mask() -> Iterator[None]:
-    from chatterbox.models.s3gen import decoder as dec
-
-    orig = dec.add_optional_chunk_mask
-
-    def chunk_mask(xs: Any, masks: torch.Tensor, use_dynamic_chunk: bool, use_dynamic_left_chunk: bool,
-                   decoding_chunk_size: int, static_chunk_size: int, num_decoding_left_chunks: int,
-                   enable_full_context: bool = True) -> torch.Tensor:
-        if use_dynamic_chunk or static_chunk_size > 0:
-            return orig(xs, masks, use_dynamic_chunk, use_dynamic_left_chunk, decoding_chunk_size,
-                        static_chunk_size, num_decoding_left_chunks, enable_full_context)
-        # upstream: rows that are all False are set True (after a host-side check); same, without the sync
-        return masks | (masks.sum(dim=-1, keepdim=True) == 0)
-
-    dec.add_optional_chunk_mask = chunk_mask
-    try:
-        yield
-    finally:
-        dec.add_optional_chunk_mask = orig
 
 
 class _EulerEntry:
@@ -141,7 +121,7 @@ class GraphEuler:
             if e.graph is None and k >= 1 and cuda and self.error is None:
                 try:
                     g = torch.cuda.CUDAGraph()
-                    with _sync_free_chunk_mask(), torch.cuda.graph(g):
+                    with sync_free_chunk_mask(), torch.cuda.graph(g):
                         step()
                     e.graph = g
                     self.captures += 1
@@ -162,7 +142,7 @@ class FastChatterbox:
     """Fast T3 + S3Gen (graph-stepped CFM) for one loaded upstream ``ChatterboxTTS``."""
 
     def __init__(self, model: Any, dtype: torch.dtype | None = None, max_len: int = 2048,
-                 cuda_graph: bool | None = None, watermark: bool = True) -> None:
+                 cuda_graph: bool | None = None, watermark: bool = True, graph_s3: bool = True) -> None:
         self.model = model
         self.device = torch.device(model.device) if isinstance(model.device, str) else model.device
         self.t3 = FastT3(model.t3, dtype=dtype, max_len=max_len, cuda_graph=cuda_graph)
@@ -170,6 +150,9 @@ class FastChatterbox:
         self.euler = GraphEuler(cfm)
         self._cfm = cfm
         self.use_graph = self.t3.cuda_graph if cuda_graph is None else bool(cuda_graph)
+        # flow-encoder graphs (on top of the CFM step graph); graph_s3=False keeps the encoder eager
+        self.s3graphs = S3Graphs(model.s3gen)
+        self.graph_s3 = graph_s3
         self.watermarker = None
         if watermark:
             self.watermarker = model.watermarker
@@ -202,8 +185,10 @@ class FastChatterbox:
         s3 = self.model.s3gen
         if self.use_graph:  # the graph itself is only captured on CUDA; elsewhere the same step runs eagerly
             s3.flow.decoder.solve_euler = self.euler
+        graphs = self.use_graph and self.graph_s3
         try:
-            wav, _ = s3.inference(speech_tokens=speech_tokens.to(self.device), ref_dict=self.model.conds.gen)
+            with self.s3graphs.installed(encoder=graphs):
+                wav, _ = s3.inference(speech_tokens=speech_tokens.to(self.device), ref_dict=self.model.conds.gen)
         finally:
             s3.flow.decoder.__dict__.pop("solve_euler", None)
         return wav
@@ -313,8 +298,15 @@ class FastChatterbox:
         t0 = time.perf_counter()
         n = self.t3.capture_all()
         need = first_chunk_tokens + chunk_tokens
-        for _ in self.stream(self.WARMUP_TEXT, params, max_new_tokens=int(need * 1.6) + 8,
-                             exaggeration=exaggeration, first_chunk_tokens=first_chunk_tokens,
-                             chunk_tokens=chunk_tokens, context_tokens=context_tokens):
-            pass
-        return {"t3_graphs": n, "cfm_graphs": len(self.euler._cache), "s": time.perf_counter() - t0}
+        for _ in range(2):  # encoder graphs: a shape's first call warms up, its second captures
+            for _ in self.stream(self.WARMUP_TEXT, params, max_new_tokens=int(need * 1.6) + 8,
+                                 exaggeration=exaggeration, first_chunk_tokens=first_chunk_tokens,
+                                 chunk_tokens=chunk_tokens, context_tokens=context_tokens):
+                pass
+        return {"t3_graphs": n, "cfm_graphs": len(self.euler._cache), "s3_graphs": self.s3graphs.state(),
+                "s": time.perf_counter() - t0}
+
+    @property
+    def graph_error(self) -> str | None:
+        """The first CUDA-graph problem of any part (that part then runs eagerly), or None."""
+        return self.t3.graph_error or self.euler.error or self.s3graphs.error

@@ -338,7 +338,7 @@ def run(cfg: RunnerConfig, progress: Any = None) -> Path:
             patch.restore()
         if fast is not None:
             config["fast"]["cuda_graph"] = fast.t3.cuda_graph
-            config["fast"]["graph_error"] = fast.t3.graph_error or fast.euler.error
+            config["fast"]["graph_error"] = fast.graph_error
         peak_gpu = (torch.cuda.max_memory_allocated() / 2**20) if cfg.device.startswith("cuda") else None
         config["peak_proc_mem_source"] = mem_source
         system = {

@@ -227,7 +227,7 @@ class Engine:
     def fast_state(self) -> dict[str, Any]:
         f = self.fast
         return {"mode": self.cfg.fast, "enabled": f is not None, "dtype": self.cfg.fast_dtype if f else None,
-                "cuda_graph": bool(f and f.t3.cuda_graph), "graph_error": f and (f.t3.graph_error or f.euler.error),
+                "cuda_graph": bool(f and f.t3.cuda_graph), "graph_error": f and f.graph_error,
                 "compiled_layers": bool(f and f.t3.compiled), "compile_error": f and f.t3.compile_error,
                 "first_chunk_tokens": self.cfg.first_chunk_tokens if f else None, "warmup": self.fast_warmup}
 

@@ -1,0 +1,177 @@
+"""Shape-keyed CUDA graphs for S3Gen's flow encoder (part of the fast path's fixed per-call cost).
+
+Each S3Gen call runs the conformer flow encoder over prompt + new tokens: a few hundred small kernels launched
+eagerly from Python. For the shapes the streaming path repeats (first chunk, full chunks) launch overhead
+dominates, so :class:`GraphedCall` captures one call per input shape in a CUDA graph and replays it (same
+kernels, same inputs: same numbers; outputs are cloned out of the graph's memory). On the H100 this took the
+first chunk's vocoding from 133 to 113 ms, bit-equal (docs/benchmarks/chatterbox-fast-path.json).
+
+Capture forbids host syncs: the encoder's ``add_optional_chunk_mask`` checks for all-False rows with ``.item()``;
+while capturing it is the sync-free equivalent (:func:`sync_free_chunk_mask`, identical for static_chunk_size 0,
+which S3Gen's encoder and CFM estimator use). Anything that still fails to capture is recorded in ``error``
+and that wrapper runs eagerly from then on.
+
+HiFT is not graphed: its sine source draws the harmonics' random phase from the *CPU* generator and copies it
+(and a CPU zeros tensor and the CPU STFT window) to the GPU on every call. A graph would either fail to capture
+(measured: "Cannot copy between CPU and CUDA tensors during CUDA graph capture") or, made capturable, freeze
+that phase or move it to the GPU generator, and then HiFT's output would no longer equal upstream's for a seed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+
+
+@contextlib.contextmanager
+def sync_free_chunk_mask(modules: tuple[str, ...] = ("chatterbox.models.s3gen.decoder",
+                                                     "chatterbox.models.s3gen.transformer.upsample_encoder")
+                         ) -> Iterator[None]:
+    """Swap ``add_optional_chunk_mask`` in ``modules`` for a version without the host sync (graph capture)."""
+    import importlib
+
+    saved: dict[Any, Any] = {}
+    for name in modules:
+        mod = importlib.import_module(name)
+        orig = mod.add_optional_chunk_mask
+        saved[mod] = orig
+
+        def chunk_mask(xs: Any, masks: torch.Tensor, use_dynamic_chunk: bool, use_dynamic_left_chunk: bool,
+                       decoding_chunk_size: int, static_chunk_size: int, num_decoding_left_chunks: int,
+                       enable_full_context: bool = True, _orig: Any = orig) -> torch.Tensor:
+            if use_dynamic_chunk or static_chunk_size > 0:
+                return _orig(xs, masks, use_dynamic_chunk, use_dynamic_left_chunk, decoding_chunk_size,
+                             static_chunk_size, num_decoding_left_chunks, enable_full_context)
+            # upstream: rows that are all False are set True (after a host-side check); same, without the sync
+            return masks | (masks.sum(dim=-1, keepdim=True) == 0)
+
+        mod.add_optional_chunk_mask = chunk_mask
+    try:
+        yield
+    finally:
+        for mod, orig in saved.items():
+            mod.add_optional_chunk_mask = orig
+
+
+def _flat(obj: Any) -> list[torch.Tensor]:
+    if torch.is_tensor(obj):
+        return [obj]
+    if isinstance(obj, (tuple, list)):
+        return [t for o in obj for t in _flat(o)]
+    return []
+
+
+def _rebuild(obj: Any, it: Iterator[torch.Tensor]) -> Any:
+    if torch.is_tensor(obj):
+        return next(it)
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(_rebuild(o, it) for o in obj)
+    return obj
+
+
+class _Entry:
+    def __init__(self, args: tuple) -> None:
+        self.args = tuple(a.clone() if torch.is_tensor(a) else a for a in args)  # static inputs
+        self.out: Any = None
+        self.graph: Any = None
+
+
+class GraphedCall:
+    """``fn(*args)`` replayed from a CUDA graph per distinct tensor-argument signature (LRU of ``max_cached``).
+
+    The first call of a signature runs eagerly (warm-up: caches, workspace, plan creation), the second captures
+    and replays. ``capture_ctx`` (a context-manager factory) is entered around warm-up and capture — e.g. the
+    sync-free mask or the conv istft. On anything but CUDA, or after a capture error, ``fn`` runs eagerly."""
+
+    def __init__(self, fn: Callable[..., Any], name: str, max_cached: int = 6,
+                 capture_ctx: Callable[[], contextlib.AbstractContextManager] | None = None) -> None:
+        self.fn = fn
+        self.name = name
+        self.max_cached = max_cached
+        self.capture_ctx = capture_ctx or contextlib.nullcontext
+        self.error: str | None = None
+        self.captures = 0
+        self.replays = 0
+        self._seen: set[tuple] = set()
+        self._cache: OrderedDict[tuple, _Entry] = OrderedDict()
+        self._pool: Any = None
+
+    @staticmethod
+    def _key(args: tuple) -> tuple:
+        return tuple((tuple(a.shape), a.dtype, a.device) if torch.is_tensor(a) else ("v", a) for a in args)
+
+    def __call__(self, *args: Any) -> Any:
+        tensors = [a for a in args if torch.is_tensor(a)]
+        if self.error is not None or not tensors or tensors[0].device.type != "cuda":
+            return self.fn(*args)
+        key = self._key(args)
+        e = self._cache.get(key)
+        if e is None:
+            if key not in self._seen:  # first sight: eager warm-up under the capture context
+                self._seen.add(key)
+                with self.capture_ctx():
+                    return self.fn(*args)
+            e = self._capture(key, args)
+            if e is None:
+                return self.fn(*args)
+        self._cache.move_to_end(key)
+        for static, a in zip(e.args, args, strict=True):
+            if torch.is_tensor(static):
+                static.copy_(a)
+        e.graph.replay()
+        self.replays += 1
+        return _rebuild(e.out, iter([t.clone() for t in _flat(e.out)]))
+
+    def _capture(self, key: tuple, args: tuple) -> _Entry | None:
+        e = _Entry(args)
+        try:
+            if self._pool is None:
+                self._pool = torch.cuda.graph_pool_handle()
+            g = torch.cuda.CUDAGraph()
+            with self.capture_ctx(), torch.cuda.graph(g, pool=self._pool):
+                e.out = self.fn(*e.args)
+            e.graph = g
+        except RuntimeError as exc:
+            self.error = f"{self.name}: {type(exc).__name__}: {exc}".splitlines()[0][:300]
+            self._cache.clear()
+            torch.cuda.synchronize()
+            return None
+        self.captures += 1
+        self._cache[key] = e
+        while len(self._cache) > self.max_cached:
+            self._cache.popitem(last=False)
+        return e
+
+    def state(self) -> dict[str, Any]:
+        return {"captures": self.captures, "replays": self.replays, "cached": len(self._cache), "error": self.error}
+
+
+class S3Graphs:
+    """The graphed flow encoder of one S3Gen (``model.s3gen``); :meth:`installed` swaps it in."""
+
+    def __init__(self, s3gen: Any, max_cached: int = 6) -> None:
+        self.s3 = s3gen
+        enc = s3gen.flow.encoder
+        self.encoder = GraphedCall(lambda *a: type(enc).forward(enc, *a), "flow encoder", max_cached,
+                                   capture_ctx=sync_free_chunk_mask)
+
+    @contextlib.contextmanager
+    def installed(self, encoder: bool = True) -> Iterator[None]:
+        enc = self.s3.flow.encoder
+        if encoder:
+            enc.forward = self.encoder
+        try:
+            yield
+        finally:
+            enc.__dict__.pop("forward", None)
+
+    @property
+    def error(self) -> str | None:
+        return self.encoder.error
+
+    def state(self) -> dict[str, Any]:
+        return {"encoder": self.encoder.state()}
