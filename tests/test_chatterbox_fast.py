@@ -217,3 +217,35 @@ def test_server_streams_through_the_fast_path(tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+def test_sync_free_chunk_mask_and_encoder_wrapper(model, fast: FastChatterbox) -> None:
+    from chatterbox.models.s3gen.transformer import upsample_encoder
+    from chatterbox.models.s3gen.utils.mask import add_optional_chunk_mask
+
+    from ttsbench.chatterbox.fast_s3 import sync_free_chunk_mask
+
+    masks = torch.tensor([[[True, True, False, False]], [[True, True, True, True]]])
+    xs = torch.zeros(2, 4, 8)
+    want = add_optional_chunk_mask(xs, masks.clone(), False, False, 0, 0, -1)
+    with sync_free_chunk_mask():
+        got = upsample_encoder.add_optional_chunk_mask(xs, masks.clone(), False, False, 0, 0, -1)
+        # an all-False row becomes all True, as upstream intends (upstream itself raises NameError there:
+        # chatterbox 0.1.7's mask.py calls logging.warning without importing logging)
+        empty = upsample_encoder.add_optional_chunk_mask(xs, torch.zeros(2, 1, 4, dtype=torch.bool), False, False,
+                                                         0, 0, -1)
+    assert torch.equal(got, want) and upsample_encoder.add_optional_chunk_mask is add_optional_chunk_mask
+    assert bool(empty.all())
+
+    # the graphed encoder is installed only for the call and gives the eager encoder's output (CPU: eager path)
+    enc = model.s3gen.flow.encoder
+    tok = torch.randn(1, 30, 512)  # S3Gen: token embeddings of size 512 into the encoder
+    lens = torch.tensor([30])
+    ref_h, ref_m = enc(tok, lens)
+    calls = fast.s3graphs.encoder.replays, fast.s3graphs.encoder.error
+    with fast.s3graphs.installed():
+        assert "forward" in enc.__dict__
+        h, m = enc(tok, lens)
+    assert "forward" not in enc.__dict__
+    assert torch.equal(h, ref_h) and torch.equal(m, ref_m)
+    assert (fast.s3graphs.encoder.replays, fast.s3graphs.encoder.error) == calls  # no graphs on CPU
