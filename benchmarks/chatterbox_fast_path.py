@@ -24,11 +24,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -36,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ttsbench.atomic import write_json_atomic
 from ttsbench.chatterbox import fast_equiv as fe
 from ttsbench.chatterbox.fast import FastChatterbox, StreamTimings
 from ttsbench.chatterbox.fast_t3 import FastT3, SamplingParams
@@ -307,12 +306,7 @@ def main() -> int:
         "cfm_captures": fc.euler.captures, "cfm_error": fc.euler.error, "s3_graphs": fc.s3graphs.state()}
     doc["targets"] = {"rtf": 0.1, "first_audio_ms": 150, "t3_tok_s_speedup": 10}
     doc["wall_s"] = time.perf_counter() - t_start
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=args.out.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(doc, fh, indent=2)
-        fh.write("\n")
-    os.replace(tmp, args.out)
+    write_json_atomic(args.out, doc)  # the project's one JSON writer
     print(json.dumps({k: doc.get(k) for k in ("device", "upstream", "fast", "fast_bf16", "speedup",
                                                 "bandwidth_floor")}, indent=1))
     return 0

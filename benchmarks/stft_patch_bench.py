@@ -14,25 +14,23 @@ interleaved, with the time split into T3 (token sampling, untouched by the patch
 HiFT alone on the captured mel, and run-to-run / TF32 baselines that show what rel_err of a whole synthesis
 means. Target: patched not slower than native (recorded, not asserted).
 
-Device runs carry the package and this script in ``.whl/`` (git-ignored), e.g.::
+Device runs get the checkout itself; only the wheels travel in ``.whl/`` (git-ignored), e.g.::
 
     pip install --no-index --no-deps --target /tmp/site .whl/*.whl
-    PYTHONPATH=/tmp/site:.whl/pkg python .whl/stft_patch_bench.py --checkpoint /tmp/ckpt --out $OUT/stft-patch.json
+    PYTHONPATH=/tmp/site:python python benchmarks/stft_patch_bench.py --checkpoint /tmp/ckpt --out $OUT/stft-patch.json
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import platform
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+from ttsbench.atomic import write_json_atomic
 from ttsbench.chatterbox import stft_patch
 
 SR = 24000
@@ -320,12 +318,7 @@ def main() -> int:
         "target": "patched_ms <= native_ms",
         "cases": cases,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=args.out.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(doc, fh, indent=2)
-        fh.write("\n")
-    os.replace(tmp, args.out)
+    write_json_atomic(args.out, doc)  # the project's one JSON writer
     print(f"wrote {args.out}")
     return 0
 

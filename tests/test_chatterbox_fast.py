@@ -162,43 +162,17 @@ def test_cli_flags() -> None:
 
 def test_server_streams_through_the_fast_path(tmp_path: Path) -> None:
     """``serve-chatterbox --fast on`` (CPU here: eager, no graphs): /health says so, streaming returns audio."""
-    import socket
-    import subprocess
-    import time
-
     import httpx
-    import soundfile as sf
 
     import _chatterbox_env
+    from standin_helpers import free_port
     from ttsbench.wavstream import StreamDecoder
 
-    python = _chatterbox_env.chatterbox_python()
-    ckpt = _chatterbox_env.checkpoint()
-    sr = 24000
-    t = np.arange(2 * sr) / sr
-    ref = tmp_path / "voice.wav"
-    sf.write(str(ref), (0.3 * np.sin(2 * np.pi * 150 * t)).astype(np.float32), sr, subtype="PCM_16")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    argv = [python, "-m", "ttsbench", "serve-chatterbox", "--weights", str(ckpt), "--reference", str(ref),
-            "--device", "cpu", "--port", str(port), "--max-new-tokens", "8", "--seed", "0", "--fast", "on",
-            "--first-chunk-tokens", "4"]
-    log = (tmp_path / "server.log").open("w")
-    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=_chatterbox_env.env_for_checkout())
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 600
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited {proc.returncode}: {(tmp_path / 'server.log').read_text()[-3000:]}")
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "server did not become healthy in 600 s"
-            time.sleep(1)
+    ref = _chatterbox_env.reference_wav(tmp_path / "voice.wav", 2.0)
+    port = free_port()
+    argv = _chatterbox_env.serve_argv(_chatterbox_env.checkpoint(), ref, port, "--max-new-tokens", "8",
+                                      "--fast", "on", "--first-chunk-tokens", "4")
+    with _chatterbox_env.serve_chatterbox(argv, port, tmp_path / "server.log") as url:
         health = httpx.get(url + "/health", timeout=10).json()
         assert health["fast"]["enabled"] is True and health["fast"]["mode"] == "on"
         assert health["fast"]["first_chunk_tokens"] == 4
@@ -206,17 +180,10 @@ def test_server_streams_through_the_fast_path(tmp_path: Path) -> None:
                           json={"input": "One.", "response_format": "wav", "stream": True}) as r:
             assert r.status_code == 200
             pieces = list(r.iter_raw())
-        dec = StreamDecoder("wav")
-        dec.feed(b"".join(pieces))
-        x = dec.finish()
-        assert x.size > 0 and x.size % SAMPLES_PER_TOKEN == 0 and float(np.abs(x).max()) > 0
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    dec = StreamDecoder("wav")
+    dec.feed(b"".join(pieces))
+    x = dec.finish()
+    assert x.size > 0 and x.size % SAMPLES_PER_TOKEN == 0 and float(np.abs(x).max()) > 0
 
 
 def test_sync_free_chunk_mask_and_encoder_wrapper(model, fast: FastChatterbox) -> None:

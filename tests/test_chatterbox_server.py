@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,71 +11,31 @@ import numpy as np
 import pytest
 
 import _chatterbox_env
+from standin_helpers import free_port
 
 pytestmark = pytest.mark.chatterbox
 TOKEN = "test-token-123"
 MAX_TOKENS = "8"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _reference(path: Path, seconds: float) -> Path:
-    import soundfile as sf
-
-    sr = 24000
-    t = np.arange(int(seconds * sr)) / sr
-    x = 0.3 * np.sin(2 * np.pi * 150 * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t))
-    sf.write(str(path), x.astype(np.float32), sr, subtype="PCM_16")
-    return path
-
-
-def _serve_argv(python: str, ckpt: Path, ref: Path, port: int, *extra: str) -> list[str]:
-    return [python, "-m", "ttsbench", "serve-chatterbox", "--weights", str(ckpt), "--reference", str(ref),
-            "--device", "cpu", "--port", str(port), "--max-new-tokens", MAX_TOKENS, "--max-chars", "200",
-            "--seed", "0", *extra]
+def _serve_argv(ckpt: Path, ref: Path, port: int, *extra: str) -> list[str]:
+    return _chatterbox_env.serve_argv(ckpt, ref, port, "--max-new-tokens", MAX_TOKENS, "--max-chars", "200", *extra)
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     import httpx
 
-    python = _chatterbox_env.chatterbox_python()
     ckpt = _chatterbox_env.checkpoint()
     tmp = tmp_path_factory.mktemp("cbserver")
-    ref = _reference(tmp / "voice.wav", 2.0)
+    ref = _chatterbox_env.reference_wav(tmp / "voice.wav", 2.0)
     (tmp / "token").write_text(TOKEN + "\n")
-    port = _free_port()
-    log = (tmp / "server.log").open("w")
-    proc = subprocess.Popen(_serve_argv(python, ckpt, ref, port, "--token-file", str(tmp / "token")),
-                            stdout=log, stderr=subprocess.STDOUT, env=_chatterbox_env.env_for_checkout())
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 600
-    try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited {proc.returncode}: {(tmp / 'server.log').read_text()[-3000:]}")
-            try:
-                auth = {"Authorization": f"Bearer {TOKEN}"}
-                if httpx.get(url + "/health", headers=auth, timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("server did not become healthy in 600 s")
-            time.sleep(1)
-        client = httpx.Client(base_url=url, timeout=600, headers={"Authorization": f"Bearer {TOKEN}"})
+    port = free_port()
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    argv = _serve_argv(ckpt, ref, port, "--token-file", str(tmp / "token"))
+    with _chatterbox_env.serve_chatterbox(argv, port, tmp / "server.log", headers=auth) as url:
+        client = httpx.Client(base_url=url, timeout=600, headers=auth)
         yield {"url": url, "client": client, "log": tmp / "server.log"}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 def _decode_wav(body: bytes) -> tuple[np.ndarray, int]:
@@ -176,27 +134,25 @@ def _start_fails(argv: list[str]) -> str:
 
 
 def test_refuses_to_start_with_a_bad_reference(tmp_path: Path) -> None:
-    python = _chatterbox_env.chatterbox_python()
     ckpt = _chatterbox_env.checkpoint()
-    port = _free_port()
-    err = _start_fails(_serve_argv(python, ckpt, tmp_path / "missing.wav", port))
+    port = free_port()
+    err = _start_fails(_serve_argv(ckpt, tmp_path / "missing.wav", port))
     assert "does not exist" in err
-    short = _reference(tmp_path / "short.wav", 0.5)
-    assert "at least 1 s" in _start_fails(_serve_argv(python, ckpt, short, port))
+    short = _chatterbox_env.reference_wav(tmp_path / "short.wav", 0.5)
+    assert "at least 1 s" in _start_fails(_serve_argv(ckpt, short, port))
     corrupt = tmp_path / "corrupt.wav"
     corrupt.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunkjunkjunk")
-    assert "not a readable audio file" in _start_fails(_serve_argv(python, ckpt, corrupt, port))
+    assert "not a readable audio file" in _start_fails(_serve_argv(ckpt, corrupt, port))
 
 
 def test_refuses_weights_dir_missing_a_file(tmp_path: Path) -> None:
-    python = _chatterbox_env.chatterbox_python()
     ckpt = _chatterbox_env.checkpoint()
     partial = tmp_path / "ckpt"
     partial.mkdir()
     for name in ("ve.safetensors", "tokenizer.json", "s3gen.safetensors"):
         (partial / name).symlink_to(ckpt / name)
-    ref = _reference(tmp_path / "voice.wav", 2.0)
-    err = _start_fails(_serve_argv(python, partial, ref, _free_port()))
+    ref = _chatterbox_env.reference_wav(tmp_path / "voice.wav", 2.0)
+    err = _start_fails(_serve_argv(partial, ref, free_port()))
     assert "is missing t3_cfg.safetensors" in err
 
 
