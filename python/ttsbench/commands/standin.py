@@ -33,6 +33,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=["http-500", "truncate-header", "truncate-sample", "zero-audio"],
         help="inject this fault into every request (per request: header X-Standin-Fault)",
     )
+    t.add_argument(
+        "--api",
+        choices=["openai", "text-json"],
+        default="openai",
+        help="openai: /v1/audio/speech (vllm-omni); text-json: STAND-IN production server, POST --text-json-path "
+        'with {"text": ...} answers one WAV (a request shape of its own, spoken to through a request template)',
+    )
+    t.add_argument("--text-json-path", default="/tts", help="route of the text-json API")
     t.add_argument("--verbose", action="store_true")
     t.set_defaults(func=_run_tts)
 
@@ -95,6 +103,8 @@ def _run_tts(args: argparse.Namespace) -> int:
         fault=args.fault,
         early_header=args.early_header,
         verbose=args.verbose,
+        api=args.api,
+        text_json_path=args.text_json_path,
     )
     return _serve(_bind(make_server, cfg, "tts"), "tts")
 
