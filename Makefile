@@ -48,7 +48,8 @@ demo: venv host-torch
 	$(BIN)/ttsbench demo --playbook $(PLAYBOOK) -i $(INVENTORY)
 
 test: venv chatterbox-venv test-checkpoint
-	$(TEST_ENV) $(BIN)/pytest
+	$(TEST_ENV) $(BIN)/pytest -m "not timing"
+	$(TEST_ENV) $(BIN)/pytest -m timing
 	$(TEST_ENV) TTSBENCH_REQUIRE_CHATTERBOX=1 $(CB_VENV)/bin/python -m pytest -p no:cacheprovider -m chatterbox \
 	  tests/test_chatterbox_stft_patch.py tests/test_chatterbox_runner.py tests/test_chatterbox_fast.py \
 	  tests/test_fast_gemv.py
