@@ -6,6 +6,7 @@ by a start command like a real one; the 'Voxtral server' is a sleeping process r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -112,10 +113,8 @@ def running(pid: int) -> bool:
 
 
 def with_suppress(fn) -> None:
-    try:
+    with contextlib.suppress(OSError, ValueError):
         fn()
-    except (OSError, ValueError):
-        pass
 
 
 @pytest.fixture
@@ -156,6 +155,10 @@ def test_expired_lease_stops_voxtral_then_starts_llm(host):
     log = (host.state / "watchdog.log").read_text()
     assert log.index("stopped voxtral") < log.index("start attempt 1")
     assert not list((host.state / "run.d").glob("*.json"))
+    # the LLM it started stops on SIGTERM like one started by hand (no signal dispositions inherited)
+    llm = int(host.llm_pid.read_text())
+    os.kill(llm, signal.SIGTERM)
+    assert wait_until(lambda: not running(llm), 5) is not None, "the restarted LLM ignores SIGTERM"
 
 
 def test_renewed_lease_holds_until_max_pause(host):
@@ -179,6 +182,7 @@ def test_renewed_lease_holds_until_max_pause(host):
         renewer.wait()
     assert healthy(host.url)
     assert 3.0 <= time.monotonic() - t0 < 3.0 + 3
+    assert wait_until(lambda: host.state_json().get("outcome") != "running", 5) is not None
     st = host.state_json()
     assert "max pause" in st["reason"] and st["outcome"] == "resumed" and host.voxtral_stopped()
 

@@ -9,7 +9,9 @@ Runs on the GPU host with the system python3 (standard library only). Installed 
            max_pause_s has passed since arming, whichever comes first
   renew    touch the lease (--stdin: once per line read, until end of input — one SSH session per pause)
   register record a process the run started (--pid, or a --stop argv) so a firing stops it before the LLM starts
-  disarm   normal resume: end the watchdog without firing, stop what is still registered, release the lock
+  stop-registered  normal resume, first step: stop what the run registered (the watchdog stays armed)
+  disarm   normal resume, last step: end the watchdog without firing, stop what is still registered, release
+           the lock
   report   print the last firing (state.json) as JSON; --ack marks it as reported
 
 Resume order when it fires: stop everything registered (newest first: SIGTERM, then SIGKILL after a grace
@@ -30,8 +32,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, List, Optional
+from typing import Any
 
 EXIT_BUSY = 75  # EX_TEMPFAIL: another run holds the host
 LOCK = "lock.json"
@@ -71,7 +74,7 @@ def write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def read_json(path: Path) -> Optional[dict]:
+def read_json(path: Path) -> dict | None:
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -89,7 +92,7 @@ def log(state_dir: Path, message: str) -> None:
     sys.stderr.write(line)
 
 
-def proc_start_time(pid: int) -> Optional[str]:
+def proc_start_time(pid: int) -> str | None:
     """Field 22 of /proc/PID/stat (start time in clock ticks): tells a process from a later one with its PID."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -101,7 +104,7 @@ def proc_start_time(pid: int) -> Optional[str]:
     return fields[19]
 
 
-def alive(pid: Optional[int], start_time: Optional[str] = None) -> bool:
+def alive(pid: int | None, start_time: str | None = None) -> bool:
     if not pid or pid <= 0:
         return False
     st = proc_start_time(pid)
@@ -139,7 +142,10 @@ def touch(path: Path) -> None:
 # ---------------------------------------------------------------- registry of what the run started
 
 
-def register(state_dir: Path, name: str, pid: Optional[int], stop: Optional[List[str]], run_id: str) -> Path:
+def register(state_dir: Path, name: str, pid: int | None, stop: list[str] | None, run_id: str,
+             pidfile: str | None = None) -> Path:
+    """pid: a process that runs now. pidfile: read when stopping (registered before the process starts, so a
+    controller killed between starting it and registering it leaves nothing behind). stop: an argv."""
     reg = state_dir / REGISTRY
     reg.mkdir(exist_ok=True)
     entry = {
@@ -147,6 +153,7 @@ def register(state_dir: Path, name: str, pid: Optional[int], stop: Optional[List
         "run_id": run_id,
         "pid": pid,
         "pid_start": proc_start_time(pid) if pid else None,
+        "pidfile": pidfile,
         "stop": stop,
         "registered": now(),
     }
@@ -175,6 +182,11 @@ def stop_registered(state_dir: Path, grace_s: float, timeout_s: float) -> list[d
             except (OSError, subprocess.TimeoutExpired) as exc:
                 result.update(how="stop command", error=str(exc))
         pid = entry.get("pid")
+        if not pid and entry.get("pidfile"):
+            try:
+                pid = int(Path(entry["pidfile"]).read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                result["pidfile"] = "absent"
         if pid:
             result["pid"] = pid
             result["outcome"] = kill_process(pid, entry.get("pid_start"), grace_s)
@@ -185,7 +197,7 @@ def stop_registered(state_dir: Path, grace_s: float, timeout_s: float) -> list[d
     return done
 
 
-def kill_process(pid: int, pid_start: Optional[str], grace_s: float) -> str:
+def kill_process(pid: int, pid_start: str | None, grace_s: float) -> str:
     if not alive(pid, pid_start):
         return "not running"
     try:
@@ -219,7 +231,7 @@ def kill_process(pid: int, pid_start: Optional[str], grace_s: float) -> str:
 
 def healthy(url: str, timeout_s: float) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as resp:  # noqa: S310 - the operator's health URL
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
             return resp.status == 200
     except (OSError, urllib.error.URLError, ValueError):
         return False
@@ -227,6 +239,9 @@ def healthy(url: str, timeout_s: float) -> bool:
 
 def start_llm(cfg: dict, state_dir: Path) -> tuple[bool, list[dict]]:
     attempts: list[dict] = []
+    if healthy(cfg["health_url"], float(cfg["health_timeout_s"])):  # killed before it was stopped
+        log(state_dir, "the LLM answers healthy already: not starting it")
+        return True, [{"attempt": 0, "at": iso(now()), "healthy": True, "already": True}]
     for i in range(int(cfg["start_attempts"])):
         attempt: dict[str, Any] = {"attempt": i + 1, "at": iso(now())}
         try:
@@ -319,6 +334,9 @@ def cmd_arm(args: argparse.Namespace) -> int:
             log(state_dir, f"taking over the stale lock of run {taken_over} (watchdog pid {lock.get('pid')} gone)")
         cfg["armed_at"] = now()
         write_json(state_dir / CONFIG, cfg)
+        # what this run will start, registered before it starts (entries: name + pidfile and/or stop argv)
+        for item in cfg.get("registered", []):
+            register(state_dir, item["name"], None, item.get("stop"), cfg["run_id"], item.get("pidfile"))
         touch(state_dir / LEASE)
         launcher = json.loads(args.launcher) if args.launcher else []
         argv = [*launcher, sys.executable, os.path.abspath(__file__), "run", "--config", str(state_dir / CONFIG)]
@@ -337,15 +355,15 @@ def cmd_arm(args: argparse.Namespace) -> int:
     while now() < deadline:
         lock = read_json(state_dir / LOCK) or {}
         if lock.get("pid") and lock_owner_alive(lock):
-            print(json.dumps({"armed": True, "pid": lock["pid"], "took_over": taken_over}))
+            print(json.dumps({"armed": True, "pid": lock["pid"], "took_over": taken_over, "run_id": cfg["run_id"],
+                              "armed_at": cfg["armed_at"], "lease_mtime": (state_dir / LEASE).stat().st_mtime}))
             return 0
         if launcher == [] and proc.poll() is not None:
             break
         time.sleep(0.05)
     sys.stderr.write(f"the watchdog did not start; see {state_dir / 'watchdog.out'}\n")
-    with guard(state_dir):
-        with contextlib.suppress(OSError):
-            (state_dir / LOCK).unlink()
+    with guard(state_dir), contextlib.suppress(OSError):
+        (state_dir / LOCK).unlink()
     return 1
 
 
@@ -366,8 +384,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         nonlocal disarmed
         disarmed = True
 
+    def ignore(_sig: int, _frame: Any) -> None:
+        pass
+
+    # handlers, never SIG_IGN: an ignored signal is inherited by the LLM the watchdog starts (exec resets handlers)
     signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, ignore)
     log(state_dir, f"watching run {cfg['run_id']}: lease timeout {cfg['lease_timeout_s']} s, "
                    f"max pause {cfg['max_pause_s']} s")
     reason = None
@@ -381,7 +403,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             break
         time.sleep(float(cfg["poll_s"]))
     if reason and not disarmed:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a late disarm must not cut a resume short
+        signal.signal(signal.SIGTERM, ignore)  # a late disarm must not cut a resume short
         fire(cfg, state_dir, reason)
     else:
         log(state_dir, f"disarmed by run {cfg['run_id']}")
@@ -389,7 +411,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def release(state_dir: Path, run_id: str, pid: Optional[int] = None) -> bool:
+def release(state_dir: Path, run_id: str, pid: int | None = None) -> bool:
     with guard(state_dir):
         lock = read_json(state_dir / LOCK)
         if not lock or lock.get("run_id") != run_id or (pid and lock.get("pid") not in (pid, None)):
@@ -431,6 +453,12 @@ def cmd_disarm(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stop_registered(args: argparse.Namespace) -> int:
+    print(json.dumps({"stopped": stop_registered(Path(args.state_dir), float(args.grace_s),
+                                                 DEFAULTS["stop_timeout_s"])}))
+    return 0
+
+
 def cmd_renew(args: argparse.Namespace) -> int:
     lease = Path(args.lease)
     touch(lease)
@@ -448,9 +476,9 @@ def cmd_register(args: argparse.Namespace) -> int:
         except (OSError, ValueError, IndexError) as exc:
             raise SystemExit(f"register: cannot read a PID from {args.pidfile}: {exc}") from exc
     stop = json.loads(args.stop) if args.stop else None
-    if not pid and not stop:
-        raise SystemExit("register: give --pid, --pidfile or --stop")
-    path = register(Path(args.state_dir), args.name, pid, stop, args.run_id)
+    if not pid and not stop and not args.pidfile_at_stop:
+        raise SystemExit("register: give --pid, --pidfile, --pidfile-at-stop or --stop")
+    path = register(Path(args.state_dir), args.name, pid, stop, args.run_id, args.pidfile_at_stop)
     print(json.dumps({"registered": str(path), "pid": pid}))
     return 0
 
@@ -470,7 +498,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     a = sub.add_parser("arm")
@@ -487,6 +515,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     g.add_argument("--name", required=True)
     g.add_argument("--pid", type=int)
     g.add_argument("--pidfile")
+    g.add_argument("--pidfile-at-stop", help="PID file read when stopping (may not exist yet)")
     g.add_argument("--stop", help="JSON argv that stops it")
     d = sub.add_parser("disarm")
     d.add_argument("--state-dir", required=True)
@@ -494,12 +523,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     d.add_argument("--stop-registered", action="store_true")
     d.add_argument("--grace-s", type=float, default=DEFAULTS["stop_grace_s"])
     d.add_argument("--wait-s", type=float, default=0, help="extra wait for a watchdog that is firing")
+    t = sub.add_parser("stop-registered", help="stop what the run registered (normal resume, before the LLM)")
+    t.add_argument("--state-dir", required=True)
+    t.add_argument("--grace-s", type=float, default=DEFAULTS["stop_grace_s"])
     s = sub.add_parser("report")
     s.add_argument("--state-dir", required=True)
     s.add_argument("--ack", action="store_true")
     args = p.parse_args(argv)
     return {"arm": cmd_arm, "run": cmd_run, "renew": cmd_renew, "register": cmd_register, "disarm": cmd_disarm,
-            "report": cmd_report}[args.cmd](args)
+            "stop-registered": cmd_stop_registered, "report": cmd_report}[args.cmd](args)
 
 
 if __name__ == "__main__":
