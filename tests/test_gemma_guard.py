@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -150,3 +151,165 @@ def test_bad_input_stops_before_pausing(guarded, extravars, variable):
     assert healthy(guarded["url"] + "/health")
     assert not res.task_results("Stop the service")
     assert not guarded["record"].exists()
+
+
+# ---------------------------------------------------------------- fault matrix (short heartbeat timeout)
+# Each case kills the controller (SIGKILL to ansible-playbook's process group) at one point of the cycle, or
+# breaks something, and asserts: the LLM answers healthy again within the heartbeat timeout + its start time,
+# the Voxtral stand-in the run started is stopped, and the watchdog's state file says what it did.
+START_S = 6  # the stand-in LLM's start + the watchdog's poll, generous on a loaded 2-core box
+
+
+def _spawn_cycle(guarded, extravars: dict) -> subprocess.Popen:
+    env = dict(
+        os.environ,
+        ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
+        TTSBENCH_HOME=str(ROOT),
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    )
+    argv = ["ansible-playbook", "-i", str(guarded["inventory"]), str(PLAYBOOK)]
+    for k, v in extravars.items():
+        argv += ["-e", json.dumps({k: v})]
+    log = open(guarded["tmp"] / "ansible.log", "w")  # noqa: SIM115 - the child writes it; closed by the OS
+    return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _kill_controller_when(guarded, extravars: dict, moment) -> float:
+    proc = _spawn_cycle(guarded, extravars)
+    try:
+        hit = wait_until(moment, 240, step=0.05)
+        assert hit is not None, (guarded["tmp"] / "ansible.log").read_text()[-3000:]
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    return time.monotonic()
+
+
+def _voxtral_pid(guarded) -> int | None:
+    try:
+        return int((guarded["root"] / "voxtral-standin.pid").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _assert_watchdog_resumed(guarded, killed_at: float, voxtral_started: bool = True) -> dict:
+    state = guarded["root"] / "gemma_guard"
+    back = wait_until(lambda: healthy(guarded["url"] + "/health"), HEARTBEAT_TIMEOUT + START_S + 10)
+    assert back is not None, (state / "watchdog.log").read_text() if (state / "watchdog.log").exists() else "no log"
+    assert time.monotonic() - killed_at <= HEARTBEAT_TIMEOUT + START_S, "the LLM came back too late"
+    if voxtral_started:
+        assert not _running(_voxtral_pid(guarded)), "the Voxtral stand-in still runs"
+    assert wait_until(lambda: not (state / "lock.json").exists(), 10) is not None, "the host lock was not released"
+    fired = json.loads((state / "state.json").read_text())
+    assert fired["outcome"] == "resumed" and "lease not renewed" in fired["reason"]
+    # the lease keeper died with the controller (nothing renews the lease any more)
+    assert not any(_running(int(p.read_text())) for p in (guarded["tmp"] / "controller").glob("*.pid"))
+    return fired
+
+
+def _ack_reported_by_next_preflight(guarded, fired: dict) -> None:
+    """The next run reports the firing (once) and can pause the host again."""
+    res = run_playbook(PLAYBOOK, inventory=guarded["inventory"], extravars={"gg_test_bench_seconds": 1})
+    assert res.ok, res.failure_messages()
+    shown = [e["res"].get("msg", "") for e in res.task_results("Report the watchdog's firing in an earlier run")]
+    assert any(fired["run_id"] in m and "outcome resumed" in m for m in shown), shown
+    rec = json.loads(guarded["record"].read_text())
+    assert rec["previous_firing"]["run_id"] == fired["run_id"]
+
+
+@pytest.mark.timing
+def test_fault_controller_killed_during_pause(guarded):
+    _start_llm(guarded)
+    state = guarded["root"] / "gemma_guard"
+    killed = _kill_controller_when(guarded, {"gg_test_serve_seconds": 60}, lambda: (state / "lock.json").exists())
+    _assert_watchdog_resumed(guarded, killed, voxtral_started=False)
+
+
+@pytest.mark.timing
+def test_fault_controller_killed_during_serve_start(guarded):
+    _start_llm(guarded)
+    killed = _kill_controller_when(
+        guarded, {"gg_test_serve_seconds": 60}, lambda: _running(_voxtral_pid(guarded) or 0)
+    )
+    fired = _assert_watchdog_resumed(guarded, killed)
+    assert [s["name"] for s in fired["stopped"]] == ["voxtral-standin"]
+    log = (guarded["root"] / "gemma_guard" / "watchdog.log").read_text()
+    assert log.index("stopped voxtral-standin") < log.index("start attempt 1")
+    _ack_reported_by_next_preflight(guarded, fired)
+
+
+@pytest.mark.timing
+def test_fault_controller_killed_during_benchmark_first_start_fails(guarded):
+    _start_llm(guarded)
+    # the LLM's first start after the pause fails (e.g. memory not yet returned); the watchdog retries
+    marker = guarded["tmp"] / "first-start-failed"
+    flaky = f"[ -e {marker} ] || {{ touch {marker}; echo first start fails >&2; exit 1; }}; {guarded['start']}"
+    results = guarded["root"] / "results.jsonl"
+    killed = _kill_controller_when(
+        guarded,
+        {"gg_test_bench_seconds": 600, "gemma_guard_start_command": flaky},
+        lambda: results.exists() and len(results.read_text().splitlines()) >= 2,
+    )
+    fired = _assert_watchdog_resumed(guarded, killed)
+    assert [a["rc"] for a in fired["attempts"]] == [1, 0], fired["attempts"]
+    assert fired["attempts"][0]["backoff_s"] == 1
+
+
+@pytest.mark.timing
+def test_fault_controller_killed_during_resume(guarded):
+    _start_llm(guarded)
+
+    def resuming() -> bool:  # resume has stopped the Voxtral stand-in; the LLM is not started yet
+        pid = _voxtral_pid(guarded)
+        return pid is not None and not _running(pid) and not guarded["pidfile"].exists()
+
+    killed = _kill_controller_when(guarded, {"gg_test_bench_seconds": 2}, resuming)
+    _assert_watchdog_resumed(guarded, killed)
+
+
+def test_fault_disk_full_while_writing_results(guarded):
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    _start_llm(guarded)
+    full = guarded["tmp"] / "full"
+    full.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(full)], check=True)
+    try:
+        results = full / "results.jsonl"
+        res = run_playbook(
+            PLAYBOOK,
+            inventory=guarded["inventory"],
+            extravars={"gg_test_bench_seconds": 60, "gg_test_results": str(results), "gg_test_result_pad": 4000},
+        )
+        assert not res.ok
+        assert healthy(guarded["url"] + "/health")
+        assert not _running(_voxtral_pid(guarded))
+        assert not (guarded["root"] / "gemma_guard" / "lock.json").exists()
+        rec = json.loads(guarded["record"].read_text())
+        assert rec["post_p50_ms"] > 0 and rec["watchdog_fired"] is None
+        # the results written before the disk filled are kept, each line whole
+        lines = [json.loads(line) for line in results.read_text().splitlines() if line.endswith("}")]
+        assert [r["i"] for r in lines[:2]] == [0, 1]
+    finally:
+        subprocess.run(["umount", str(full)], check=False)
+
+
+@pytest.mark.timing
+def test_second_run_refused_while_host_paused(guarded):
+    _start_llm(guarded)
+    proc = _spawn_cycle(guarded, {"gg_test_bench_seconds": 600})
+    state = guarded["root"] / "gemma_guard"
+    try:
+        assert wait_until(lambda: (state / "lock.json").exists() and not guarded["pidfile"].exists(), 240) is not None
+        first = json.loads((state / "lock.json").read_text())
+        res = run_playbook(PLAYBOOK, inventory=guarded["inventory"])
+        assert not res.ok
+        msgs = res.failure_messages()
+        assert any(f"run {first['run_id']} paused the LLM" in m and "s ago" in m for m in msgs), msgs
+        # the second run left the first run's pause alone
+        assert json.loads((state / "lock.json").read_text())["run_id"] == first["run_id"]
+        assert not healthy(guarded["url"] + "/health") and not res.task_results("Start the service")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert wait_until(lambda: healthy(guarded["url"] + "/health"), HEARTBEAT_TIMEOUT + START_S + 10) is not None

@@ -239,3 +239,56 @@ def test_disarm_ends_watchdog_without_firing_and_frees_memory(host):
     out = json.loads(wd("disarm", "--state-dir", str(host.state), "--run-id", "run-a").stdout)
     assert "run-c" in out["watchdog"] and host.lock()["run_id"] == "run-c"
     wd("disarm", "--state-dir", str(host.state), "--run-id", "run-c")
+
+
+KEEPER = ROOT / "roles" / "gemma_guard" / "files" / "lease_keeper.py"
+
+
+def test_lease_keeper_renews_until_its_controller_dies(tmp_path):
+    lease = tmp_path / "lease"
+    owner = subprocess.Popen(["sleep", "60"])  # stands for ansible-playbook on the controller
+    keeper = subprocess.Popen([PYTHON, str(KEEPER), "--interval", "0.2", "--max-s", "60", "--owner-pid", str(owner.pid),
+                               "--pidfile", str(tmp_path / "keeper.pid"), "--",
+                               PYTHON, str(SCRIPT), "renew", "--lease", str(lease), "--stdin"])
+    try:
+        assert wait_until(lease.exists, 5) is not None
+        first = lease.stat().st_mtime
+        assert wait_until(lambda: lease.stat().st_mtime > first + 0.3, 5) is not None, "the lease is not renewed"
+        owner.kill()
+        owner.wait()
+        keeper.wait(timeout=5)  # ends on its own when the controller is gone
+        assert not (tmp_path / "keeper.pid").exists()
+        last = lease.stat().st_mtime
+        time.sleep(0.6)
+        assert lease.stat().st_mtime == last, "something still renews the lease"
+    finally:
+        for p in (owner, keeper):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+def test_lease_keeper_reconnects_a_dropped_session_and_refuses_without_owner(tmp_path):
+    lease = tmp_path / "lease"
+    # a session that drops after each renewal (like an SSH connection that keeps failing): renewed on reconnect
+    flaky = ["/bin/sh", "-c", f"read line && touch {lease}"]
+    owner = subprocess.Popen(["sleep", "60"])
+    keeper = subprocess.Popen([PYTHON, str(KEEPER), "--interval", "0.2", "--max-s", "60", "--owner-pid", str(owner.pid),
+                               "--pidfile", str(tmp_path / "keeper.pid"), "--", *flaky], stderr=subprocess.PIPE,
+                              text=True)
+    try:
+        assert wait_until(lease.exists, 5) is not None
+        first = lease.stat().st_mtime
+        assert wait_until(lambda: lease.stat().st_mtime > first + 0.3, 5) is not None
+        keeper.send_signal(signal.SIGTERM)  # normal resume
+        keeper.wait(timeout=5)
+        assert "reconnecting" in keeper.stderr.read()
+    finally:
+        for p in (owner, keeper):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    # started outside ansible-playbook and without --owner-pid: refuses (nobody would end it)
+    res = subprocess.run([PYTHON, str(KEEPER), "--max-s", "5", "--pidfile", str(tmp_path / "k2.pid"), "--", "true"],
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode == 2 and "ansible-playbook" in res.stderr
