@@ -292,3 +292,13 @@ def test_lease_keeper_reconnects_a_dropped_session_and_refuses_without_owner(tmp
     res = subprocess.run([PYTHON, str(KEEPER), "--max-s", "5", "--pidfile", str(tmp_path / "k2.pid"), "--", "true"],
                          capture_output=True, text=True, timeout=30)
     assert res.returncode == 2 and "ansible-playbook" in res.stderr
+
+
+def test_arm_under_a_launcher_that_returns_at_once(host):
+    """Like systemd-run: the launcher exits and the watchdog runs elsewhere; arm waits for its PID in the lock."""
+    launcher = ["/bin/sh", "-c", '"$@" > /dev/null 2>&1 < /dev/null & exit 0', "launcher"]
+    res = wd("arm", "--config", str(host.config(lease_timeout_s=30)), "--launcher", json.dumps(launcher))
+    armed = json.loads(res.stdout)
+    assert running(armed["pid"]) and host.lock()["pid"] == armed["pid"]
+    out = json.loads(wd("disarm", "--state-dir", str(host.state), "--run-id", "run-a").stdout)
+    assert out["watchdog"] == "ended" and host.lock() is None and not running(armed["pid"])
