@@ -40,6 +40,7 @@ def _doc(run_dir: Path) -> dict:
     return json.loads((run_dir / "results.json").read_text())
 
 
+@pytest.mark.timing
 @pytest.mark.parametrize("delay_ms", [50, 200, 800])
 def test_ttfa_matches_injected_first_chunk_delay(tmp_path, delay_ms):
     # The header goes out at once (--early-header): TTFA must still wait for the first audio *sample*.
@@ -227,10 +228,20 @@ def _start_bench(url: str, run_dir: Path) -> subprocess.Popen:
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def _first_wav(run_dir: Path, proc: subprocess.Popen) -> None:
+    """Wait until the benchmark has saved its first utterance (a readiness check, not a fixed sleep)."""
+    wav = run_dir / "wavs" / "standin" / "local" / "u01.wav"
+    deadline = time.monotonic() + 60
+    while not wav.is_file():
+        assert proc.poll() is None, "bench-http ended before its first request finished"
+        assert time.monotonic() < deadline, "no WAV after 60 s"
+        time.sleep(0.05)
+
+
 def test_server_dying_half_way_keeps_partial_results(tmp_path):
     with standin("tts", "--chunk-ms", "40", "--chunk-pacing-ms", "10") as url:
         proc = _start_bench(url, tmp_path)
-        time.sleep(4)
+        _first_wav(tmp_path, proc)
     _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 3, err
     assert "marked complete=false" in err
@@ -244,7 +255,7 @@ def test_server_dying_half_way_keeps_partial_results(tmp_path):
 def test_ctrl_c_keeps_what_was_measured(tmp_path):
     with standin("tts", "--chunk-ms", "40", "--chunk-pacing-ms", "10") as url:
         proc = _start_bench(url, tmp_path)
-        time.sleep(4)
+        _first_wav(tmp_path, proc)
         proc.send_signal(signal.SIGINT)
         _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err

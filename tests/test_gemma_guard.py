@@ -115,6 +115,7 @@ def test_drift_over_the_gate_fails_after_resuming(guarded):
     assert healthy(guarded["url"] + "/health")
 
 
+@pytest.mark.timing  # asserts the restart within MAX_PAUSE + 5 s of the kill
 def test_sigkilled_controller_deadman_restarts_llm(guarded):
     _start_llm(guarded)
     # Make sure the agent venv exists before the timed part (a no-op when it is already installed).
