@@ -64,7 +64,11 @@ def test_report_renders_without_console_errors(browser, tmp_path):
     page.on("request", lambda r: requests.append(r.url))
     page.goto((run / "report.html").as_uri())
     assert page.locator("#verdict").inner_text().startswith("Verdict:")
-    assert "titan_chatterbox_diverges_investigate" in page.locator("#verdict").inner_text()
+    # 3 utterances < the rule's 10: its own outcome (never "diverges"), coloured as a failed precondition
+    assert "insufficient_utterances" in page.locator("#verdict").inner_text()
+    assert page.locator("#verdict.fail[data-kind=insufficient]").count() == 1
+    assert "titan_n >= 10" in page.locator("#decided-by").inner_text()
+    assert page.locator("#would-change li").count() >= 1 and page.get_by_text("Rule trace").count() == 1
     assert page.locator("svg").count() >= 3  # TTFA, RTF, Gemma
     assert page.locator("img[alt^=spectrogram]").count() == 6
     assert page.locator("audio").count() == 7  # 6 clips + reference
