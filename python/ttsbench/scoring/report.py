@@ -107,7 +107,9 @@ def _trace_html(verdict: dict[str, Any]) -> str:
     return "<h3>Rule trace</h3>" + _table(["step", "outcome", "condition", "clauses (value)"], rows, num_from=9)
 
 
-def build(run: RunDir) -> tuple[str, str]:
+def build(run: RunDir, embed_audio: bool = False) -> tuple[str, str]:
+    """(html, markdown). Labelled audio is embedded only once human ratings exist, or with ``embed_audio``
+    (a report opened before the blind listening test would otherwise un-blind it)."""
     doc = run.doc
     systems = doc["systems"]
     verdict = _optional(run.root / "verdict.json")
@@ -270,6 +272,26 @@ def build(run: RunDir) -> tuple[str, str]:
                 f"<p>{escape(p['a'])} vs {escape(p['b'])}: mean difference {_num(p['mean_diff'])}, "
                 f"Wilcoxon signed-rank p = {_num(p['wilcoxon_p'], 4)} (n = {p['n_items']} items)</p>"
             )
+            t = p.get("tost")
+            if t:
+                eq = {True: "equivalent", False: "not shown equivalent", None: "not testable"}[t.get("equivalent")]
+                ci = t.get("ci90") or [None, None]
+                h.append(
+                    f"<p id='tost'>Equivalence (paired TOST, margin ±{_num(t.get('margin'))}): <b>{eq}</b>, "
+                    f"p = {_num(t.get('tost_p'), 4)}, 90% CI of the difference {_num(ci[0])} – {_num(ci[1])}</p>"
+                )
+        if ratings.get("raters") is not None:
+            ex = ratings.get("excluded_raters") or []
+            h.append(
+                f"<p>Raters: {escape(', '.join(ratings['raters']))}"
+                + (
+                    "; left out (check trials): "
+                    + "; ".join(f"{escape(e['rater'])} ({escape(', '.join(e['flags']))})" for e in ex)
+                    if ex
+                    else ""
+                )
+                + "</p>"
+            )
         h.append(
             f"<p class='muted'>source: {escape(str(ratings.get('source')))} — {escape(ratings['question'])}</p>"
         )
@@ -313,6 +335,12 @@ def build(run: RunDir) -> tuple[str, str]:
     h.append("<h2>Spectrograms and audio</h2>")
     from ttsbench.scoring.objective import load_mono
 
+    with_audio = embed_audio or ratings is not None
+    if not with_audio:
+        h.append(
+            "<p class='muted' id='audio-withheld'>Labelled audio is not embedded until human ratings exist (it "
+            "would un-blind the listening test); <code>ttsbench report --embed-audio</code> embeds it anyway.</p>"
+        )
     ref = run.reference
     if ref:
         h.append(
@@ -328,11 +356,13 @@ def build(run: RunDir) -> tuple[str, str]:
             path = run.root / u["wav"]
             y, sr = load_mono(path)
             png = base64.b64encode(spectrogram_png(y, sr)).decode("ascii")
+            audio = ""
+            if with_audio:
+                audio = f"<br><audio controls preload='none' src='{_data_uri(path, 'audio/wav')}'></audio>"
             h.append(
                 f"<figure><img alt='spectrogram {escape(s['system_id'])} {escape(utt)}' "
                 f"src='data:image/png;base64,{png}'><figcaption>{escape(s['system_id'])} · "
-                f"{_num(u.get('audio_s'))} s<br><audio controls preload='none' "
-                f"src='{_data_uri(path, 'audio/wav')}'></audio></figcaption></figure>"
+                f"{_num(u.get('audio_s'))} s{audio}</figcaption></figure>"
             )
         h.append("</div>")
     # ---- hosts
