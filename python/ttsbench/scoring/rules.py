@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ttsbench.errors import UserError
+from ttsbench.yamlload import YamlMap
 
 UNKNOWN = None  # three-valued logic: None is "unknown"
 
@@ -55,42 +56,18 @@ class RuleError(UserError):
 
 
 # ---------------------------------------------------------------- YAML with line numbers
-# Same interface as ttsbench.yamlload.YamlMap (issue 18): .line, .key_lines, .line_of(key). Once that shared
-# loader is merged, _load_yaml below should become ttsbench.yamlload.load_yaml.
-class _LineDict(dict):
-    line: int = 1
-    key_lines: dict[Any, int]
-
-    def line_of(self, key: Any) -> int:
-        return self.key_lines.get(key, self.line)
-
-
 def _load_yaml(p: Path, data: bytes) -> Any:
-    import yaml
+    """The shared user-YAML loader (ttsbench.yamlload, issue 18): mappings know their key lines."""
+    from ttsbench.yamlload import YamlError, parse_yaml
 
-    class Loader(yaml.SafeLoader):
-        pass
-
-    def construct_mapping(loader, node, deep=False):
-        d = _LineDict()
-        d.key_lines = {}
-        d.line = node.start_mark.line + 1
-        for knode, vnode in node.value:
-            key = loader.construct_object(knode, deep=True)
-            if key in d:
-                raise RuleError(f"{p}:{knode.start_mark.line + 1}: duplicate key {key!r} (first at line "
-                                f"{d.key_lines[key]})")
-            d[key] = loader.construct_object(vnode, deep=True)
-            d.key_lines[key] = knode.start_mark.line + 1
-        return d
-
-    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
     try:
-        return yaml.load(data.decode("utf-8"), Loader=Loader)  # a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark else "?"
-        raise RuleError(f"{p}:{line}: YAML syntax error: {getattr(exc, 'problem', None) or exc}") from exc
+        return parse_yaml(data.decode("utf-8").removeprefix("\ufeff"), str(p))
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise RuleError(f"{p}:{line}: not UTF-8 (byte {data[exc.start]:#04x}); save the rule file as UTF-8") from None
+    except YamlError as exc:
+        m = re.match(r"^(.*):(\d+):(\d+): not valid YAML: (.*)$", str(exc))
+        raise RuleError(f"{m[1]}:{m[2]}: YAML syntax error at column {m[3]}: {m[4]}" if m else str(exc)) from None
 
 
 # ---------------------------------------------------------------- expressions
@@ -370,7 +347,7 @@ class RuleSet:
         return {n for n, s in self.inputs.items() if s.source == "ratings"}
 
 
-def _unknown_keys(where: str, d: _LineDict, allowed: set[str] | dict[str, bool], path: Path) -> None:
+def _unknown_keys(where: str, d: YamlMap, allowed: set[str] | dict[str, bool], path: Path) -> None:
     for k in d:
         if k not in allowed:
             near = difflib.get_close_matches(str(k), list(allowed), n=1)
@@ -380,13 +357,13 @@ def _unknown_keys(where: str, d: _LineDict, allowed: set[str] | dict[str, bool],
             )
 
 
-def _need_map(v: Any, where: str, path: Path, line: Any) -> _LineDict:
+def _need_map(v: Any, where: str, path: Path, line: Any) -> YamlMap:
     if not isinstance(v, dict):
         raise RuleError(f"{path}:{line}: {where} must be a mapping")
     return v
 
 
-def _need_str(d: _LineDict, key: str, where: str, p: Path) -> str:
+def _need_str(d: YamlMap, key: str, where: str, p: Path) -> str:
     v = d.get(key)
     if not isinstance(v, str) or not v.strip():
         raise RuleError(f"{p}:{d.line_of(key)}: {where}.{key} must be text, got {v!r}")
