@@ -68,6 +68,7 @@ def test_demo_two_utterances_no_ratings_is_pending_and_names_the_count(tmp_path)
     s = states(v)
     assert s["abs(titan_mean - panda_mean) < 0.5"] == "unknown" and s["titan_n >= 10"] == "false"
     assert any("human ratings" in w for w in v["would_change"])
+    assert any("`titan_n >= 10` holds" in w for w in v["would_change"])
 
 
 def test_too_few_utterances_with_ratings_is_its_own_outcome(tmp_path):

@@ -98,8 +98,9 @@ def _trace_html(verdict: dict[str, Any]) -> str:
     for t in verdict.get("trace", []):
         rows.append(
             [
-                escape(str(t.get("kind", "outcome"))),
-                f"<b>{escape(str(t.get('outcome')))}</b>",
+                "precondition" if t.get("kind") == "requires" else "outcome",
+                (f"else <b>{escape(str(t.get('outcome')))}</b>" if t.get("kind") == "requires"
+                 else f"<b>{escape(str(t.get('outcome')))}</b>"),
                 f"<span class='st-{escape(str(t.get('state')))}'>{escape(str(t.get('state')))}</span>",
                 "<br>".join(_clause_cells(c) for c in t.get("clauses", [])),
             ]

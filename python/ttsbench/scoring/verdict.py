@@ -229,6 +229,7 @@ def decide(rules: RuleSet, run: RunDir) -> dict[str, Any]:
                             f"also: precondition {'; '.join(_clause_text(c) for c in bad)} — once rated, the "
                             f"verdict is {t['outcome']} unless that holds"
                         )
+                        would_change.append(f"a run where `{t['when']}` holds (else, once rated: {t['outcome']})")
                 would_change.append("human ratings for " + ", ".join(missing_h))
             else:
                 outcome, kind = INCOMPLETE, "incomplete"
