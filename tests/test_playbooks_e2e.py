@@ -85,7 +85,13 @@ def test_bench_chatterbox_rehearsal_and_rerun(rehearsal_runs: Path, tmp_path: Pa
     assert doc["gemma"]["standin"] is True and doc["gemma"]["mode"] == "parallel"
     assert doc["gemma"]["gate"] == "pass" and doc["gemma"]["during_p50_ms"] is not None
     assert (first / "gemma/drift.json").is_file() and (first / "reference/voice.wav").is_file()
-    assert json.loads((first / "verdict.json").read_text())["outcome"]
+    verdict = json.loads((first / "verdict.json").read_text())
+    # nobody has rated: pending, naming the missing ratings and (rehearsal has < 10 utterances) the count clause
+    assert verdict["outcome"] == "pending_human_ratings", verdict["reasons"]
+    assert "titan_mean" in verdict["reasons"][0] and "panda_mean" in verdict["reasons"][0]
+    if native["summary"]["n"] < 10:
+        assert any("`titan_n >= 10` is false" in r for r in verdict["reasons"]), verdict["reasons"]
+    assert (first / "report.html").is_file()  # hooks are strict: a failing score/verdict/report fails the play
     runbook = (first / "runbook.md").read_text()
     assert f"{native['summary']['p50_rtf']:.3f}" in runbook and "STFT patch" in runbook
     assert any((first / "logs/panda").glob("*.log"))

@@ -1,4 +1,5 @@
-"""``ttsbench validate RUN_DIR``: check a run folder's results.json against the versioned schema."""
+"""``ttsbench validate RUN_DIR``: check a run folder's results.json against the versioned schema;
+``ttsbench validate --rules FILE``: check a decision rule file (the same check ``ttsbench verdict`` does)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,11 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("validate", help="validate RUN_DIR/results.json against the results schema")
-    p.add_argument("run_dir", help="run folder (or a results.json file)")
+    p = sub.add_parser(
+        "validate", help="validate RUN_DIR/results.json against the results schema, or a rule file (--rules)"
+    )
+    p.add_argument("run_dir", nargs="?", help="run folder (or a results.json file)")
+    p.add_argument("--rules", metavar="FILE", help="check this decision rule file (metric paths, conditions, types)")
     p.set_defaults(func=_run)
 
 
@@ -18,6 +22,18 @@ def _run(args: argparse.Namespace) -> int:
     from ttsbench.errors import UserError
     from ttsbench.results import RESULTS_NAME, validation_errors
 
+    if args.rules:
+        from ttsbench.scoring.rules import load_rules
+
+        rs = load_rules(args.rules)
+        print(
+            f"{rs.path}: {rs.name} v{rs.rule_version}: valid ({len(rs.inputs)} input(s), "
+            f"{len(rs.requires)} precondition(s), {len(rs.outcomes)} outcome(s), default {rs.default.outcome})"
+        )
+        if not args.run_dir:
+            return 0
+    if not args.run_dir:
+        raise UserError("validate: give a RUN_DIR, or --rules FILE")
     p = Path(args.run_dir)
     f = p / RESULTS_NAME if p.is_dir() else p
     if not f.is_file():

@@ -32,5 +32,7 @@ def _run(args: argparse.Namespace) -> int:
     print(f"verdict: {v['outcome']}")
     for r in v["reasons"]:
         print(f"  - {r}")
+    for w in v.get("would_change", []):
+        print(f"  would change: {w}")
     print(f"wrote {out}")
     return 0

@@ -1,8 +1,13 @@
-"""Human ratings: validation, import from CSV/YAML, and ``scores/ratings.json``."""
+"""Human ratings: validation, import from CSV/YAML, per-rater listening sessions and ``scores/ratings.json``.
+
+Listening sessions are stored per rater (``scores/raters/<rater>/<session>.json``, written on submit only);
+``scores/ratings.json`` is their aggregate: each rater's latest session, raters flagged by the hidden catch
+trials left out (listed in ``excluded_raters``)."""
 
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +21,8 @@ QUESTION = (
 )
 SCALE = (1, 5)
 RATINGS_NAME = "ratings.json"
+RATERS_DIR = "raters"
+RATER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,39}")
 
 
 def ratings_path(run: RunDir) -> Path:
@@ -51,19 +58,24 @@ def validate_rows(run: RunDir, rows: list[dict[str, Any]], where: str) -> list[d
             raise UserError(f"{at}: score {raw!r} is not a number 1–5") from None
         if not SCALE[0] <= score <= SCALE[1]:
             raise UserError(f"{at}: score {raw!r} out of range {SCALE[0]}–{SCALE[1]}")
-        key = (utt, sys_)
+        rater = str(r.get("rater") or "").strip() or None
+        if rater is not None and not RATER_ID.fullmatch(rater):
+            raise UserError(f"{at}: rater {rater!r} must be letters, digits, '.', '_' or '-' (max 40)")
+        key = (rater or "", utt, sys_)
         if key in seen:
-            raise UserError(f"{at}: duplicate rating for {utt} / {sys_} (first at row {seen[key]})")
+            who = f" by {rater}" if rater else ""
+            raise UserError(f"{at}: duplicate rating for {utt} / {sys_}{who} (first at row {seen[key]})")
         seen[key] = r.get("_line", i)
         note = r.get("note")
-        out.append(
-            {
-                "utt_id": utt,
-                "system": sys_,
-                "score": int(score) if score.is_integer() else score,
-                "note": str(note) if note not in (None, "") else None,
-            }
-        )
+        row = {
+            "utt_id": utt,
+            "system": sys_,
+            "score": int(score) if score.is_integer() else score,
+            "note": str(note) if note not in (None, "") else None,
+        }
+        if rater is not None:
+            row["rater"] = rater
+        out.append(row)
     if not out:
         raise UserError(f"{where}: no ratings in the file")
     return out
@@ -131,3 +143,52 @@ def import_ratings(run: RunDir, path: Path, force: bool = False) -> Path:
         raise UserError(f"{ratings_path(run)} exists; pass --force to replace it")
     rows = validate_rows(run, read_rows(path), str(path))
     return write_ratings(run, ratings_document(run, rows, f"import:{path.name}"))
+
+
+# ---------------------------------------------------------------- listening sessions, one file per rater
+def raters_dir(run: RunDir) -> Path:
+    return run.scores_dir / RATERS_DIR
+
+
+def rater_sessions(run: RunDir, rater: str) -> list[Path]:
+    d = raters_dir(run) / rater
+    return sorted(d.glob("*.json")) if d.is_dir() else []
+
+
+def save_rater_session(run: RunDir, doc: dict[str, Any]) -> Path:
+    """Write one submitted session; never replaces one (a session id is used once)."""
+    p = raters_dir(run) / doc["rater"] / f"{doc['session']}.json"
+    if p.exists():
+        raise UserError(f"{p} exists: a session is submitted once; start a new session")
+    return write_json_atomic(p, doc)
+
+
+def latest_sessions(run: RunDir) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    d = raters_dir(run)
+    for f in sorted(d.glob("*/*.json")) if d.is_dir() else []:
+        doc = read_json(f)
+        prev = out.get(doc["rater"])
+        if prev is None or str(doc["submitted_at"]) >= str(prev["submitted_at"]):
+            out[doc["rater"]] = doc
+    return out
+
+
+def aggregate_listen(run: RunDir) -> Path:
+    """Rebuild scores/ratings.json from every rater's latest session (unreliable raters left out)."""
+    sessions = latest_sessions(run)
+    used = {r: d for r, d in sessions.items() if not d.get("unreliable")}
+    excluded = [{"rater": r, "flags": d.get("flags", [])} for r, d in sorted(sessions.items()) if r not in used]
+    rows = [row for _r, d in sorted(used.items()) for row in d["ratings"]]
+    extra = {
+        "raters": sorted(used),
+        "excluded_raters": excluded,
+        "sessions": {r: f"scores/{RATERS_DIR}/{r}/{d['session']}.json" for r, d in sorted(sessions.items())},
+    }
+    if not rows:
+        ratings_path(run).unlink(missing_ok=True)
+        scores = dict(run.doc.get("scores") or {})
+        scores.pop("ratings", None)
+        run.update_slot("scores", scores or None)
+        return ratings_path(run)
+    return write_ratings(run, ratings_document(run, rows, "listen", extra))

@@ -21,6 +21,8 @@ table{border-collapse:collapse;margin:.5rem 0;font-size:.9rem}td,th{border:1px s
 text-align:left;vertical-align:top}th{background:#f0f2f5}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .verdict{font-size:1.25rem;padding:.8rem 1rem;border-radius:8px;background:#eef4ff;border-left:6px solid #2d7ff9}
 .verdict.fail{background:#fff0f0;border-color:#c92a2a}.verdict.pending{background:#fff8e6;border-color:#e8a10c}
+.verdict.decided{background:#e6fcf5;border-color:#0ca678}.verdict.default{background:#f1f3f5;border-color:#868e96}
+.st-true{color:#087f5b;font-weight:600}.st-false{color:#c92a2a;font-weight:600}.st-unknown{color:#b35c00;font-weight:600}
 .badge{display:inline-block;padding:0 .4rem;border-radius:4px;font-size:.8rem;background:#ffe3e3;color:#a61e1e}
 .badge.ok{background:#e6fcf5;color:#087f5b}.spec{display:flex;gap:1rem;flex-wrap:wrap}
 .spec figure{margin:0}.spec img{width:340px;height:160px;image-rendering:pixelated;border:1px solid #ddd}
@@ -68,13 +70,47 @@ def _data_uri(path: Path, mime: str) -> str:
     return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
 
 
-def _verdict_class(outcome: str | None) -> str:
-    if not outcome or outcome.startswith("pending") or outcome.startswith("incomplete"):
-        return "verdict pending"
-    return "verdict fail" if outcome.startswith("failed") else "verdict"
+# verdict kinds (verdict.json "kind") → CSS class: decided (an outcome's condition held), default (none
+# held), pending / incomplete (inputs missing), insufficient (a precondition failed), gate (Gemma drift)
+_KIND_CLASS = {"decided": "decided", "default": "default", "pending": "pending", "incomplete": "pending",
+               "insufficient": "fail", "gate": "fail"}
 
 
-def build(run: RunDir) -> tuple[str, str]:
+def _verdict_class(verdict: dict[str, Any]) -> str:
+    kind = verdict.get("kind")
+    if kind is None:  # verdict.json of version 1
+        o = str(verdict.get("outcome") or "")
+        kind = "pending" if o.startswith(("pending", "incomplete")) else "gate" if o.startswith("failed") else ""
+    return f"verdict {_KIND_CLASS.get(str(kind), '')}".strip()
+
+
+def _clause_cells(c: dict[str, Any]) -> str:
+    st = escape(str(c.get("state")))
+    vals = ", ".join(f"{escape(str(k))} = {_num(v)}" for k, v in (c.get("values") or {}).items())
+    return (
+        f"<code>{escape(str(c.get('clause')))}</code> <span class='st-{st}'>{st}</span> "
+        f"<span class='muted'>{vals}</span>"
+    )
+
+
+def _trace_html(verdict: dict[str, Any]) -> str:
+    rows = []
+    for t in verdict.get("trace", []):
+        rows.append(
+            [
+                "precondition" if t.get("kind") == "requires" else "outcome",
+                (f"else <b>{escape(str(t.get('outcome')))}</b>" if t.get("kind") == "requires"
+                 else f"<b>{escape(str(t.get('outcome')))}</b>"),
+                f"<span class='st-{escape(str(t.get('state')))}'>{escape(str(t.get('state')))}</span>",
+                "<br>".join(_clause_cells(c) for c in t.get("clauses", [])),
+            ]
+        )
+    return "<h3>Rule trace</h3>" + _table(["step", "outcome", "condition", "clauses (value)"], rows, num_from=9)
+
+
+def build(run: RunDir, embed_audio: bool = False) -> tuple[str, str]:
+    """(html, markdown). Labelled audio is embedded only once human ratings exist, or with ``embed_audio``
+    (a report opened before the blind listening test would otherwise un-blind it)."""
     doc = run.doc
     systems = doc["systems"]
     verdict = _optional(run.root / "verdict.json")
@@ -96,9 +132,16 @@ def build(run: RunDir) -> tuple[str, str]:
     h.append("<h2>Summary and verdict</h2>")
     if verdict:
         h.append(
-            f"<div class='{_verdict_class(outcome)}' id='verdict'>Verdict: <b>{escape(outcome or '')}</b></div>"
+            f"<div class='{_verdict_class(verdict)}' id='verdict' data-kind='{escape(str(verdict.get('kind')))}'>"
+            f"Verdict: <b>{escape(outcome or '')}</b></div>"
             "<ul>" + "".join(f"<li>{escape(r)}</li>" for r in verdict.get("reasons", [])) + "</ul>"
         )
+        if verdict.get("decided_by"):
+            h.append("<p>Decided by:</p><ul id='decided-by'>"
+                     + "".join(f"<li>{_clause_cells(c)}</li>" for c in verdict["decided_by"]) + "</ul>")
+        if verdict.get("would_change"):
+            h.append("<p>What would change it:</p><ul id='would-change'>"
+                     + "".join(f"<li>{escape(w)}</li>" for w in verdict["would_change"]) + "</ul>")
         rule = verdict.get("rule", {})
         h.append(
             f"<p class='muted'>rule <code>{escape(str(rule.get('name')))}</code> v{escape(str(rule.get('rule_version')))}"  # noqa: E501
@@ -115,6 +158,8 @@ def build(run: RunDir) -> tuple[str, str]:
                 num_from=9,
             )
         )
+        if verdict.get("trace"):
+            h.append(_trace_html(verdict))
     else:
         h.append(
             "<div class='verdict pending' id='verdict'>No verdict yet — run <code>ttsbench verdict</code>.</div>"
@@ -228,6 +273,26 @@ def build(run: RunDir) -> tuple[str, str]:
                 f"<p>{escape(p['a'])} vs {escape(p['b'])}: mean difference {_num(p['mean_diff'])}, "
                 f"Wilcoxon signed-rank p = {_num(p['wilcoxon_p'], 4)} (n = {p['n_items']} items)</p>"
             )
+            t = p.get("tost")
+            if t:
+                eq = {True: "equivalent", False: "not shown equivalent", None: "not testable"}[t.get("equivalent")]
+                ci = t.get("ci90") or [None, None]
+                h.append(
+                    f"<p id='tost'>Equivalence (paired TOST, margin ±{_num(t.get('margin'))}): <b>{eq}</b>, "
+                    f"p = {_num(t.get('tost_p'), 4)}, 90% CI of the difference {_num(ci[0])} – {_num(ci[1])}</p>"
+                )
+        if ratings.get("raters") is not None:
+            ex = ratings.get("excluded_raters") or []
+            h.append(
+                f"<p>Raters: {escape(', '.join(ratings['raters']))}"
+                + (
+                    "; left out (check trials): "
+                    + "; ".join(f"{escape(e['rater'])} ({escape(', '.join(e['flags']))})" for e in ex)
+                    if ex
+                    else ""
+                )
+                + "</p>"
+            )
         h.append(
             f"<p class='muted'>source: {escape(str(ratings.get('source')))} — {escape(ratings['question'])}</p>"
         )
@@ -271,6 +336,12 @@ def build(run: RunDir) -> tuple[str, str]:
     h.append("<h2>Spectrograms and audio</h2>")
     from ttsbench.scoring.objective import load_mono
 
+    with_audio = embed_audio or ratings is not None
+    if not with_audio:
+        h.append(
+            "<p class='muted' id='audio-withheld'>Labelled audio is not embedded until human ratings exist (it "
+            "would un-blind the listening test); <code>ttsbench report --embed-audio</code> embeds it anyway.</p>"
+        )
     ref = run.reference
     if ref:
         h.append(
@@ -286,11 +357,13 @@ def build(run: RunDir) -> tuple[str, str]:
             path = run.root / u["wav"]
             y, sr = load_mono(path)
             png = base64.b64encode(spectrogram_png(y, sr)).decode("ascii")
+            audio = ""
+            if with_audio:
+                audio = f"<br><audio controls preload='none' src='{_data_uri(path, 'audio/wav')}'></audio>"
             h.append(
                 f"<figure><img alt='spectrogram {escape(s['system_id'])} {escape(utt)}' "
                 f"src='data:image/png;base64,{png}'><figcaption>{escape(s['system_id'])} · "
-                f"{_num(u.get('audio_s'))} s<br><audio controls preload='none' "
-                f"src='{_data_uri(path, 'audio/wav')}'></audio></figcaption></figure>"
+                f"{_num(u.get('audio_s'))} s{audio}</figcaption></figure>"
             )
         h.append("</div>")
     # ---- hosts
@@ -355,6 +428,8 @@ def markdown(
     out.append(f"**Verdict: `{verdict['outcome']}`**" if verdict else "**Verdict: not decided yet**")
     if verdict:
         out += [f"- {r}" for r in verdict.get("reasons", [])]
+        if verdict.get("would_change"):
+            out += ["", "What would change it:"] + [f"- {w}" for w in verdict["would_change"]]
         rule = verdict["rule"]
         out += [
             "",
