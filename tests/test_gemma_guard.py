@@ -38,6 +38,7 @@ def guarded(tmp_path: Path):
         "ttsbench_root": str(root),
         "ttsbench_python": "/usr/bin/python3",
         "ttsbench_agent_venv": str(venv),
+        "ttsbench_agent_pip_extra_args": ["--no-compile"],  # .pyc on first import: a cold install is faster
         "gemma_guard_backend": "command",
         "gemma_guard_mode": "pause",
         "gemma_guard_standin": True,
