@@ -228,20 +228,21 @@ def _start_bench(url: str, run_dir: Path) -> subprocess.Popen:
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _first_wav(run_dir: Path, proc: subprocess.Popen) -> None:
-    """Wait until the benchmark has saved its first utterance (a readiness check, not a fixed sleep)."""
-    wav = run_dir / "wavs" / "standin" / "local" / "u01.wav"
+def _requests_served(url: str, proc: subprocess.Popen, n: int = 2) -> None:
+    """Wait until the stand-in has seen ``n`` timed requests (a readiness check, not a fixed sleep)."""
+    import httpx
+
     deadline = time.monotonic() + 60
-    while not wav.is_file():
-        assert proc.poll() is None, "bench-http ended before its first request finished"
-        assert time.monotonic() < deadline, "no WAV after 60 s"
+    while len(httpx.get(f"{url}/standin/timings", timeout=5).json()["requests"]) < n:
+        assert proc.poll() is None, "bench-http ended before it had made its first requests"
+        assert time.monotonic() < deadline, f"fewer than {n} requests after 60 s"
         time.sleep(0.05)
 
 
 def test_server_dying_half_way_keeps_partial_results(tmp_path):
     with standin("tts", "--chunk-ms", "40", "--chunk-pacing-ms", "10") as url:
         proc = _start_bench(url, tmp_path)
-        _first_wav(tmp_path, proc)
+        _requests_served(url, proc)
     _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 3, err
     assert "marked complete=false" in err
@@ -255,7 +256,7 @@ def test_server_dying_half_way_keeps_partial_results(tmp_path):
 def test_ctrl_c_keeps_what_was_measured(tmp_path):
     with standin("tts", "--chunk-ms", "40", "--chunk-pacing-ms", "10") as url:
         proc = _start_bench(url, tmp_path)
-        _first_wav(tmp_path, proc)
+        _requests_served(url, proc)
         proc.send_signal(signal.SIGINT)
         _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
