@@ -19,6 +19,8 @@ from ttsbench.runner import run_playbook
 PLAYBOOK = ROOT / "tests" / "playbooks" / "gemma_guard_cycle.yml"
 MAX_PAUSE = 8
 
+pytestmark = pytest.mark.slow  # each test runs a playbook (not in make test-fast)
+
 
 @pytest.fixture
 def guarded(tmp_path: Path):
