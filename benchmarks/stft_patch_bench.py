@@ -389,11 +389,16 @@ def _generate(model: Any, ref: Path) -> Any:
     return model.generate(TEXT, audio_prompt_path=str(ref), exaggeration=0.3, cfg_weight=0.3, temperature=0.6)
 
 
-def _fast_run(model: Any, tokens: int, stream: bool = True) -> int:
+def _fast(model: Any) -> Any:
+    """The fast path over ``model`` (moves the watermarker to the GPU; compiles T3 layers: no spectral op)."""
     from ttsbench.chatterbox.fast import FastChatterbox
+
+    return FastChatterbox(model)
+
+
+def _fast_run(fast: Any, tokens: int, stream: bool = True) -> int:
     from ttsbench.chatterbox.fast_t3 import SamplingParams
 
-    fast = FastChatterbox(model)
     params = SamplingParams(temperature=0.6, cfg_weight=0.3)
     torch.manual_seed(0)
     n = len(fast.synthesize(TEXT, params, max_new_tokens=tokens, exaggeration=0.3))
@@ -415,12 +420,17 @@ def child_profile(args: argparse.Namespace) -> dict:
     def gen(rec: dict) -> None:
         rec["samples"] = int(_generate(model, args.ref).shape[-1])
 
-    out["segments"]["generate"] = _segment("generate", gen, kc_dir)
+    if "generate" in args.segments:
+        out["segments"]["generate"] = _segment("generate", gen, kc_dir)
 
     def fast(rec: dict) -> None:
-        rec["samples"] = _fast_run(model, args.hazard_tokens)
+        rec["samples"] = _fast_run(fp, args.hazard_tokens)
 
-    out["segments"]["fast"] = _segment("fast", fast, kc_dir)
+    if "fast" in args.segments:
+        fp = _fast(model)
+        out["fast_compile_error"] = fp.t3.compile_error
+        out["segments"]["fast"] = _segment("fast", fast, kc_dir)
+        fp = None
     model = None  # the server loads its own
 
     def server(rec: dict) -> None:
@@ -445,7 +455,8 @@ def child_profile(args: argparse.Namespace) -> dict:
             raise RuntimeError(f"bench-http failed: {rec['bench_http']['output']}")
 
     # requests are served on other threads: the audit (thread-local) would miss them, the profiler does not
-    out["segments"]["server"] = _segment("server", server, kc_dir, audit_too=False)
+    if "server" in args.segments:
+        out["segments"]["server"] = _segment("server", server, kc_dir, audit_too=False)
     out["nvrtc_mapped"] = sa.nvrtc_mapped()
     state.restore()
     return out
@@ -460,7 +471,9 @@ def child_nvrtc(args: argparse.Namespace) -> dict:
     out["patch"] = state.as_dict()
     model = _load(args.checkpoint, args.device, args.hazard_tokens)
     for name, fn in (("generate", lambda: _generate(model, args.ref)),
-                     ("fast", lambda: _fast_run(model, args.hazard_tokens))):
+                     ("fast", lambda: _fast_run(_fast(model), args.hazard_tokens))):
+        if name not in args.segments:
+            continue
         try:
             fn()
             _sync(args.device)
@@ -477,7 +490,7 @@ def run_child(args: argparse.Namespace, kind: str, patch: str, timeout_s: float,
         res_path = Path(d) / "child.json"
         argv = [sys.executable, str(Path(__file__).resolve()), "--child", kind, "--patch", patch, "--device",
                 args.device, "--checkpoint", str(args.checkpoint), "--ref", str(args.ref), "--hazard-tokens",
-                str(args.hazard_tokens), "--child-out", str(res_path)]
+                str(args.hazard_tokens), "--child-out", str(res_path), "--segments", args.segments]
         child_env = {**_env(), **(env or {})}
         try:
             res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, env=child_env, check=False)
@@ -489,11 +502,11 @@ def run_child(args: argparse.Namespace, kind: str, patch: str, timeout_s: float,
         return {"error": f"child {kind}/{patch} exited {res.returncode}", "output": (res.stdout + res.stderr)[-3000:]}
 
 
-def find_nvrtc() -> list[Path]:
-    """Every libnvrtc* file or link under the places a CUDA torch finds it."""
-    roots = {Path(torch.__file__).resolve().parent.parent, Path(sys.prefix), Path("/usr/local"), Path("/usr/lib"),
-             Path("/usr/lib64"), Path("/lib"), Path("/opt")}
-    roots |= {Path(p) for p in sys.path if p and Path(p).is_dir()}
+def find_nvrtc(roots: list[Path] | None = None) -> list[Path]:
+    """Every libnvrtc* file or link under ``roots`` (default: the places a CUDA torch finds it)."""
+    if not roots:
+        roots = [Path(torch.__file__).resolve().parent.parent, Path(sys.prefix), Path("/usr/local"), Path("/usr/lib"),
+                 Path("/usr/lib64"), Path("/lib"), Path("/opt"), *(Path(p) for p in sys.path if p and Path(p).is_dir())]
     found: set[Path] = set()
     for root in roots:
         for dirpath, _dirs, files in os.walk(root):
@@ -577,7 +590,8 @@ def hazard(args: argparse.Namespace, doc: dict, save: Callable[[], None]) -> Non
         kc = work / f"kernel-cache-{patch}"
         kc.mkdir()
         print(f"profile, patch {patch}", flush=True)
-        profile[f"patch_{patch}"] = run_child(args, "profile", patch, 420, {"PYTORCH_KERNEL_CACHE_PATH": str(kc)})
+        profile[f"patch_{patch}"] = run_child(args, "profile", patch, args.child_timeout,
+                                              {"PYTORCH_KERNEL_CACHE_PATH": str(kc)})
     doc["profile"] = profile
     on = profile["patch_on"].get("segments", {})
     doc["cufft_kernels_with_patch"] = sum(sum(s.get("cufft_kernels", {}).values()) for s in on.values()) if on else None
@@ -586,16 +600,16 @@ def hazard(args: argparse.Namespace, doc: dict, save: Callable[[], None]) -> Non
     save()
     if not args.hide_nvrtc:
         return
-    libs = find_nvrtc()
+    libs = find_nvrtc(args.nvrtc_roots)
     stash = work / "nvrtc-away"
     stash.mkdir()
     moved, errors = hide(libs, stash)
     nv: dict[str, Any] = {"hidden": [str(s) for s, _ in moved], "hide_errors": errors}
     try:
         print(f"nvrtc hidden: {nv['hidden']} errors {errors}", flush=True)
-        off = run_child(args, "nvrtc", "off", 300)
-        auto = run_child(args, "nvrtc", "auto", 300)
-        srv = server_with_nvrtc_gone(args, work)
+        off = run_child(args, "nvrtc", "off", args.child_timeout)
+        auto = run_child(args, "nvrtc", "auto", args.child_timeout)
+        srv = server_with_nvrtc_gone(args, work) if "server" in args.segments else {}
         nv.update({
             "patch_off": off.get("generate") if off.get("generate") != "ok" else "no failure: generate ran",
             "patch_off_fast": off.get("fast"),
@@ -635,8 +649,12 @@ def main() -> int:
     ap.add_argument("--no-synthesis", action="store_true", help="skip the timed whole synthesis")
     ap.add_argument("--hazard", action="store_true", help="profile cuFFT/NVRTC/complex ops, patch off and on")
     ap.add_argument("--hide-nvrtc", action="store_true", help="also run with every libnvrtc* moved away (restored)")
+    ap.add_argument("--nvrtc-roots", type=Path, nargs="*", default=None,
+                    help="where to look for libnvrtc* (default: torch's, the prefix's and the system's lib folders)")
     ap.add_argument("--hazard-tokens", type=int, default=30, help="speech-token cap of the hazard runs")
     ap.add_argument("--out", type=Path, default=Path("docs/benchmarks/stft-patch.json"))
+    ap.add_argument("--segments", default="generate,fast,server", help="hazard segments to run (comma-separated)")
+    ap.add_argument("--child-timeout", type=float, default=420, help="seconds per hazard child process")
     ap.add_argument("--child", choices=("profile", "nvrtc"), help=argparse.SUPPRESS)
     ap.add_argument("--patch", default="auto", help=argparse.SUPPRESS)
     ap.add_argument("--ref", type=Path, help=argparse.SUPPRESS)
@@ -671,16 +689,16 @@ def main() -> int:
     ]
     doc["cases"] = cases
     save()
+    if args.hazard:  # before the timed synthesis: what the run is for comes back first
+        if args.checkpoint is None:
+            raise SystemExit("--hazard needs --checkpoint")
+        hazard(args, doc, save)
     if args.checkpoint is not None and not args.no_synthesis:
         try:
             cases.append(synthesis_case(args.device, args.checkpoint, args.max_new_tokens, args.synth_reps))
         except Exception as exc:  # keep what was measured
             doc["synthesis_error"] = _err(exc)
         save()
-    if args.hazard:
-        if args.checkpoint is None:
-            raise SystemExit("--hazard needs --checkpoint")
-        hazard(args, doc, save)
     print(f"wrote {args.out}")
     return 0
 

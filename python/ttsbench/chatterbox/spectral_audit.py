@@ -25,8 +25,8 @@ VIEW_OR_COPY_OPS: frozenset[str] = frozenset({
     "_to_copy", "copy_", "clone", "detach", "alias", "lift_fresh", "view", "_unsafe_view", "_reshape_alias",
     "view_as_real", "view_as_complex", "slice", "select", "unsqueeze", "squeeze", "expand", "t", "transpose",
     "permute", "as_strided", "contiguous", "transpose_", "t_", "empty_like", "empty", "empty_strided", "resize_",
-    "set_", "unfold",
-    "narrow", "split", "split_with_sizes", "unbind", "cat", "stack", "index_select", "_conj", "_neg_view",
+    "set_", "unfold", "narrow", "to", "reshape",
+    "split", "split_with_sizes", "unbind", "cat", "stack", "index_select", "_conj", "_neg_view",
 })
 
 #: profiler op names that make, take or transform complex spectra
