@@ -270,7 +270,7 @@ def synthesis_case(device: str, checkpoint: Path, max_tokens: int, reps: int) ->
         with torch.inference_mode():
             return hift.inference(speech_feat=mel)[0]
 
-    h: dict = {"mel_frames": int(mel.shape[-1])}
+    h: dict = {"mel_frames": int(mel.shape[-1]), "cudnn_tf32": torch.backends.cudnn.allow_tf32}
     h_ref = hift_run()
     h["native_ms"] = _time(hift_run, device, 3, 20)
     for mode in ("matmul", "conv"):
