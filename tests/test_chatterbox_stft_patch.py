@@ -284,3 +284,24 @@ def test_auto_turns_on_for_compute_capability_12_without_selftest(monkeypatch):
     monkeypatch.setattr(stft_patch, "selftest_checks", lambda _dev: pytest.fail("self-test must not run"))
     state = stft_patch.apply("auto", "cuda", targets=())
     assert (state.active, state.reason, state.decided_by) == (True, "sm_121", "compute_capability")
+
+
+def test_audit_reads_cufft_kernels_spectral_ops_and_jiterator_cache(tmp_path):
+    """The benchmark's hazard counters, on a real CPU profile plus named kernel events (no GPU here)."""
+    from types import SimpleNamespace
+
+    from ttsbench.chatterbox import spectral_audit as sa
+
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        torch.stft(torch.randn(1, 400), 64, 16, window=torch.hann_window(64), return_complex=True).abs()
+    assert sa.spectral_op_names(prof).get("aten::stft") == 1 and sa.cufft_kernels(prof) == {}
+    fake = SimpleNamespace(events=lambda: [
+        SimpleNamespace(name="void vector_fft_r2c<512u, EPT<8u>>(kernel_arguments_t<unsigned int>)",
+                        device_type="DeviceType.CUDA"),
+        SimpleNamespace(name="void at::native::vectorized_elementwise_kernel<4>", device_type="DeviceType.CUDA"),
+        SimpleNamespace(name="aten::_fft_r2c", device_type="DeviceType.CPU"),
+    ])
+    assert sa.cufft_kernels(fake) == {"void vector_fft_r2c<512u, EPT<8u>>(kernel_arguments_t<unsigned int>)": 1}
+    assert sa.jiterator_cache_files(tmp_path / "none") == []
+    (tmp_path / "abs_kernel_vectorized2_arch9.0_nvrtc13.0_sass").write_bytes(b"x")
+    assert sa.jiterator_cache_files(tmp_path) == ["abs_kernel_vectorized2_arch9.0_nvrtc13.0_sass"]
