@@ -205,12 +205,14 @@ def finish(run_dir: str | os.PathLike, expect: list[str] | None = None) -> dict[
 
 
 def check_run(run_dir: str | os.PathLike, min_rms_dbfs: float = -50.0) -> list[str]:
-    """Problems with a finished run folder: schema, and every ok row's WAV decodes to non-silent audio."""
+    """Problems with a finished run folder whose document is valid: every ok row's WAV decodes to non-silent
+    audio. An invalid document raises :class:`ttsbench.runcheck.InvalidRun` first."""
     from ttsbench.audio import read_wav, rms_dbfs
 
-    run = Path(run_dir)
-    doc = results.load_results(run, check=False)
-    problems = results.validation_errors(doc)
+    from ttsbench.runcheck import load_valid_run
+
+    run, doc = load_valid_run(run_dir)  # an invalid document is an error (exit 2), not a list of problems
+    problems: list[str] = []
     for s in doc.get("systems", []):
         for row in s.get("utterances", []):
             if not row.get("ok"):

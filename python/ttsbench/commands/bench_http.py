@@ -97,10 +97,12 @@ def _run(args: argparse.Namespace) -> int:
         ServerUnreachable,
         SpeechTarget,
         WarmupFailed,
+        describe_request,
         endpoint_url,
         run_plan,
     )
     from ttsbench.metrics import summarize
+    from ttsbench.outputs import check_outputs, copy_reference
     from ttsbench.utterances import load_utterances
 
     console = Console(stderr=True)
@@ -126,6 +128,7 @@ def _run(args: argparse.Namespace) -> int:
     if n < 1 or args.warmup < 0:
         raise UserError("--requests must be >= 1 and --warmup >= 0")
     ref_url = None
+    ref = None
     if args.reference:
         from ttsbench.reference import load_reference
 
@@ -152,6 +155,10 @@ def _run(args: argparse.Namespace) -> int:
     for label in (host, engine):
         if not label.replace("-", "").replace("_", "").replace(".", "").isalnum():
             raise UserError(f"label {label!r}: use letters, digits, '.', '_' or '-' only")
+
+    # ---- everything this run will write to is checked now, before any timed request ----
+    run_dir = Path(args.run_dir) if args.run_dir else Path(args.runs_root) / results.new_run_id(args.kind)
+    existing_doc = check_outputs(run_dir, [Path("wavs") / engine / host / f"{u.utt_id}.wav" for u in utts], ref)
 
     plan = RunPlan(requests=n, warmup=args.warmup, concurrency=levels)
     state = RunState()
@@ -181,15 +188,15 @@ def _run(args: argparse.Namespace) -> int:
         interrupted = True
 
     # ---- write the run folder: WAVs first, then results.json (validated, atomic) ----
-    run_dir = Path(args.run_dir) if args.run_dir else Path(args.runs_root) / results.new_run_id(args.kind)
-    existing = (run_dir / results.RESULTS_NAME).is_file()
-    doc = results.load_results(run_dir) if existing else results.new_document(run_dir.name, args.kind)
-    if not existing:
+    doc = existing_doc if existing_doc is not None else results.new_document(run_dir.name, args.kind)
+    if existing_doc is None:
         doc["started_at"] = started
     for utt_id, (samples, sr, row) in state.audio.items():
         rel = Path("wavs") / engine / host / f"{utt_id}.wav"
-        write_wav_atomic(run_dir / rel, samples, sr)
+        write_wav_atomic(run_dir / rel, samples, sr, row.sample_format or "s16le")
         row.wav = rel.as_posix()
+    if ref is not None and state.audio:
+        copy_reference(ref.path, run_dir)
     rows = state.rows
     complete = not interrupted and state.aborted is None
     system = {
@@ -248,9 +255,11 @@ def _run(args: argparse.Namespace) -> int:
         return 3
     bad = [r for r in rows if not r.ok]
     if bad:
+        first = bad[0]
+        utt = next(u for u in utts if u.utt_id == first.utt_id)
         print(
-            f"bench-http: error: {len(bad)}/{len(rows)} request(s) failed; first: {bad[0].utt_id}: "
-            f"{bad[0].error}",
+            f"bench-http: error: {len(bad)}/{len(rows)} request(s) failed; first: "
+            f"{describe_request(target, utt, first.concurrency, first.request_index)}: {first.error}",
             file=sys.stderr,
         )
         return 1

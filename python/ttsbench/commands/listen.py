@@ -30,8 +30,10 @@ def _run(args: argparse.Namespace) -> int:
     import sys
 
     from ttsbench.scoring.listen.session import Session, pick_systems
+    from ttsbench.runcheck import load_valid_run
     from ttsbench.scoring.rundoc import RunDir
 
+    load_valid_run(args.run_dir)  # validation first: an invalid run folder writes nothing
     run = RunDir.open(args.run_dir)
     session = Session(run, pick_systems(run, args.systems), seed=args.seed, force=args.force)
     if session.resumed:

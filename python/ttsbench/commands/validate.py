@@ -6,30 +6,20 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("validate", help="validate RUN_DIR/results.json against the results schema")
+    p = sub.add_parser("validate", help="validate RUN_DIR/results.json: schema, ids, finite numbers, paths inside the folder")
     p.add_argument("run_dir", help="run folder (or a results.json file)")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    import json
-    from pathlib import Path
+    from ttsbench.runcheck import InvalidRun, all_problems, load_valid_run
 
-    from ttsbench.errors import UserError
-    from ttsbench.results import RESULTS_NAME, validation_errors
-
-    p = Path(args.run_dir)
-    f = p / RESULTS_NAME if p.is_dir() else p
-    if not f.is_file():
-        raise UserError(f"{f}: no results.json here (is this a run folder?)")
-    try:
-        doc = json.loads(f.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{f}: not valid JSON ({exc})") from exc
-    errs = validation_errors(doc)
-    if errs:
-        more = f" (+{len(errs) - 1} more)" if len(errs) > 1 else ""
-        raise UserError(f"{f}: invalid: {errs[0]}{more}", exit_code=1)
+    f, problems = all_problems(args.run_dir)
+    if problems:
+        more = f" (+{len(problems) - 1} more: {'; '.join(problems[1:4])}{' …' if len(problems) > 4 else ''})" \
+            if len(problems) > 1 else ""
+        raise InvalidRun(f"{f}: invalid: {problems[0]}{more}")
+    _root, doc = load_valid_run(args.run_dir)  # score files too
     n = sum(len(s.get("utterances", [])) for s in doc.get("systems", []))
     print(
         f"{f}: valid (schema v{doc['schema_version']}, {len(doc['systems'])} system(s), {n} row(s), "
