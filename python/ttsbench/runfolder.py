@@ -208,7 +208,6 @@ def check_run(run_dir: str | os.PathLike, min_rms_dbfs: float = -50.0) -> list[s
     """Problems with a finished run folder whose document is valid: every ok row's WAV decodes to non-silent
     audio. An invalid document raises :class:`ttsbench.runcheck.InvalidRun` first."""
     from ttsbench.audio import read_wav, rms_dbfs
-
     from ttsbench.runcheck import load_valid_run
 
     run, doc = load_valid_run(run_dir)  # an invalid document is an error (exit 2), not a list of problems

@@ -39,6 +39,11 @@ class YamlMap(dict):
         super().__init__(*args, **kwargs)
         self.key_lines = {}
 
+    @property
+    def lines(self) -> dict[Any, int]:
+        """Alias of ``key_lines`` (the name scoring/rules.py used for its own line-keeping mapping)."""
+        return self.key_lines
+
     def line_of(self, key: Any) -> int:
         """Line of ``key`` (the mapping's own line when the key is absent)."""
         return self.key_lines.get(key, self.line)

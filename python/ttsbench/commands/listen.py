@@ -29,8 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     import sys
 
-    from ttsbench.scoring.listen.session import Session, pick_systems
     from ttsbench.runcheck import load_valid_run
+    from ttsbench.scoring.listen.session import Session, pick_systems
     from ttsbench.scoring.rundoc import RunDir
 
     load_valid_run(args.run_dir)  # validation first: an invalid run folder writes nothing

@@ -18,8 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ttsbench.scoring.ratings import import_ratings, load_ratings
     from ttsbench.runcheck import load_valid_run
+    from ttsbench.scoring.ratings import import_ratings, load_ratings
     from ttsbench.scoring.rundoc import RunDir
 
     load_valid_run(args.run_dir)  # validation first: an invalid run folder writes nothing

@@ -15,7 +15,6 @@ def _run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from ttsbench.runcheck import load_valid_run
-
     from ttsbench.scoring.objective import score_run
     from ttsbench.scoring.rundoc import RunDir, write_json_atomic
 

@@ -1,4 +1,4 @@
-"""``ttsbench validate RUN_DIR``: check a run folder's results.json against the versioned schema."""
+"""``ttsbench validate RUN_DIR``: the run-folder validation (ttsbench.runcheck) as a command; exit 2 if invalid."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("validate", help="validate RUN_DIR/results.json: schema, ids, finite numbers, paths inside the folder")
+    p = sub.add_parser(
+        "validate", help="check RUN_DIR/results.json: schema, unique ids, finite numbers, paths inside the folder"
+    )
     p.add_argument("run_dir", help="run folder (or a results.json file)")
     p.set_defaults(func=_run)
 

@@ -301,18 +301,19 @@ def _need_map(v: Any, where: str, path: Path, line: Any) -> _LineDict:
 
 def load_rules(path: str | Path) -> RuleSet:
     """Parse and check a rule file; every error names the file and line."""
-    import yaml
+    from ttsbench.yamlload import YamlError, parse_yaml  # duplicate keys, tabs, control characters refused
 
     p = Path(path)
     if not p.is_file():
         raise RuleError(f"{p}: no such rule file")
     data = p.read_bytes()
     try:
-        doc = yaml.load(data.decode("utf-8"), Loader=_loader())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark else "?"
-        raise RuleError(f"{p}:{line}: YAML syntax error: {getattr(exc, 'problem', None) or exc}") from exc
+        doc = parse_yaml(data.decode("utf-8"), str(p))
+    except UnicodeDecodeError as exc:
+        raise RuleError(f"{p}: not UTF-8 (byte {exc.start}); save the rule file as UTF-8") from None
+    except YamlError as exc:
+        m = re.match(r"^(.*):(\d+):(\d+): not valid YAML: (.*)$", str(exc))
+        raise RuleError(f"{m[1]}:{m[2]}: YAML syntax error at column {m[3]}: {m[4]}" if m else str(exc)) from None
     top = _need_map(doc, "the rule file", p, 1)
     _unknown_keys("the rule file", top, TOP_KEYS, p)
     for k, required in TOP_KEYS.items():
