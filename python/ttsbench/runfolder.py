@@ -134,6 +134,11 @@ def merge_part(run_dir: str | os.PathLike, part_dir: str | os.PathLike, *,
             system["config"].update(config)
         results.put_system(doc, system)
         merged.append(system["system_id"])
+    ref = Path("reference") / "voice.wav"  # the part's reference voice (bench-http --reference) joins the run
+    if (part / ref).is_file():
+        if (run / ref).is_file() and (run / ref).read_bytes() != (part / ref).read_bytes():
+            raise UserError(f"{part}: its {ref} differs from the run's; one run compares systems on one reference")
+        copies.append((part / ref, run / ref))
     results.validate(doc, str(run / results.RESULTS_NAME))
     for src, dest in copies:
         _copy_atomic(src, dest)
