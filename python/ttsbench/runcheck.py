@@ -72,6 +72,18 @@ def _non_finite(value: Any, path: str = "") -> str | None:
     return None
 
 
+def _is_datetime(text: str) -> bool:
+    from datetime import datetime
+
+    if "T" not in text.upper():
+        return False
+    try:
+        datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        return False
+    return True
+
+
 def inside(root: Path, rel: Any) -> str | None:
     """Why ``rel`` is not a path inside ``root`` (None when it is)."""
     if not isinstance(rel, str) or not rel:
@@ -99,6 +111,10 @@ def semantic_problems(doc: Any, root: Path) -> list[str]:
         out.append(f"{hit}: not a finite number")
     if not isinstance(doc, dict):
         return out
+    for key in ("started_at", "finished_at"):  # the schema's "format": "date-time" needs an optional package
+        v = doc.get(key)
+        if isinstance(v, str) and not _is_datetime(v):
+            out.append(f"{key}: {v!r} is not an ISO-8601 date-time (e.g. 2026-11-24T10:15:00Z)")
     systems = doc.get("systems") if isinstance(doc.get("systems"), list) else []
     seen_sys: set[Any] = set()
     for si, s in enumerate(systems):
