@@ -49,3 +49,24 @@ def test_valid_yaml_keeps_values_and_positions() -> None:
     assert isinstance(doc, YamlMap) and isinstance(doc, dict)
     assert doc.line_of("use") == 3 and doc["use"].line_of("k") == 5 and doc["list"][0].line == 7
     assert parse_yaml("") is None and parse_yaml("a: \"tab\\there\"\n") == {"a": "tab\there"}
+
+
+def test_inventory_files_are_checked_before_ansible_runs(tmp_path: Path, capsys) -> None:
+    from ttsbench.cli import main
+    from ttsbench.inventory import check_inventory
+
+    repo = Path(__file__).resolve().parents[1]
+    for inv in ("rehearsal", "example-homelab", "testhosts"):  # the shipped inventories load cleanly
+        assert check_inventory(repo / "inventory" / inv)
+    inv = tmp_path / "inv"
+    (inv / "group_vars").mkdir(parents=True)
+    (inv / "hosts.yml").write_text("all:\n  hosts:\n    titan: {ansible_connection: local}\n")
+    (inv / "group_vars" / "all.yml").write_text(
+        "ttsbench_runs_root: /a\nsecret: !vault |\n  $ANSIBLE_VAULT;1.1;AES256\n  3036\nttsbench_runs_root: /b\n"
+    )
+    with pytest.raises(YamlError, match=r"all\.yml:5:1: duplicate key 'ttsbench_runs_root' \(first at line 1\)"):
+        check_inventory(inv)
+    assert main(["run", "bench-voxtral.yml", "-i", str(inv), "--private-data-dir", str(tmp_path / "pdd")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "duplicate key 'ttsbench_runs_root'" in err[0]
+    assert not (tmp_path / "pdd").exists()  # ansible-runner never started
