@@ -253,6 +253,8 @@ async def synthesize_once(
             raise StreamFormatError(
                 f"empty response: HTTP {resp.status} with no body" + (f" (Content-Type {ctype})" if ctype else "")
             )
+        if dec.total_bytes == 0:
+            raise StreamFormatError("zero-length audio (the response carried no audio bytes)")
         samples = dec.finish()
     except leanhttp.ConnectFailed as exc:
         raise ServerUnreachable(f"cannot connect to {target.url}: {exc}") from exc
@@ -264,6 +266,8 @@ async def synthesize_once(
         return m, None
     except StreamFormatError as exc:
         m.error = str(exc)
+        if ctype and "not a WAV stream" in m.error:
+            m.error += f" (Content-Type {ctype.split(';')[0].strip()})"
         return m, None
     m.total_ms = (t_end - t0) * 1000.0
     m.sample_rate = dec.sample_rate

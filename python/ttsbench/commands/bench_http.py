@@ -159,6 +159,8 @@ def _run(args: argparse.Namespace) -> int:
     # ---- everything this run will write to is checked now, before any timed request ----
     run_dir = Path(args.run_dir) if args.run_dir else Path(args.runs_root) / results.new_run_id(args.kind)
     existing_doc = check_outputs(run_dir, [Path("wavs") / engine / host / f"{u.utt_id}.wav" for u in utts], ref)
+    results_file = run_dir / results.RESULTS_NAME
+    checked_stamp = _stamp(results_file)
 
     plan = RunPlan(requests=n, warmup=args.warmup, concurrency=levels)
     state = RunState()
@@ -188,6 +190,8 @@ def _run(args: argparse.Namespace) -> int:
         interrupted = True
 
     # ---- write the run folder: WAVs first, then results.json (validated, atomic) ----
+    if existing_doc is not None and _stamp(results_file) != checked_stamp:
+        existing_doc = results.load_results(run_dir)  # changed while we measured (another system merged in)
     doc = existing_doc if existing_doc is not None else results.new_document(run_dir.name, args.kind)
     if existing_doc is None:
         doc["started_at"] = started
@@ -264,6 +268,14 @@ def _run(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def _stamp(path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
 
 
 def _fmt(x: float | None, digits: int = 1) -> str:
