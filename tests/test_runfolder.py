@@ -168,3 +168,17 @@ def test_nan_and_infinity_are_invalid(tmp_path: Path, capsys) -> None:
     assert main(["validate", str(run)]) == 2 and "NaN is not a JSON number" in capsys.readouterr().err
     f.write_text(f.read_text().replace('"ttfa_ms": NaN', '"ttfa_ms": 1e999', 1))
     assert main(["score", str(run)]) == 2 and "not a finite number" in capsys.readouterr().err
+
+
+def test_bench_chatterbox_refuses_an_out_folder_with_results_before_loading_anything(tmp_path: Path) -> None:
+    from ttsbench.chatterbox import runner
+
+    out = _part(tmp_path / "out", "chatterbox", "titan")
+    before = (out / "results.json").read_bytes()
+    with pytest.raises(UserError, match=r"already holds a results\.json"):
+        runner.run(runner.RunnerConfig(out=out))  # no torch here: the check comes first
+    assert (out / "results.json").read_bytes() == before
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="not a folder"):
+        runner.check_out(tmp_path / "file")
+    runner.check_out(tmp_path / "new" / "run")  # a new folder is fine
