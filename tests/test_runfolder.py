@@ -182,3 +182,17 @@ def test_bench_chatterbox_refuses_an_out_folder_with_results_before_loading_anyt
     with pytest.raises(UserError, match="not a folder"):
         runner.check_out(tmp_path / "file")
     runner.check_out(tmp_path / "new" / "run")  # a new folder is fine
+
+
+def test_gemma_record_with_nan_is_an_error_not_a_traceback(tmp_path: Path, capsys) -> None:
+    from ttsbench.cli import main
+
+    run = runfolder.create_run_dir(tmp_path / "runs", "bench-voxtral", NOW)
+    rec = tmp_path / "titan.json"
+    rec.write_text(json.dumps({"mode": "pause", "backend": "docker", "standin": False, "baseline_p50_ms": 190,
+                               "during_p50_ms": "nan", "post_p50_ms": 200, "drift": 1.05, "gate": "pass"}))
+    before = (run / "results.json").read_bytes()
+    assert main(["run-folder", "gemma", str(run), str(rec)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "gemma/during_p50_ms: not a finite number" in err[0]
+    assert (run / "results.json").read_bytes() == before and not (run / "gemma" / "drift.json").exists()

@@ -45,6 +45,11 @@ def validation_errors(doc: Any) -> list[str]:
     for e in errs:
         path = "/".join(str(x) for x in e.absolute_path) or "(top)"
         out.append(f"{path}: {e.message}")
+    from ttsbench.runcheck import first_non_finite
+
+    hit = first_non_finite(doc)
+    if hit:
+        out.append(f"{hit}: not a finite number (NaN/Infinity cannot be written as JSON)")
     if isinstance(doc, dict) and isinstance(doc.get("systems"), list):
         ids = [s.get("system_id") for s in doc["systems"] if isinstance(s, dict)]
         out += [f"systems: duplicate system_id {i!r}" for i in sorted({i for i in ids if ids.count(i) > 1})]
