@@ -32,11 +32,13 @@ REPO = Path(__file__).resolve().parents[1]
 SETTINGS = settings(max_examples=30, deadline=4000, derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
-pytestmark = [pytest.mark.timeout(300), pytest.mark.skipif(not HAVE_ESPEAK, reason="espeak-ng builds the run")]
+pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture(scope="module")
 def valid_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not HAVE_ESPEAK:
+        pytest.skip("espeak-ng builds the valid run folder")
     return make_run(tmp_path_factory.mktemp("valid"), kind="bench-voxtral", systems={
         "voxtral@titan": ("voxtral", "titan", ["-v", "en-us", "-s", "165"]),
         "chatterbox@panda": ("chatterbox", "panda", ["-v", "en-gb", "-s", "140"]),
