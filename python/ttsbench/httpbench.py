@@ -107,6 +107,7 @@ def _content_type_problem(content_type: str, target: SpeechTarget) -> str | None
         return f"Content-Type {ctype} is not audio"
     return None
 
+
 class _SseAudio:
     """Pull base64 audio out of ``speech.audio.delta`` events; raise on ``speech.audio.error``."""
 
@@ -222,7 +223,7 @@ async def synthesize_once(
         try:
             m.http_status = resp.status
             ctype = resp.headers.get("content-type", "")
-            if resp.status >= 400 or resp.status < 200:
+            if not 200 <= resp.status < 300:  # an error (or a redirect): reported as the status, never timed
                 m.error = f"HTTP {resp.status}: {await _error_body(resp, target.timeout_s)}"
                 return m, None
             problem = _content_type_problem(ctype, target)
