@@ -169,7 +169,7 @@ def results_path(run_dir: str | os.PathLike) -> tuple[Path, Path]:
     p = Path(run_dir)
     if p.is_dir():
         return p, p / RESULTS_NAME
-    if p.name == RESULTS_NAME:
+    if p.is_file() or p.name == RESULTS_NAME:
         return p.parent, p
     return p, p / RESULTS_NAME
 
