@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -82,7 +83,6 @@ def _kv(items: list[str], what: str, parse_json: bool) -> dict:
 def _run(args: argparse.Namespace) -> int:
     import asyncio
     import sys
-    from pathlib import Path
     from urllib.parse import urlsplit
 
     from rich.console import Console
@@ -199,7 +199,7 @@ def _run(args: argparse.Namespace) -> int:
         rel = Path("wavs") / engine / host / f"{utt_id}.wav"
         write_wav_atomic(run_dir / rel, samples, sr, row.sample_format or "s16le")
         row.wav = rel.as_posix()
-    if ref is not None and state.audio:
+    if ref is not None:  # the run folder keeps the voice its rows were cloned from (docs/run-folder.md)
         copy_reference(ref.path, run_dir)
     rows = state.rows
     complete = not interrupted and state.aborted is None
@@ -270,7 +270,8 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stamp(path) -> tuple[int, int] | None:
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """(mtime, size) of a file, None if absent: did it change while we measured?"""
     try:
         st = path.stat()
     except OSError:
