@@ -145,6 +145,32 @@ def test_wav_sent_when_pcm_asked_is_refused_not_timed_as_audio() -> None:
     assert "Content-Type audio/wav" in m.error and "--response-format wav" in m.error
 
 
+def test_wav_inside_sse_when_pcm_asked_is_refused_too() -> None:
+    import base64
+
+    def event(data: bytes) -> bytes:
+        ev = {"type": "speech.audio.delta", "audio": base64.b64encode(data).decode()}
+        return b"event: speech.audio.delta\ndata: " + json.dumps(ev).encode() + b"\n\n"
+
+    async def handler(_r, w, _req):
+        pcm = (_tone() * 32767).astype("<i2").tobytes()
+        w.write(_head("text/event-stream") + _chunk(event(_wav_header()[:7])) + _chunk(event(_wav_header()[7:] + pcm))
+                + b"0\r\n\r\n")
+        await w.drain()
+
+    m, _samples, _wall = _one(handler, {"response_format": "pcm", "stream": "sse"})
+    assert not m.ok and "server sent a WAV" in m.error, m.error
+
+
+def test_raw_pcm_when_wav_asked_names_the_content_type() -> None:
+    async def handler(_r, w, _req):
+        w.write(_head("audio/pcm") + _chunk((_tone() * 32767).astype("<i2").tobytes()) + b"0\r\n\r\n")
+        await w.drain()
+
+    m, _samples, _wall = _one(handler, {"response_format": "wav"})
+    assert not m.ok and "not a WAV stream" in m.error and m.error.endswith("(Content-Type audio/pcm)"), m.error
+
+
 @pytest.mark.parametrize("piece", [1, 5, 4096])
 def test_real_pcm_ttfa_is_the_first_byte_even_when_held_for_the_magic_check(piece: int) -> None:
     # The first bytes of a PCM stream are held until 12 have arrived (to tell a WAV header apart); the TTFA
