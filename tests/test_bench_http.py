@@ -270,3 +270,37 @@ def test_request_timeout_is_a_row_error(tmp_path):
         r = bench(url, tmp_path, "--only", "u07", "--warmup", "0", "--timeout", "0.3")
     _one_line_error(r, "1/1 request(s) failed", "timed out after 0.3 s")
     assert _doc(tmp_path)["systems"][0]["utterances"][0]["error"] == "timed out after 0.3 s"
+
+
+def test_standin_answers_a_nul_in_the_text_with_400_and_keeps_serving():
+    import httpx
+
+    with standin("tts") as url:
+        r = httpx.post(f"{url}/v1/audio/speech", json={"input": "Hello\x00world", "response_format": "wav"})
+        assert r.status_code == 400 and "control character 0x0000 at position 6" in r.text
+        ok = httpx.post(f"{url}/v1/audio/speech", json={"input": "Okay.", "response_format": "wav"}, timeout=30)
+        assert ok.status_code == 200 and ok.content[:4] == b"RIFF"
+
+
+def test_utterance_with_a_nul_is_refused_before_any_request(tmp_path):
+    f = tmp_path / "u.yaml"
+    f.write_text('utterances:\n  - {id: a, text: "ok"}\n  - {id: b, text: "bad\\0text"}\n')
+    r = bench("http://127.0.0.1:9", tmp_path / "run", "--utterances", str(f))
+    _one_line_error(r, f"{f}:3: utterance #2 (b): 'text' contains the control character 0x0000 at position 4")
+    assert r.returncode == 2 and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        ("utterances:\n  - id: a\n    text: x\n    text: y\n", ":4:5: duplicate key 'text' (first at line 3)"),
+        ("utterances:\n\t- {id: a, text: x}\n", ":2:1: tab character"),
+        ("utterances:\n  - {id: a, text: x\n", ":3:1: not valid YAML"),
+    ],
+)
+def test_utterance_yaml_errors_name_line_and_column(tmp_path, body, needle):
+    f = tmp_path / "u.yaml"
+    f.write_text(body)
+    r = bench("http://127.0.0.1:9", tmp_path / "run", "--utterances", str(f))
+    _one_line_error(r, f"{f}{needle}")
+    assert r.returncode == 2

@@ -91,7 +91,7 @@ def test_invalid_documents_are_rejected_and_not_written(tmp_path, breakit, capsy
         results.write_results(tmp_path, doc)
     assert not (tmp_path / "results.json").exists()
     (tmp_path / "results.json").write_text(json.dumps(doc))
-    assert main(["validate", str(tmp_path)]) == 1
+    assert main(["validate", str(tmp_path)]) == 2  # invalid input: exit 2 (issue 18)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "invalid" in err[0]
 

@@ -26,6 +26,7 @@ class RequestMetrics:
     audio_s: float | None = None
     rtf: float | None = None  # total_ms / 1000 / audio_s, see RTF_DEFINITION
     sample_rate: int | None = None
+    sample_format: str | None = None  # what the server sent: s16le | s32le | f32le | u8 (the WAV keeps it)
     concurrency: int = 1
     request_index: int = 0
 

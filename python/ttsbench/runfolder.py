@@ -134,6 +134,11 @@ def merge_part(run_dir: str | os.PathLike, part_dir: str | os.PathLike, *,
             system["config"].update(config)
         results.put_system(doc, system)
         merged.append(system["system_id"])
+    ref = Path("reference") / "voice.wav"  # the part's reference voice (bench-http --reference) joins the run
+    if (part / ref).is_file():
+        if (run / ref).is_file() and (run / ref).read_bytes() != (part / ref).read_bytes():
+            raise UserError(f"{part}: its {ref} differs from the run's; one run compares systems on one reference")
+        copies.append((part / ref, run / ref))
     results.validate(doc, str(run / results.RESULTS_NAME))
     for src, dest in copies:
         _copy_atomic(src, dest)
@@ -205,12 +210,13 @@ def finish(run_dir: str | os.PathLike, expect: list[str] | None = None) -> dict[
 
 
 def check_run(run_dir: str | os.PathLike, min_rms_dbfs: float = -50.0) -> list[str]:
-    """Problems with a finished run folder: schema, and every ok row's WAV decodes to non-silent audio."""
+    """Problems with a finished run folder whose document is valid: every ok row's WAV decodes to non-silent
+    audio. An invalid document raises :class:`ttsbench.runcheck.InvalidRun` first."""
     from ttsbench.audio import read_wav, rms_dbfs
+    from ttsbench.runcheck import load_valid_run
 
-    run = Path(run_dir)
-    doc = results.load_results(run, check=False)
-    problems = results.validation_errors(doc)
+    run, doc = load_valid_run(run_dir)  # an invalid document is an error (exit 2), not a list of problems
+    problems: list[str] = []
     for s in doc.get("systems", []):
         for row in s.get("utterances", []):
             if not row.get("ok"):

@@ -88,6 +88,18 @@ class _Loader(yaml.SafeLoader):
 _Loader.add_constructor("tag:yaml.org,2002:map", _Loader.construct_yaml_map)
 
 
+class _AnsibleLoader(_Loader):
+    """For inventories: Ansible's own tags (``!vault`` encrypted strings, ``!unsafe``) are kept as strings."""
+
+
+def _ansible_string(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+    return loader.construct_scalar(node) if isinstance(node, yaml.ScalarNode) else None
+
+
+for _tag in ("!vault", "!unsafe", "!vault-encrypted"):
+    _AnsibleLoader.add_constructor(_tag, _ansible_string)
+
+
 def _first_tab(text: str) -> tuple[int, int] | None:
     i = text.find("\t")
     if i < 0:
@@ -105,8 +117,9 @@ def _describe_yaml_error(name: str, exc: yaml.YAMLError) -> str:
     return f"{_where(name, mark)}: not valid YAML: {' '.join(text.split())}"
 
 
-def parse_yaml(text: str, name: str = "<yaml>") -> Any:
-    """Parse YAML text; ``name`` is used in messages (normally the file path)."""
+def parse_yaml(text: str, name: str = "<yaml>", ansible: bool = False) -> Any:
+    """Parse YAML text; ``name`` is used in messages (normally the file path); ``ansible`` accepts Ansible's
+    ``!vault``/``!unsafe`` tags (inventory files)."""
     tab = _first_tab(text)
     if tab is not None:
         raise YamlError(
@@ -119,7 +132,7 @@ def parse_yaml(text: str, name: str = "<yaml>") -> Any:
         col = bad - (text.rfind("\n", 0, bad) + 1) + 1
         raise YamlError(f"{name}:{line}:{col}: control character {ord(text[bad]):#06x} is not allowed in YAML; "
                         "remove it")
-    loader = _Loader(text)
+    loader = (_AnsibleLoader if ansible else _Loader)(text)
     loader.source_name = name
     try:
         return loader.get_single_data()
@@ -137,7 +150,7 @@ def _unprintable(ch: str) -> bool:
     return 0x7F <= o <= 0x84 or 0x86 <= o <= 0x9F or 0xD800 <= o <= 0xDFFF or o in (0xFFFE, 0xFFFF)
 
 
-def load_yaml(path: str | os.PathLike, what: str = "YAML file") -> Any:
+def load_yaml(path: str | os.PathLike, what: str = "YAML file", ansible: bool = False) -> Any:
     """Read and parse a user YAML file (``what`` names it in the 'not found' message)."""
     p = Path(path)
     if not p.is_file():
@@ -152,4 +165,4 @@ def load_yaml(path: str | os.PathLike, what: str = "YAML file") -> Any:
         line = raw.count(b"\n", 0, exc.start) + 1
         col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
         raise YamlError(f"{p}:{line}:{col}: not UTF-8 (byte {raw[exc.start]:#04x}); save the file as UTF-8") from None
-    return parse_yaml(text.removeprefix("\ufeff"), str(p))
+    return parse_yaml(text.removeprefix("\ufeff"), str(p), ansible)

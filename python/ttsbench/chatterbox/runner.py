@@ -9,6 +9,7 @@ does warm-up runs, then times ``generate`` per utterance and writes a run folder
 
 from __future__ import annotations
 
+import os
 import platform
 import tempfile
 import time
@@ -220,8 +221,27 @@ def write_results(run_dir: Path, doc: dict[str, Any]) -> None:
 # ---------------------------------------------------------------- run
 
 
+def check_out(out: Path | None) -> None:
+    """``--out`` must be a new or empty-of-results folder: the run document is written whole at the end."""
+    if out is None:
+        return
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: --out exists and is not a folder")
+    if (out / "results.json").exists():
+        raise UserError(
+            f"{out}: already holds a results.json; bench-chatterbox writes a whole run document — give a new "
+            "or empty --out (nothing was changed)"
+        )
+    base = out
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    if not base.is_dir() or not os.access(base, os.W_OK | os.X_OK):
+        raise UserError(f"{out}: cannot create or write the --out folder ({base} is not a writable folder)")
+
+
 def run(cfg: RunnerConfig, progress: Any = None) -> Path:
     """Measure and write the run folder; returns its path. Ctrl-C keeps what was measured."""
+    check_out(cfg.out)  # before torch, weights and any timed synthesis: nothing measured is thrown away
     import numpy as np
     import torch
 

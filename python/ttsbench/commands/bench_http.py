@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -82,7 +83,6 @@ def _kv(items: list[str], what: str, parse_json: bool) -> dict:
 def _run(args: argparse.Namespace) -> int:
     import asyncio
     import sys
-    from pathlib import Path
     from urllib.parse import urlsplit
 
     from rich.console import Console
@@ -97,10 +97,12 @@ def _run(args: argparse.Namespace) -> int:
         ServerUnreachable,
         SpeechTarget,
         WarmupFailed,
+        describe_request,
         endpoint_url,
         run_plan,
     )
     from ttsbench.metrics import summarize
+    from ttsbench.outputs import check_outputs, copy_reference
     from ttsbench.utterances import load_utterances
 
     console = Console(stderr=True)
@@ -126,6 +128,7 @@ def _run(args: argparse.Namespace) -> int:
     if n < 1 or args.warmup < 0:
         raise UserError("--requests must be >= 1 and --warmup >= 0")
     ref_url = None
+    ref = None
     if args.reference:
         from ttsbench.reference import load_reference
 
@@ -152,6 +155,12 @@ def _run(args: argparse.Namespace) -> int:
     for label in (host, engine):
         if not label.replace("-", "").replace("_", "").replace(".", "").isalnum():
             raise UserError(f"label {label!r}: use letters, digits, '.', '_' or '-' only")
+
+    # ---- everything this run will write to is checked now, before any timed request ----
+    run_dir = Path(args.run_dir) if args.run_dir else Path(args.runs_root) / results.new_run_id(args.kind)
+    existing_doc = check_outputs(run_dir, [Path("wavs") / engine / host / f"{u.utt_id}.wav" for u in utts], ref)
+    results_file = run_dir / results.RESULTS_NAME
+    checked_stamp = _stamp(results_file)
 
     plan = RunPlan(requests=n, warmup=args.warmup, concurrency=levels)
     state = RunState()
@@ -181,15 +190,17 @@ def _run(args: argparse.Namespace) -> int:
         interrupted = True
 
     # ---- write the run folder: WAVs first, then results.json (validated, atomic) ----
-    run_dir = Path(args.run_dir) if args.run_dir else Path(args.runs_root) / results.new_run_id(args.kind)
-    existing = (run_dir / results.RESULTS_NAME).is_file()
-    doc = results.load_results(run_dir) if existing else results.new_document(run_dir.name, args.kind)
-    if not existing:
+    if existing_doc is not None and _stamp(results_file) != checked_stamp:
+        existing_doc = results.load_results(run_dir)  # changed while we measured (another system merged in)
+    doc = existing_doc if existing_doc is not None else results.new_document(run_dir.name, args.kind)
+    if existing_doc is None:
         doc["started_at"] = started
     for utt_id, (samples, sr, row) in state.audio.items():
         rel = Path("wavs") / engine / host / f"{utt_id}.wav"
-        write_wav_atomic(run_dir / rel, samples, sr)
+        write_wav_atomic(run_dir / rel, samples, sr, row.sample_format or "s16le")
         row.wav = rel.as_posix()
+    if ref is not None:  # the run folder keeps the voice its rows were cloned from (docs/run-folder.md)
+        copy_reference(ref.path, run_dir)
     rows = state.rows
     complete = not interrupted and state.aborted is None
     system = {
@@ -248,13 +259,24 @@ def _run(args: argparse.Namespace) -> int:
         return 3
     bad = [r for r in rows if not r.ok]
     if bad:
+        first = bad[0]
+        utt = next(u for u in utts if u.utt_id == first.utt_id)
         print(
-            f"bench-http: error: {len(bad)}/{len(rows)} request(s) failed; first: {bad[0].utt_id}: "
-            f"{bad[0].error}",
+            f"bench-http: error: {len(bad)}/{len(rows)} request(s) failed; first: "
+            f"{describe_request(target, utt, first.concurrency, first.request_index)}: {first.error}",
             file=sys.stderr,
         )
         return 1
     return 0
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """(mtime, size) of a file, None if absent: did it change while we measured?"""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
 
 
 def _fmt(x: float | None, digits: int = 1) -> str:

@@ -35,9 +35,11 @@ def _run(args: argparse.Namespace) -> int:
     import sys
 
     from ttsbench.errors import UserError
+    from ttsbench.runcheck import load_valid_run
     from ttsbench.scoring.listen.session import Session, pick_systems
     from ttsbench.scoring.rundoc import RunDir
 
+    load_valid_run(args.run_dir)  # validation first: an invalid run folder writes nothing
     run = RunDir.open(args.run_dir)
     systems = pick_systems(run, args.systems)
     raters = args.rater or [None]

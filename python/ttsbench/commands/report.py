@@ -17,9 +17,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from ttsbench.runcheck import load_valid_run
     from ttsbench.scoring.report import build
     from ttsbench.scoring.rundoc import RunDir, write_text_atomic
 
+    load_valid_run(args.run_dir)  # validation first: an invalid run folder writes nothing
     run = RunDir.open(args.run_dir)
     for s in run.system_ids():
         run.clips(s)  # missing WAVs: clear error before anything is written

@@ -92,14 +92,16 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
                 raise UserError(f"{path}: CSV header must have utt_id (or item), system, score[, note]")
             return [{**row, "_line": reader.line_num} for row in reader]
     if suffix in {".yaml", ".yml"}:
-        import yaml
+        import re
+
+        from ttsbench.yamlload import YamlError, load_yaml  # duplicate keys, tabs, control characters refused
 
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            line = f" at line {mark.line + 1}" if mark else ""
-            raise UserError(f"{path}: YAML syntax error{line}: {getattr(exc, 'problem', exc)}") from exc
+            data = load_yaml(path, "ratings file")
+        except YamlError as exc:
+            m = re.match(r"^(.*):(\d+):(\d+): not valid YAML: (.*)$", str(exc))
+            raise UserError(f"{m[1]}: YAML syntax error at line {m[2]}, column {m[3]}: {m[4]}" if m else str(exc)) \
+                from None
         if isinstance(data, dict):
             data = data.get("ratings")
         if not isinstance(data, list) or not all(isinstance(x, dict) for x in data):

@@ -118,10 +118,16 @@ class TtsHandler(JsonHandler):
     cfg: TtsConfig
     t_arrival = 0.0
     t_read = 0.0
+    _head_sent = False
+
+    def end_headers(self) -> None:
+        self._head_sent = True
+        super().end_headers()
 
     def parse_request(self) -> bool:
         # The request line has just been read: this is when the request arrived (headers/body follow).
         self.t_arrival = time.perf_counter()
+        self._head_sent = False
         return super().parse_request()
 
     def do_GET(self) -> None:
@@ -174,7 +180,16 @@ class TtsHandler(JsonHandler):
         if fault == "http-500":
             self.send_error_json(500, "stand-in fault injected: internal server error", "InternalServerError")
             return
-        self._serve(t_arrival, req["input"], plan, fault)
+        try:
+            self._serve(t_arrival, req["input"], plan, fault)
+        except ConnectionError:
+            raise
+        except (subprocess.SubprocessError, OSError, ValueError) as exc:
+            # espeak-ng failed: an error the client can read, never a crashed handler thread
+            if self._head_sent:
+                self.close_connection = True  # mid-stream: the client sees the body end early
+            else:
+                self.send_error_json(500, f"stand-in synthesis failed: {exc}", "InternalServerError")
 
     def read_json_safely(self) -> None:
         with contextlib.suppress(ValueError):
@@ -186,6 +201,9 @@ class TtsHandler(JsonHandler):
         text = req.get("input")
         if not isinstance(text, str) or not text.strip():
             raise ValueError("Input text cannot be empty")
+        bad = next((i for i, ch in enumerate(text) if ord(ch) < 0x20 and ch not in "\t\n\r"), None)
+        if bad is not None:
+            raise ValueError(f"input contains the control character {ord(text[bad]):#06x} at position {bad + 1}")
         fmt = req.get("response_format") or "wav"
         if fmt not in ("wav", "pcm"):
             raise ValueError(f"stand-in supports response_format wav or pcm, not {fmt!r}")
