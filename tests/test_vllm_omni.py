@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 from pathlib import Path
 
@@ -38,6 +39,10 @@ def _inventory(tmp_path: Path, repo: str, **extra) -> Path:
         "ttsbench_root": str(tmp_path / "host"),
         "ttsbench_python": "/usr/bin/python3",
         "vllm_omni_repo": repo,
+        # the fixture's stand-in `vllm` (serve flags of the real vllm, nothing else); no CUDA, no weights here
+        "vllm_omni_vllm_source": "{{ vllm_omni_src_dir }}/vllm_standin",
+        "vllm_omni_require_cuda": False,
+        "vllm_omni_require_weights": False,
         **extra,
     }
     inv = tmp_path / "inventory.yml"
@@ -85,6 +90,8 @@ def test_tag_resolves_to_its_commit_and_pick_applies(tmp_path, fixture_repo):
         fixture_repo["repo"],
         vllm_omni_version="v0.0.1",
         vllm_omni_cherry_picks=[fixture_repo["fix"]],
+        vllm_omni_model="standin",
+        vllm_omni_stage_overrides={"0": {"gpu_memory_utilization": 0.25, "max_num_seqs": 1}},
     )
     res = run_playbook(PLAYBOOK, inventory=inv)
     assert res.ok, res.failure_messages()
@@ -99,5 +106,39 @@ def test_tag_resolves_to_its_commit_and_pick_applies(tmp_path, fixture_repo):
         check=True,
     ).stdout.strip()
     assert out == "patched"
+    # what the role read from the installed (fixture of the) release and built the command from
+    assert build["versions"]["vllm_omni"] == fixture_repo["version"] and build["versions"]["vllm"]
+    assert build["script"] == "vllm-omni" and build["config_style"] == "deploy"
+    argv = build["serve_argv"]
+    assert argv[0].endswith("/venv/bin/vllm-omni") and argv[1:4] == ["serve", "standin", "--omni"]
+    assert argv[argv.index("--deploy-config") + 1].endswith("vllm_omni/deploy/voxtral_tts.yaml")
+    assert build["stages"]["0"] == {"gpu_memory_utilization": 0.25, "max_num_seqs": 1}
+    assert json.loads(argv[argv.index("--stage-overrides") + 1]) == {"0": {"gpu_memory_utilization": 0.25,
+                                                                            "max_num_seqs": 1}}
     again = run_playbook(PLAYBOOK, inventory=inv)
     assert again.ok and again.changed == 0, again.changed_by_host()
+
+
+def test_pr_ref_applies_all_its_commits(tmp_path, fixture_repo):
+    inv = _inventory(tmp_path, fixture_repo["repo"], vllm_omni_cherry_picks=[fixture_repo["multi_pr"]])
+    res = run_playbook(PLAYBOOK, inventory=inv)
+    assert res.ok, res.failure_messages()
+    build = res.task_results("Report the resolved source")[0]["res"]["msg"]
+    assert build["cherry_picks_applied"] == fixture_repo["multi"]
+    extra = (tmp_path / "host" / "vllm_omni" / "src" / "serve_fixture" / "extra.py").read_text()
+    assert "EXTRA_A" in extra and "EXTRA_B" in extra
+
+
+@pytest.mark.parametrize(
+    ("extra", "variable"),
+    [
+        ({"vllm_omni_extra_args": ["--no-such-flag", "1"]}, "vllm_omni_extra_args"),
+        ({"vllm_omni_vllm_source": "/nowhere/vllm-0.30.0-cp38-abi3-manylinux_2_28_s390x.whl"}, "vllm_omni_vllm_source"),
+        ({"vllm_omni_config": "vllm_omni/model_executor/stage_configs/voxtral_tts.yaml"}, "vllm_omni_config"),
+    ],
+)
+def test_bad_input_stops_naming_the_variable(tmp_path, fixture_repo, extra, variable):
+    inv = _inventory(tmp_path, fixture_repo["repo"], **extra)
+    res = run_playbook(PLAYBOOK, inventory=inv)
+    assert not res.ok
+    assert any(variable in m for m in res.failure_messages()), res.failure_messages()
