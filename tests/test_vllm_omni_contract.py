@@ -115,6 +115,18 @@ def test_unknown_extra_flag_is_refused_naming_the_variable(release: dict, tmp_pa
     assert argv[-2:] == ["--max-model-len", "4096"]
 
 
+def test_config_of_another_layout_is_refused_naming_the_variable(release: dict, tmp_path: Path) -> None:
+    sp = _serve_plan()
+    shipped = next(iter(release["contract"]["voxtral_configs"]))
+    other = next(c for c in vllm_omni_contract.CONFIG_CANDIDATES if c != shipped)
+    with pytest.raises(sp.PlanError) as err:
+        _role_argv(release, tmp_path, config=other)
+    assert err.value.variable == "vllm_omni_config"
+    with pytest.raises(sp.PlanError) as err:
+        _role_argv(release, tmp_path, stage_overrides={"7": {"max_num_seqs": 1}})
+    assert err.value.variable == "vllm_omni_stage_overrides"
+
+
 def test_role_default_is_the_newest_stored_release() -> None:
     newest = max(VERSIONS, key=lambda v: tuple(int(x) for x in v.split(".")))
     assert _defaults()["vllm_omni_version"] == f"v{newest}"
@@ -142,7 +154,7 @@ def test_voxtral_wav_streaming_is_refused_before_any_request(release: dict) -> N
     c = release["contract"]
     if "wav" in c["speech"]["voxtral_stream_response_formats"]:
         pytest.skip(f"vllm-omni {c['version']} streams WAV for Voxtral")
-    with pytest.raises(speech_api.SpeechApiError, match="cannot stream 'wav' for voxtral.*no sample rate"):
+    with pytest.raises(speech_api.SpeechApiError, match=r"cannot stream 'wav' for voxtral.*no sample rate"):
         speech_api.choose_stream(c, "voxtral", "wav", "audio", None)
     if "sse" not in c["speech"]["stream_formats"]:
         with pytest.raises(speech_api.SpeechApiError, match="stream_format='sse'"):

@@ -26,7 +26,7 @@ class RegistryError(RuntimeError):
 
 
 def _hash_file(path: Path) -> str:
-    import hashlib  # noqa: PLC0415
+    import hashlib
 
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -78,7 +78,7 @@ class _HttpRange(io.RawIOBase):
         if n <= 0:
             return 0
         req = urllib.request.Request(self.url, headers={"Range": f"bytes={self.pos}-{self.pos + n - 1}"})
-        with urllib.request.urlopen(req, timeout=60) as resp:  # noqa: S310 - registry URL from its index
+        with urllib.request.urlopen(req, timeout=60) as resp:
             data = resp.read()
         buf[: len(data)] = data
         self.pos += len(data)
@@ -89,7 +89,7 @@ class _HttpRange(io.RawIOBase):
 def _index_files(dist: str) -> list[dict]:
     req = urllib.request.Request(f"{INDEX}/{dist}/", headers={"Accept": "application/vnd.pypi.simple.v1+json"})
     try:
-        with urllib.request.urlopen(req, timeout=60) as resp:  # noqa: S310
+        with urllib.request.urlopen(req, timeout=60) as resp:
             return json.load(resp)["files"]
     except OSError as exc:
         raise RegistryError(f"cannot read the registry index of {dist}: {exc}") from exc
@@ -113,7 +113,7 @@ def wheel_members(dist: str, version: str, want: tuple[str, ...], platform: str 
     tree = dest / "tree"
     with zipfile.ZipFile(io.BufferedReader(raw, 1 << 16)) as zf:
         for name in zf.namelist():
-            if ".dist-info/" in name and name.endswith(("entry_points.txt", "METADATA")) or any(
+            if (".dist-info/" in name and name.endswith(("entry_points.txt", "METADATA"))) or any(
                     w in name for w in want):
                 out = tree / name
                 out.parent.mkdir(parents=True, exist_ok=True)

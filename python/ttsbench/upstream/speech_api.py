@@ -24,8 +24,9 @@ def known_versions() -> list[str]:
 def load_contract(version: str) -> dict[str, Any]:
     v = version.removeprefix("v")
     if v not in known_versions():
-        raise SpeechApiError(f"no stored vllm-omni contract for {version!r} (known: {', '.join(known_versions())}); "
-                             "for a build between releases pass the release whose API it has (bench-voxtral: voxtral_speech_contract), "
+        raise SpeechApiError(f"no stored vllm-omni contract for {version!r} "
+                             f"(known: {', '.join(known_versions())}); for a build between releases pass the "
+                             "release whose API it has (bench-voxtral: voxtral_speech_contract), "
                              "or extract one with `python -m ttsbench.upstream.vllm_omni_contract VERSION OUT.json`")
     return json.loads((resources.files("ttsbench.upstream") / "contracts" / f"{v}.json").read_text())
 

@@ -27,7 +27,7 @@ def main() -> int:
         try:
             importlib.import_module(mod)
             out[mod] = _version(dist)
-        except Exception as exc:  # noqa: BLE001 - any import failure is the finding
+        except Exception as exc:
             out[mod] = None
             errors[mod] = f"{type(exc).__name__}: {exc}"[:500]
     try:
@@ -36,7 +36,7 @@ def main() -> int:
         out["cuda"] = torch.version.cuda
         out["cuda_available"] = bool(torch.cuda.is_available())
         out["cuda_device"] = torch.cuda.get_device_name(0) if out["cuda_available"] else None
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         out.update(torch=None, cuda=None, cuda_available=False, cuda_device=None)
         errors["torch"] = f"{type(exc).__name__}: {exc}"[:500]
     print(json.dumps(out))

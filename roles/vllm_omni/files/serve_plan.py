@@ -73,7 +73,7 @@ def package_dir(name: str, search: list[str] | None = None) -> Path | None:
     spec = importlib.util.find_spec(name)
     if spec is None or not spec.submodule_search_locations:
         return None
-    return Path(list(spec.submodule_search_locations)[0])
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def console_scripts(dist: str, search: list[str] | None = None) -> dict[str, str]:
@@ -145,7 +145,7 @@ def _flag_of(arg: str) -> str:
 
 def stage_values(cfg: Path) -> dict[str, dict[str, Any]]:
     """Per-stage gpu_memory_utilization / max_num_seqs as the YAML sets them (needs PyYAML, a vllm dependency)."""
-    import yaml  # noqa: PLC0415 - only the venv (vllm installed) has it
+    import yaml
 
     doc = yaml.safe_load(cfg.read_text(encoding="utf-8")) or {}
     out: dict[str, dict[str, Any]] = {}
@@ -157,7 +157,7 @@ def stage_values(cfg: Path) -> dict[str, dict[str, Any]]:
 
 def _write_stage_yaml(cfg: Path, overrides: dict[str, dict[str, Any]], work_dir: Path) -> Path:
     """Copy of a stage_args YAML with per-stage engine_args overridden (for versions without --stage-overrides)."""
-    import yaml  # noqa: PLC0415
+    import yaml
 
     doc = yaml.safe_load(cfg.read_text(encoding="utf-8"))
     for st in doc.get("stage_args", []):
@@ -222,7 +222,7 @@ def build_argv(layout: dict[str, Any], settings: dict[str, Any], bin_dir: str,
     argv += [cfg_flag, str(cfg)]
     if mechanism == "--stage-overrides":
         argv += ["--stage-overrides", json.dumps(overrides, sort_keys=True, separators=(",", ":"))]
-    argv += ["--host", str(settings["host"]), "--port", str(settings["port"])] + extra
+    argv += ["--host", str(settings["host"]), "--port", str(settings["port"]), *extra]
     effective = {sid: {**vals, **overrides.get(sid, {})} for sid, vals in stages.items()}
     return argv, {"config_style": style, "config": str(cfg), "mechanism": mechanism, "stages": effective}
 
