@@ -138,3 +138,36 @@ def test_bad_input_stops_naming_the_variable(tmp_path, fixture_repo, extra, vari
     assert not res.ok
     assert any(variable in m for m in res.failure_messages()), res.failure_messages()
     assert not (tmp_path / "host" / "vllm_omni" / "venv").exists(), "nothing may be installed after bad input"
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        ({"vllm_omni_require_cuda": True}, "vllm_omni_torch_source"),
+        ({"vllm_omni_require_weights": True}, "download it first"),
+        ({"vllm_omni_port": "LISTENING"}, "set vllm_omni_port"),
+    ],
+)
+def test_preflight_stops_before_anything_is_paused(tmp_path, extra, needle):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        if extra.get("vllm_omni_port") == "LISTENING":
+            extra = {"vllm_omni_port": busy.getsockname()[1]}
+        inv = _inventory(tmp_path, "unused", vllm_omni_hf_hub_dir=str(tmp_path / "empty-hub"),
+                         vllm_omni_model="mistralai/Voxtral-4B-TTS-2603", vllm_omni_health_host="127.0.0.1",
+                         vllm_omni_plan={"argv": []}, vllm_omni_build={"versions": {"cuda_available": False}},
+                         **extra)
+        res = run_playbook(ROOT / "tests" / "playbooks" / "vllm_omni_preflight.yml", inventory=inv)
+    assert not res.ok
+    assert any(needle in m for m in res.failure_messages()), res.failure_messages()
+
+
+def test_bench_voxtral_runs_the_preflight_before_pausing_gemma():
+    plays = yaml.safe_load((ROOT / "playbooks" / "bench-voxtral.yml").read_text())
+    order = [str(t) for play in plays for t in play["tasks"]]
+    preflight = next(i for i, t in enumerate(order) if "'tasks_from': 'preflight.yml'" in t and "vllm_omni" in t)
+    pause = next(i for i, t in enumerate(order) if "'tasks_from': 'pause.yml'" in t)
+    assert preflight < pause
