@@ -304,3 +304,39 @@ def test_utterance_yaml_errors_name_line_and_column(tmp_path, body, needle):
     r = bench("http://127.0.0.1:9", tmp_path / "run", "--utterances", str(f))
     _one_line_error(r, f"{f}{needle}")
     assert r.returncode == 2
+
+
+def _contract_path(version: str) -> str:
+    return str(Path(__file__).resolve().parents[1] / "python/ttsbench/upstream/contracts" / f"{version}.json")
+
+
+def test_unsupported_stream_format_is_refused_before_any_request(tmp_path):
+    from standin_helpers import free_port
+
+    # the port is closed: reaching the network would say "cannot connect" instead
+    r = bench(f"http://127.0.0.1:{free_port()}", tmp_path / "run", "--only", "u01", "--engine", "voxtral",
+              "--voice", "neutral_female", "--vllm-omni-version", "0.30.0", "--response-format", "wav")
+    _one_line_error(r, "cannot stream 'wav' for voxtral", "--response-format pcm")
+    assert not (tmp_path / "run").exists()
+    r = bench(f"http://127.0.0.1:{free_port()}", tmp_path / "run", "--only", "u01", "--engine", "voxtral",
+              "--voice", "neutral_female", "--vllm-omni-version", "0.18.0", "--stream", "sse")
+    _one_line_error(r, "stream_format='sse'")
+
+
+@pytest.mark.parametrize("version", ["0.18.0", "0.30.0"])
+def test_voxtral_streams_pcm_against_the_release_contract(tmp_path, version):
+    import httpx
+
+    with standin("tts", "--contract", _contract_path(version)) as url:
+        # what the release refuses, the contract stand-in refuses too (WAV streaming: Voxtral has no "sr" output)
+        resp = httpx.post(f"{url}/v1/audio/speech", json={"input": "hi", "voice": "neutral_female",
+                                                          "response_format": "wav", "stream": True,
+                                                          "stream_format": "audio"})
+        assert resp.status_code == 400 and "sample rate metadata for WAV streaming" in resp.text
+        r = bench(url, tmp_path, "--only", "u03", "--warmup", "0", "--engine", "voxtral", "--voice",
+                  "neutral_female", "--vllm-omni-version", version)
+    assert r.returncode == 0, r.stderr
+    system = _doc(tmp_path)["systems"][0]
+    row = system["utterances"][0]
+    assert row["ok"] and row["sample_rate"] == 24000 and row["ttfa_ms"] < row["total_ms"]
+    assert system["config"]["response_format"] == "pcm" and system["config"]["stream"] == "audio"

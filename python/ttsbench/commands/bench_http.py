@@ -24,11 +24,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--stream",
         choices=["audio", "sse", "none"],
-        default="audio",
-        help="audio: raw bytes (stream_format=audio); sse: speech.audio.delta events; none",
+        default=None,
+        help="audio: raw bytes (stream_format=audio); sse: speech.audio.delta events; none "
+        "(default: audio, or what --vllm-omni-version streams)",
     )
-    p.add_argument("--response-format", choices=["wav", "pcm"], default="wav")
-    p.add_argument("--pcm-sample-rate", type=int, default=24000, help="declared rate of raw PCM responses")
+    p.add_argument("--response-format", choices=["wav", "pcm"], default=None,
+                   help="default: wav, or for --vllm-omni-version a format that version streams for the engine")
+    p.add_argument("--pcm-sample-rate", type=int, default=None,
+                   help="declared rate of raw PCM responses (default 24000, or the engine's rate in the contract)")
+    p.add_argument("--vllm-omni-version", default=None,
+                   help="check the request against this vllm-omni release's speech API (stored contract, e.g. "
+                   "0.30.0) and pick a response format it streams for --engine; refused before any request")
     p.add_argument("--pcm-format", choices=["s16le", "s32le", "f32le", "u8"], default="s16le")
     p.add_argument("--model", default=None)
     p.add_argument("--voice", default=None)
@@ -136,6 +142,21 @@ def _run(args: argparse.Namespace) -> int:
         if ref.source_rate != ref.sample_rate:
             console.print(f"reference: resampled {ref.source_rate} Hz → {ref.sample_rate} Hz")
         ref_url = ref.data_url
+    if args.vllm_omni_version:
+        from ttsbench.upstream.speech_api import SpeechApiError, choose_stream, load_contract
+
+        try:
+            contract = load_contract(args.vllm_omni_version)
+            choice = choose_stream(contract, args.engine, args.response_format, args.stream, args.pcm_sample_rate)
+        except SpeechApiError as exc:
+            raise UserError(str(exc)) from exc
+        args.response_format, args.stream = choice.response_format, choice.stream
+        args.pcm_sample_rate = choice.pcm_sample_rate or 24000
+    else:
+        contract = None
+        args.response_format = args.response_format or "wav"
+        args.stream = args.stream or "audio"
+        args.pcm_sample_rate = args.pcm_sample_rate or 24000
     target = SpeechTarget(
         url=url,
         model=args.model,
@@ -150,6 +171,13 @@ def _run(args: argparse.Namespace) -> int:
         headers=_kv(args.header, "--header", False),
         timeout_s=args.timeout,
     )
+    if contract is not None:
+        from ttsbench.upstream.speech_api import SpeechApiError, check_payload
+
+        try:
+            check_payload(contract, args.engine, target.payload("check"))
+        except SpeechApiError as exc:
+            raise UserError(str(exc)) from exc
     host = args.host_label or parts.hostname
     engine = args.engine
     for label in (host, engine):

@@ -54,6 +54,8 @@ class TtsConfig:
     fault: str | None = None
     early_header: bool = False  # send the WAV header at once, before the first-chunk delay
     verbose: bool = False
+    # vllm-omni speech contract (ttsbench/upstream/contracts/<v>.json): refuse what that version refuses
+    contract: dict | None = None
     _cache: OrderedDict = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     # per-request server-side times (GET /standin/timings), for splitting client overhead from our own
@@ -210,12 +212,38 @@ class TtsHandler(JsonHandler):
         sf = req.get("stream_format")
         if sf not in (None, "audio", "sse"):
             raise ValueError(f"stream_format must be 'audio' or 'sse', not {sf!r}")
+        if self.cfg.contract is not None:
+            return self._plan_contract(req, fmt, sf)
         if sf is None:
             sf = "sse" if req.get("stream") else "none"
         ref = req.get("ref_audio")
         if ref is not None:
             self._check_ref(ref)
         return fmt, sf
+
+    def _plan_contract(self, req: dict, fmt: str, sf: str | None) -> tuple[str, str]:
+        """The request rules of the vllm-omni version in cfg.contract (for a Voxtral model)."""
+        sp = self.cfg.contract["speech"]
+        if sf is not None and sf not in sp["stream_formats"]:
+            raise ValueError(f"'{sf}' is not a supported stream_format yet. Please use 'audio'.")
+        if sf is None and "stream_format" not in req:
+            sf = sp["default_stream_format"]
+        if sf is None:
+            mode = "sse" if req.get("stream") else "none"
+        elif sf == "audio":
+            mode = "audio" if (req.get("stream") or sp["default_stream_format"] is None) else "none"
+        else:
+            mode = "sse"
+        if mode != "none" and fmt not in sp["stream_response_formats"]:
+            raise ValueError(f"Streaming requires response_format='pcm' or 'wav'. Got response_format='{fmt}'.")
+        if mode != "none" and fmt not in sp["voxtral_stream_response_formats"]:
+            raise ValueError("First audio output must include sample rate metadata for WAV streaming "
+                             f"(vllm-omni {self.cfg.contract['version']}: Voxtral's output carries no sample rate)")
+        if sp["voxtral_needs_voice_or_ref_audio"] and not (req.get("voice") or req.get("ref_audio")):
+            raise ValueError("Either 'voice' (preset speaker) or 'ref_audio' (voice cloning) must be provided")
+        if req.get("ref_audio") is not None:
+            self._check_ref(req["ref_audio"])
+        return fmt, mode
 
     @staticmethod
     def _check_ref(ref: Any) -> None:
