@@ -23,8 +23,9 @@
 from __future__ import annotations
 
 import itertools
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,6 +77,7 @@ class GraphEuler:
         self.graphed_calls = 0
         self.captures = 0
         self.max_cached = max_cached
+        self.frozen = False  # True: no new captures (concurrent serving); unseen shapes run eagerly
         self._cache: dict[tuple, _EulerEntry] = {}
 
     def __call__(self, x: torch.Tensor, t_span: torch.Tensor, mu: torch.Tensor, mask: torch.Tensor,
@@ -91,6 +93,7 @@ class GraphEuler:
         e = self._cache.pop(key, None) if cuda else None
         if e is None:
             e = _EulerEntry(B, T, {"device": x.device, "dtype": x.dtype})
+            cuda = cuda and not self.frozen
         if cuda:
             self._cache[key] = e  # most recent last
             while len(self._cache) > self.max_cached:
@@ -153,6 +156,12 @@ class FastChatterbox:
         # flow-encoder graphs (on top of the CFM step graph); graph_s3=False keeps the encoder eager
         self.s3graphs = S3Graphs(model.s3gen)
         self.graph_s3 = graph_s3
+        self._cond_obj: Any = None
+        self._exaggeration: float | None = None  # host copy of the conditionals' exaggeration (no device read)
+        # one vocoder for every request thread: the CFM/encoder graphs' static buffers are shared
+        self.s3_lock = threading.Lock()
+        self.batch: Any = None  # BatchT3 + T3Scheduler once enable_batching() ran
+        self.scheduler: Any = None
         self.watermarker = None
         if watermark:
             self.watermarker = model.watermarker
@@ -174,10 +183,13 @@ class FastChatterbox:
         m = self.model
         if m.conds is None:
             raise RuntimeError("no voice conditionals: load a voice (conds.pt or prepare_conditionals) first")
-        if exaggeration != m.conds.t3.emotion_adv[0, 0, 0]:
+        if self._exaggeration == exaggeration and m.conds.t3 is self._cond_obj:
+            return  # per-voice cache: no device read (host sync) on the hot path
+        if exaggeration != float(m.conds.t3.emotion_adv[0, 0, 0]):
             c = m.conds.t3
             m.conds.t3 = T3Cond(speaker_emb=c.speaker_emb, cond_prompt_speech_tokens=c.cond_prompt_speech_tokens,
                                 emotion_adv=exaggeration * torch.ones(1, 1, 1)).to(device=m.device)
+        self._exaggeration, self._cond_obj = exaggeration, m.conds.t3
 
     @torch.inference_mode()
     def vocode(self, speech_tokens: torch.Tensor) -> torch.Tensor:
@@ -215,10 +227,11 @@ class FastChatterbox:
         tokens = self.t3.generate(self.model.conds.t3, self.text_tokens(text), max_new_tokens, params).view(-1)
         sync()
         t1 = time.perf_counter()
-        wav = self.vocode(self.valid(tokens))
-        out = wav.squeeze(0).detach().cpu().numpy()
-        t2 = time.perf_counter()
-        out = self._watermark(out)
+        with self.s3_lock:
+            wav = self.vocode(self.valid(tokens))
+            out = wav.squeeze(0).detach().cpu().numpy()
+            t2 = time.perf_counter()
+            out = self._watermark(out)
         t3 = time.perf_counter()
         if timings is not None:
             timings.t3_tokens, timings.t3_s = len(tokens), t1 - t0
@@ -231,11 +244,16 @@ class FastChatterbox:
     def stream(self, text: str, params: SamplingParams, max_new_tokens: int = 1000, exaggeration: float = 0.5,
                first_chunk_tokens: int = 12, chunk_tokens: int = 50, context_tokens: int = 8,
                crossfade_ms: float = 10.0, poll_tokens: int = 4,
-               timings: StreamTimings | None = None) -> Iterator[Any]:
+               timings: StreamTimings | None = None,
+               tokens: Callable[..., Iterator[torch.Tensor]] | None = None) -> Iterator[Any]:
         """Float32 numpy chunks at 24 kHz, the first as soon as ``first_chunk_tokens`` valid speech tokens are
         decoded and vocoded; then chunks of exactly ``chunk_tokens`` valid tokens (plus ``context_tokens`` of
         left context whose audio is dropped), so that every chunk but the last has the same shape and
-        replays cached graphs; the rest at the end."""
+        replays cached graphs; the rest at the end.
+
+        ``tokens``: where the speech tokens come from, called like ``FastT3.iter_tokens(t3_cond, text_tokens,
+        max_new_tokens, params)`` — e.g. ``T3Scheduler.tokens`` (batched decoding across requests). Vocoding then
+        takes ``s3_lock`` per chunk, so several request threads can stream at once."""
         import numpy as np
 
         self._prepare(exaggeration)
@@ -252,7 +270,8 @@ class FastChatterbox:
             nonlocal done, tail
             t0 = time.perf_counter()
             ctx = min(context_tokens, done)
-            wav = self.vocode(valid_all[done - ctx:done + n]).squeeze(0).float().cpu().numpy()
+            with self.s3_lock:
+                wav = self.vocode(valid_all[done - ctx:done + n]).squeeze(0).float().cpu().numpy()
             start = ctx * SAMPLES_PER_TOKEN
             audio = wav[start:]
             if tail is not None:  # the held-back end of the last chunk spans the same time as wav[start-fade:start]
@@ -261,7 +280,8 @@ class FastChatterbox:
             t1 = time.perf_counter()
             tm.s3gen_s += t1 - t0
             done += n
-            audio = self._watermark(audio)
+            with self.s3_lock:
+                audio = self._watermark(audio)
             tm.watermark_s += time.perf_counter() - t1
             if fade and len(audio) > fade:
                 tail, audio = audio[-fade:].copy(), audio[:-fade]
@@ -274,11 +294,15 @@ class FastChatterbox:
 
         t_tok = time.perf_counter()
         polls = tuple(range(poll_tokens, max_new_tokens, poll_tokens))
-        for part in self.t3.iter_tokens(self.model.conds.t3, self.text_tokens(text), max_new_tokens, params,
-                                        chunk_sizes=polls):
+        if tokens is None:
+            parts = self.t3.iter_tokens(self.model.conds.t3, self.text_tokens(text), max_new_tokens, params,
+                                        chunk_sizes=polls)
+        else:
+            parts = tokens(self.model.conds.t3, self.text_tokens(text), max_new_tokens, params)
+        for part in parts:
             tm.t3_tokens += len(part)
             tm.t3_s += time.perf_counter() - t_tok
-            valid_all = torch.cat([valid_all, self.valid(part)])
+            valid_all = torch.cat([valid_all, self.valid(part.to(self.device))])
             while len(valid_all) - done >= target:
                 yield vocode_next(target)
                 target = chunk_tokens
@@ -305,6 +329,25 @@ class FastChatterbox:
                 pass
         return {"t3_graphs": n, "cfm_graphs": len(self.euler._cache), "s3_graphs": self.s3graphs.state(),
                 "s": time.perf_counter() - t0}
+
+    def enable_batching(self, slots: int = 4, poll_tokens: int = 4) -> dict:
+        """Decode concurrent requests together: a :class:`~ttsbench.chatterbox.fast_batch.BatchT3` of ``slots``
+        slots over this path's T3 weights, its graphs captured now, and the scheduler thread started. Stream with
+        ``stream(..., tokens=self.scheduler.tokens)``."""
+        from ttsbench.chatterbox.fast_batch import BatchT3, T3Scheduler
+
+        t0 = time.perf_counter()
+        self.batch = BatchT3(self.t3, slots=slots)
+        n = self.batch.capture_all()
+        self.scheduler = T3Scheduler(self.batch, poll=poll_tokens)
+        return {"slots": slots, "widths": list(self.batch.widths), "graphs": n,
+                "graph_error": self.batch.graph_error, "s": time.perf_counter() - t0}
+
+    def freeze_graphs(self) -> None:
+        """No more S3Gen graph captures (shapes not captured by now run eagerly): a capture while another
+        thread launches work on the GPU is not safe, so concurrent serving freezes the graphs after warm-up."""
+        self.euler.frozen = True
+        self.s3graphs.encoder.frozen = True
 
     @property
     def graph_error(self) -> str | None:
