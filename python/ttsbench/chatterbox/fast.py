@@ -341,7 +341,8 @@ class FastChatterbox:
         n = self.batch.capture_all()
         self.scheduler = T3Scheduler(self.batch, poll=poll_tokens)
         return {"slots": slots, "widths": list(self.batch.widths), "graphs": n,
-                "graph_error": self.batch.graph_error, "s": time.perf_counter() - t0}
+                "graph_error": self.batch.graph_error, "compiled": self.batch.compiled,
+                "compile_error": self.batch.compile_error, "s": time.perf_counter() - t0}
 
     def freeze_graphs(self) -> None:
         """No more S3Gen graph captures (shapes not captured by now run eagerly): a capture while another

@@ -80,6 +80,8 @@ class BatchT3:
         self._pool: Any = None
         self.cuda_graph = f.cuda_graph
         self.graph_error: str | None = None
+        self.compiled = f.compiled  # the compiled layer pieces of FastT3 (recompiled per width)
+        self.compile_error: str | None = None
 
     # ------------------------------------------------------------------ steps
 
@@ -115,7 +117,7 @@ class BatchT3:
             p = torch.softmax(s.float(), dim=-1).to(v.dtype)
             return (p.unsqueeze(-1) * v).sum(-2, keepdim=True)  # (R, H, 1, D)
 
-        self.logits[:R].copy_(f._layers(h, cos, sin, write, attend, decode=True)[:, -1])
+        self.logits[:R].copy_(f._layers(h, cos, sin, write, attend, decode=self.compiled)[:, -1])
         self.pos[:W].add_(self.active[:W])
         self.spos[:W].add_(self.active[:W])
 
@@ -156,7 +158,16 @@ class BatchT3:
         if g is None:
             try:
                 g = self._capture(fn)
-            except RuntimeError as exc:
+            except Exception as exc:
+                torch.cuda.synchronize()
+                if self.compiled:  # retry once with the eager layer pieces before giving up on graphs
+                    self.compiled = False
+                    self.compile_error = f"capture with compiled layers failed: {type(exc).__name__}: {exc}"[:300]
+                    self._graphs.clear()
+                    self._run(key, fn)
+                    return
+                if not isinstance(exc, RuntimeError):
+                    raise
                 self.graph_error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
                 self.cuda_graph = False
                 torch.cuda.synchronize()

@@ -185,12 +185,13 @@ class Engine:
         if self.fast is not None and cfg.batch_slots > 0:
             self.fast_batching = self.fast.enable_batching(cfg.batch_slots)
         if self.fast is not None and self.fast.scheduler is not None and self.fast.t3.cuda_graph:
-            # warm the batched path end to end before the first request, then no more graph captures
+            # no S3Gen graph captures from here on (a capture while the scheduler thread launches work is not
+            # safe); then warm the batched path end to end before the first request
+            self.fast.freeze_graphs()
             for _ in self.fast.stream("Warm up.", self._params(), max_new_tokens=cfg.first_chunk_tokens + 4,
                                       exaggeration=cfg.exaggeration, first_chunk_tokens=cfg.first_chunk_tokens,
                                       tokens=self.fast.scheduler.tokens):
                 pass
-            self.fast.freeze_graphs()
             sys.setswitchinterval(0.0005)  # the scheduler thread gets the GIL back between vocoder launches
         self.load_s = time.perf_counter() - t0
         self.versions = runtime_versions()
