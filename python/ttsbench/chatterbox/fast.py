@@ -22,6 +22,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
 import time
@@ -46,6 +47,45 @@ class StreamTimings:
     watermark_s: float = 0.0
     first_chunk_s: float | None = None
     chunks: list[int] = field(default_factory=list)
+
+
+class VocoderLock:
+    """A mutex for the one vocoder where first chunks go first: ``with lock:`` waits while the vocoder is busy or
+    any first chunk waits; ``with lock.urgent():`` (a request's first chunk) only while it is busy. Under
+    concurrent streams a new request's first audio then waits for at most the chunk being vocoded, not for
+    the later chunks of every other stream."""
+
+    def __init__(self) -> None:
+        self._cv = threading.Condition()
+        self._busy = False
+        self._urgent = 0
+
+    def _acquire(self, urgent: bool) -> None:
+        with self._cv:
+            self._urgent += urgent
+            while self._busy or (not urgent and self._urgent):
+                self._cv.wait()
+            self._urgent -= urgent
+            self._busy = True
+
+    def _release(self) -> None:
+        with self._cv:
+            self._busy = False
+            self._cv.notify_all()
+
+    def __enter__(self) -> None:
+        self._acquire(False)
+
+    def __exit__(self, *exc: object) -> None:
+        self._release()
+
+    @contextlib.contextmanager
+    def urgent(self) -> Iterator[None]:
+        self._acquire(True)
+        try:
+            yield
+        finally:
+            self._release()
 
 
 class _EulerEntry:
@@ -159,9 +199,11 @@ class FastChatterbox:
         self._cond_obj: Any = None
         self._exaggeration: float | None = None  # host copy of the conditionals' exaggeration (no device read)
         # one vocoder for every request thread: the CFM/encoder graphs' static buffers are shared
-        self.s3_lock = threading.Lock()
+        self.s3_lock = VocoderLock()
         self.batch: Any = None  # BatchT3 + T3Scheduler once enable_batching() ran
         self.scheduler: Any = None
+        self.s3_stream: Any = None  # high-priority CUDA stream for vocoding next to batched T3 (enable_batching)
+        self.pause_t3_first_chunk = True  # batched T3 launches no steps while a first chunk is vocoded
         self.watermarker = None
         if watermark:
             self.watermarker = model.watermarker
@@ -270,18 +312,20 @@ class FastChatterbox:
             nonlocal done, tail
             t0 = time.perf_counter()
             ctx = min(context_tokens, done)
-            with self.s3_lock:
+            first = tm.first_chunk_s is None
+            hold = (self.scheduler.paused() if tokens is not None and self.scheduler is not None and first
+                    and self.pause_t3_first_chunk else contextlib.nullcontext())
+            with self.s3_lock.urgent() if first else self.s3_lock, hold, self._on_s3_stream():
                 wav = self.vocode(valid_all[done - ctx:done + n]).squeeze(0).float().cpu().numpy()
-            start = ctx * SAMPLES_PER_TOKEN
-            audio = wav[start:]
-            if tail is not None:  # the held-back end of the last chunk spans the same time as wav[start-fade:start]
-                head = tail * (1.0 - ramp) + wav[start - fade:start] * ramp if start >= fade else tail
-                audio = np.concatenate([head.astype(np.float32), audio])
-            t1 = time.perf_counter()
-            tm.s3gen_s += t1 - t0
-            done += n
-            with self.s3_lock:
-                audio = self._watermark(audio)
+                start = ctx * SAMPLES_PER_TOKEN
+                audio = wav[start:]
+                if tail is not None:  # the held-back end of the last chunk spans the time of wav[start-fade:start]
+                    head = tail * (1.0 - ramp) + wav[start - fade:start] * ramp if start >= fade else tail
+                    audio = np.concatenate([head.astype(np.float32), audio])
+                t1 = time.perf_counter()
+                tm.s3gen_s += t1 - t0
+                done += n
+                audio = self._watermark(audio)  # same turn of the vocoder: a first chunk waits only once
             tm.watermark_s += time.perf_counter() - t1
             if fade and len(audio) > fade:
                 tail, audio = audio[-fade:].copy(), audio[:-fade]
@@ -340,9 +384,24 @@ class FastChatterbox:
         self.batch = BatchT3(self.t3, slots=slots)
         n = self.batch.capture_all()
         self.scheduler = T3Scheduler(self.batch, poll=poll_tokens)
+        if self.device.type == "cuda":
+            self.s3_stream = torch.cuda.Stream(self.device, priority=-1)  # lower number = higher priority
         return {"slots": slots, "widths": list(self.batch.widths), "graphs": n,
                 "graph_error": self.batch.graph_error, "compiled": self.batch.compiled,
                 "compile_error": self.batch.compile_error, "s": time.perf_counter() - t0}
+
+    @contextlib.contextmanager
+    def _on_s3_stream(self) -> Iterator[None]:
+        """Vocode on ``s3_stream`` when batching on CUDA: T3 steps run on the scheduler's stream at normal
+        priority and would otherwise starve the vocoder's many small kernels (measured on the H200: first
+        audio ≈ the whole utterance's T3 time for long sentences when both ran at the same priority)."""
+        s = self.s3_stream
+        if s is None:
+            yield
+            return
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            yield
 
     def freeze_graphs(self) -> None:
         """No more S3Gen graph captures (shapes not captured by now run eagerly): a capture while another

@@ -287,6 +287,7 @@ class T3Scheduler:
         self._busy: dict[int, _Request] = {}
         self._cv = threading.Condition()
         self._stop = False
+        self._hold = 0  # > 0: a latency-critical vocode is running; no new T3 steps are launched
         self.error: str | None = None
         self.steps = 0
         self.width_steps: dict[int, int] = {}
@@ -299,6 +300,19 @@ class T3Scheduler:
             self._stop = True
             self._cv.notify_all()
         self._thread.join(timeout=10)
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Launch no T3 steps while inside (the steps already queued finish): the first chunk's vocoding then
+        has the GPU to itself."""
+        with self._cv:
+            self._hold += 1
+        try:
+            yield
+        finally:
+            with self._cv:
+                self._hold -= 1
+                self._cv.notify_all()
 
     def tokens(self, t3_cond: Any, text_tokens: torch.Tensor, max_new_tokens: int,
                params: SamplingParams) -> Iterator[torch.Tensor]:
@@ -327,7 +341,7 @@ class T3Scheduler:
             with ctx, torch.inference_mode():
                 while True:
                     with self._cv:
-                        while not self._stop and not self._busy and self._waiting.empty():
+                        while not self._stop and (self._hold or (not self._busy and self._waiting.empty())):
                             self._cv.wait()
                         if self._stop:
                             return
