@@ -286,3 +286,37 @@ def test_batched_decode_equals_per_request_decode(model, fast: FastChatterbox) -
         assert 0 < len(got["sampled"]) <= 4
     finally:
         fast.t3.stop_token = saved_stop
+
+
+def test_vocoder_lock_lets_first_chunks_go_first() -> None:
+    """While the vocoder is busy, a first chunk that arrives after two later chunks is served before them."""
+    import threading
+    import time
+
+    from ttsbench.chatterbox.fast import VocoderLock
+
+    lock, order = VocoderLock(), []
+    busy, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with lock:
+            busy.set()
+            release.wait(10)
+            order.append("holder")
+
+    def waiter(name: str, urgent: bool) -> None:
+        with lock.urgent() if urgent else lock:
+            order.append(name)
+
+    threads = [threading.Thread(target=holder)]
+    threads[0].start()
+    assert busy.wait(10)
+    for name, urgent in (("later1", False), ("later2", False), ("first", True)):
+        t = threading.Thread(target=waiter, args=(name, urgent))
+        t.start()
+        threads.append(t)
+        time.sleep(0.05)  # each waiter is queued before the next one starts
+    release.set()
+    for t in threads:
+        t.join(10)
+    assert order[:2] == ["holder", "first"] and sorted(order[2:]) == ["later1", "later2"], order
