@@ -249,6 +249,7 @@ def test_batched_decode_equals_per_request_decode(model, fast: FastChatterbox) -
     """Three requests decoded together (one joins mid-flight, one samples while two decode greedily, different
     caps, a per-request stop) give each greedy request the tokens it gets when decoded alone."""
     import threading
+    import time
 
     from ttsbench.chatterbox.fast_batch import BatchT3, T3Scheduler
 
@@ -278,6 +279,16 @@ def test_batched_decode_equals_per_request_decode(model, fast: FastChatterbox) -
                 t.join(300)
             got_c: dict = {}
             _collect(sched, conds, tts["c"], 4, greedy, got_c, "c")  # alone, after the others left
+            # a caller that stops listening (client gone) frees its slot at the next poll, not at its cap
+            before = sched.steps
+            it = sched.tokens(conds, tts["c"], 60, greedy)
+            next(it)
+            it.close()
+            for _ in range(600):
+                if not sched._busy:
+                    break
+                time.sleep(0.1)
+            assert not sched._busy and sched.steps - before <= 6, (sched.steps - before)
         finally:
             sched.close()
         assert sched.error is None

@@ -272,6 +272,7 @@ class _Request:
     max_new: int = 0
     steps: int = 0  # steps run for this request (tokens drawn, on the device)
     checked: int = 0  # tokens read back and delivered
+    cancelled: bool = False  # the caller stopped listening (client gone): free the slot at the next poll
 
 
 _DONE = object()
@@ -325,13 +326,16 @@ class T3Scheduler:
                 raise RuntimeError(f"T3 scheduler stopped: {self.error}")
             self._waiting.put(req)
             self._cv.notify_all()
-        while True:
-            item = req.out.get()
-            if item is _DONE:
-                return
-            if isinstance(item, BaseException):
-                raise RuntimeError(f"T3 decoding failed: {item}") from item
-            yield item
+        try:
+            while True:
+                item = req.out.get()
+                if item is _DONE:
+                    return
+                if isinstance(item, BaseException):
+                    raise RuntimeError(f"T3 decoding failed: {item}") from item
+                yield item
+        finally:
+            req.cancelled = True  # a no-op once finished; else the scheduler drops the request
 
     # ------------------------------------------------------------------ the thread
 
@@ -389,6 +393,9 @@ class T3Scheduler:
         hi = max(r.steps for r in reqs)
         new = b.out[:, lo:hi].cpu()  # the one host sync per `poll` steps
         for r in reqs:
+            if r.cancelled:
+                self._finish(r)
+                continue
             got = new[r.slot, r.checked - lo:r.steps - lo]
             stop = (got == b.f.stop_token).nonzero()
             if stop.numel():
