@@ -26,6 +26,8 @@ REQUIRED_TOOLS: dict[str, str] = {
     "mount": "mount",
     "ssh-keygen": "openssh-client",
     "ssh": "openssh-client",
+    "sudo": "sudo",
+    "useradd": "passwd",
 }
 
 

@@ -40,14 +40,30 @@ def _doc(run_dir: Path) -> dict:
     return json.loads((run_dir / "results.json").read_text())
 
 
+# The same streamed request written as a request template (ttsbench.reqtemplate): the template path must time
+# exactly like the built-in one.
+STREAM_TEMPLATE = """name: openai-stream
+path: /v1/audio/speech
+body: {input: "{text}", response_format: wav, stream: true, stream_format: audio}
+response: {kind: wav}
+"""
+
+
 @pytest.mark.timing
+@pytest.mark.parametrize("via", ["flags", "template"])
 @pytest.mark.parametrize("delay_ms", [50, 200, 800])
-def test_ttfa_matches_injected_first_chunk_delay(tmp_path, delay_ms):
+def test_ttfa_matches_injected_first_chunk_delay(tmp_path, delay_ms, via):
     # The header goes out at once (--early-header): TTFA must still wait for the first audio *sample*.
+    extra: list[str] = []
+    if via == "template":
+        (tmp_path / "t.yml").write_text(STREAM_TEMPLATE)
+        extra = ["--request-template", str(tmp_path / "t.yml")]
     with standin("tts", "--first-chunk-delay-ms", str(delay_ms), "--early-header", realtime=True) as url:
-        r = bench(url, tmp_path, "--only", "u01,u07", "-n", "4", "--warmup", "2", realtime=True)
+        r = bench(url, tmp_path / "run", "--only", "u01,u07", "-n", "4", "--warmup", "2", *extra, realtime=True)
     assert r.returncode == 0, r.stderr
-    rows = _doc(tmp_path)["systems"][0]["utterances"]
+    system = _doc(tmp_path / "run")["systems"][0]
+    assert (system["config"]["request_template"] is not None) == (via == "template")
+    rows = system["utterances"]
     ttfa = [row["ttfa_ms"] for row in rows]
     assert len(ttfa) == 4
     assert all(delay_ms <= t <= delay_ms + 5 for t in ttfa), ttfa

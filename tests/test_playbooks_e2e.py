@@ -141,7 +141,7 @@ def test_bench_voxtral_rehearsal(rehearsal_runs: Path, tmp_path: Path) -> None:
 
 def test_failover_drill_rehearsal(rehearsal_runs: Path, tmp_path: Path) -> None:
     root = rehearsal_runs / "failover"
-    consumer = REHEARSAL_ROOTS[1] / "consumer/phone.env"
+    consumer = REHEARSAL_ROOTS[1] / "consumer/phone-daemon.env"
     restarts = REHEARSAL_ROOTS[1] / "consumer/restarts.log"
     original = consumer.read_bytes() if consumer.exists() else None
     n_restarts = len(restarts.read_text().splitlines()) if restarts.exists() else 0
@@ -155,12 +155,21 @@ def test_failover_drill_rehearsal(rehearsal_runs: Path, tmp_path: Path) -> None:
     assert "recovery time" in (run / "failover/drill.md").read_text()
     if original is not None:
         assert consumer.read_bytes() == original
-    assert "127.0.0.1:18772" in consumer.read_text() or "localhost:18772" in consumer.read_text()
+    # the primary is a stand-in production server (command backend, its own {"text": ...} request shape):
+    # stopped by the drill, spoken to through the homelab request template, running again afterwards
+    assert "127.0.0.1:18775" in consumer.read_text()
+    assert report["primary_service"]["backend"] == "command"
+    assert report["primary_request_template"].endswith("example-homelab/templates/panda-tts.yml")
+    assert "No such process" not in report["outage_observed"].get("error", "")
     assert len(restarts.read_text().splitlines()) == n_restarts + 2  # switch to standby + fail back
-    doc = _check_run(run, "failover-drill", {"chatterbox@panda", "chatterbox@titan"})
+    doc = _check_run(run, "failover-drill", {"standin-production@panda", "chatterbox@titan"})
     rows = {s["system_id"]: [u["utt_id"] for u in s["utterances"]] for s in doc["systems"]}
     # the outage probe's expected error is in drill.json only, never counted against the engine
-    assert rows == {"chatterbox@panda": ["primary-before", "primary-after"], "chatterbox@titan": ["standby-first-good"]}
+    assert rows == {"standin-production@panda": ["primary-before", "primary-after"],
+                    "chatterbox@titan": ["standby-first-good"]}
+    primary = next(s for s in doc["systems"] if s["system_id"] == "standin-production@panda")
+    assert primary["engine"]["standin"] is True
+    assert primary["config"]["request_template"]["body"] == {"text": "{text}"}
 
 
 def test_failover_drill_needs_confirmation(rehearsal_runs: Path, tmp_path: Path) -> None:

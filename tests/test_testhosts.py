@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import subprocess
@@ -154,3 +155,30 @@ def test_up_twice_is_idempotent_and_down_leaves_nothing(testhosts, tmp_path):
             assert _testhosts.processes_using(str(bad_state / host / "sshd_config")) == []
     finally:
         _testhosts.up()
+
+
+def test_non_root_user_manages_a_root_service_through_sudo(testhosts, tmp_path):
+    """service_control over real SSH as non-root users: with passwordless sudo the root-only service is stopped
+    and started as root; where sudo wants a password that is not given, it is refused before anything stops."""
+    from ttsbench.runner import run_playbook
+
+    pb = _testhosts.ROOT / "tests" / "playbooks" / "become_cycle.yml"
+    ok = run_playbook(pb, _testhosts.INVENTORY, {"become_cycle_hosts": "panda_sudo"},
+                      private_data_dir=tmp_path / "sudo", timeout=600)
+    assert ok.ok, ok.failure_messages()
+    user = ok.task_results("Record who the SSH user is and who started the service", host="panda_sudo")
+    assert user[0]["res"]["stdout"] == "ttsb-ops"
+    slurp = ok.task_results("Read who started it", host="panda_sudo")[0]["res"]["content"]
+    assert base64.b64decode(slurp).decode().strip() == "0"  # the service's start ran as root (uid 0)
+    stopped = ok.task_results("Stop the service", host="panda_sudo")
+    assert stopped and stopped[0]["res"]["changed"] is True
+
+    refused = run_playbook(pb, _testhosts.INVENTORY, {"become_cycle_hosts": "panda_nosudo"},
+                           private_data_dir=tmp_path / "nosudo", timeout=600)
+    assert not refused.ok
+    msgs = " ".join(refused.failure_messages())
+    assert "needs root on panda_nosudo (become)" in msgs and "Nothing was stopped" in msgs, msgs
+    assert "password" in msgs, msgs
+    assert not refused.task_results("Stop the service")  # never reached (the check fails first)
+    still = _testhosts.run_module("panda", "ansible.builtin.stat", "path=/srv/become-probe", tmp_path / "st")
+    assert still.results["panda"]["stat"]["exists"] is True

@@ -52,6 +52,10 @@ class SpeechTarget:
     headers: dict[str, str] = field(default_factory=dict)
     timeout_s: float = 120.0
     silence_dbfs: float = SILENCE_DBFS
+    # a request template (ttsbench.reqtemplate) replaces payload()/url/response_format when set; url is then
+    # the server's base URL and template_values fill the placeholders other than {text}
+    template: Any = None
+    template_values: dict[str, str | None] = field(default_factory=dict)
 
     def payload(self, text: str) -> dict[str, Any]:
         p: dict[str, Any] = {"input": text, "response_format": self.response_format}
@@ -182,6 +186,8 @@ async def synthesize_once(
     read for at most a few seconds), a Content-Type that cannot be the asked-for audio is refused before any
     byte is counted, a WAV (RIFF/WAVE magic) where raw PCM was asked is refused instead of timing its header
     as audio, and a body without a single byte is an "empty response" as soon as it ends."""
+    if target.template is not None:
+        return await synthesize_templated(client, target, utt, concurrency, index, marks)
     m = RequestMetrics(utt_id=utt.utt_id, text=utt.text, concurrency=concurrency, request_index=index)
     mode = "pcm" if target.response_format == "pcm" else "wav"
     dec = StreamDecoder(mode, target.pcm_sample_rate if mode == "pcm" else None, target.pcm_format)
@@ -335,3 +341,93 @@ async def run_plan(
 
 class WarmupFailed(Exception):
     """A warm-up request failed: nothing has been measured, so nothing is written."""
+
+
+async def synthesize_templated(
+    client: leanhttp.Client,
+    target: SpeechTarget,
+    utt: Utterance,
+    concurrency: int = 1,
+    index: int = 0,
+    marks: dict[str, float] | None = None,
+) -> tuple[RequestMetrics, np.ndarray | None]:
+    """:func:`synthesize_once` for a request template: the same timing, any request shape and response kind
+    (streamed WAV/PCM: TTFA = first audio sample; JSON with base64 audio: TTFA = end of the answer; a URL to
+    fetch: TTFA = first audio sample of the fetch)."""
+    from ttsbench import reqtemplate
+
+    tpl = target.template
+    spec = tpl.response
+    m = RequestMetrics(utt_id=utt.utt_id, text=utt.text, concurrency=concurrency, request_index=index)
+    mode = spec.decoder_mode
+    dec = StreamDecoder(mode, spec.sample_rate if mode == "pcm" else None, spec.pcm_format)
+    req = tpl.render(target.url, {**target.template_values, "text": utt.text})  # before t0: not part of TTFA
+    headers = {**req.headers, **target.headers}
+    t0 = time.perf_counter()
+
+    def feed(piece: bytes, t_piece: float) -> None:
+        new = dec.feed(piece)
+        if m.ttfa_ms is None and dec.audio_bytes:
+            m.ttfa_ms = (t_piece - t0) * 1000.0
+            if marks is not None:
+                marks["t0"], marks["t_first_audio"] = t0, t_piece
+        if (m.t_first_nonsilent_ms is None and new is not None and new.size
+                and first_nonsilent_index(new, dec.sample_rate or 1, target.silence_dbfs) is not None):
+            m.t_first_nonsilent_ms = (t_piece - t0) * 1000.0
+
+    async def stream_audio(resp: leanhttp.Response) -> None:
+        first = True
+        async for piece in resp.pieces():
+            if first:
+                reqtemplate.check_content_type(resp.headers.get("content-type", ""), piece, spec)
+                first = False
+            feed(piece, time.perf_counter())
+
+    try:
+        resp = await client.request(req.method, req.url, req.body, headers, target.timeout_s)
+        try:
+            m.http_status = resp.status
+            if resp.status >= 400:
+                text = (await resp.read(4096)).decode("utf-8", "replace")
+                m.error = f"HTTP {resp.status}: {_one_line(text) or '(empty body)'}"
+                return m, None
+            if spec.streamed:
+                await stream_audio(resp)
+            else:
+                body = await resp.read(256 << 20)
+                what, audio = reqtemplate.audio_from_json(body, spec, req.url)
+                if what == "bytes":
+                    assert isinstance(audio, bytes)
+                    feed(audio, time.perf_counter())
+                else:
+                    assert isinstance(audio, str)
+                    fetched = await client.request("GET", audio, b"", dict(target.headers), target.timeout_s)
+                    try:
+                        if fetched.status >= 400:
+                            text = (await fetched.read(4096)).decode("utf-8", "replace")
+                            m.error = f"audio URL {audio}: HTTP {fetched.status}: {_one_line(text) or '(empty)'}"
+                            return m, None
+                        await stream_audio(fetched)
+                    finally:
+                        await fetched.aclose()
+            t_end = time.perf_counter()
+        finally:
+            await resp.aclose()
+        samples = dec.finish()
+    except leanhttp.ConnectFailed as exc:
+        raise ServerUnreachable(f"cannot connect to {req.url}: {exc}") from exc
+    except leanhttp.TimedOut:
+        m.error = f"timed out after {target.timeout_s:g} s"
+        return m, None
+    except leanhttp.ConnectionBroke as exc:
+        m.error = f"connection broke mid-response: {_one_line(str(exc))}"
+        return m, None
+    except ValueError as exc:  # StreamFormatError, not-audio answers, JSON without the audio field
+        m.error = _one_line(str(exc))
+        return m, None
+    m.total_ms = (t_end - t0) * 1000.0
+    m.sample_rate = dec.sample_rate
+    m.audio_s = samples.size / float(dec.sample_rate or 1)
+    m.rtf = (m.total_ms / 1000.0) / m.audio_s
+    m.ok = True
+    return m, samples

@@ -285,8 +285,13 @@ class Client:
 
         A kept-alive connection the server closed meanwhile is retried once on a fresh one (nothing of the
         response had arrived, so the server never answered it)."""
+        return await self.request("POST", url, body, headers, timeout_s)
+
+    async def request(self, method: str, url: str, body: bytes, headers: dict[str, str],
+                      timeout_s: float) -> Response:
+        """:meth:`post` with any method (GET, PUT, ...)."""
         origin, target = split_url(url)
-        head = _request_head("POST", target, origin, headers, len(body))
+        head = _request_head(method, target, origin, headers, len(body))
         for attempt in (0, 1):
             conn = await self._connect(origin, timeout_s)
             try:

@@ -8,6 +8,7 @@ a run folder (``results.json`` + ``wavs/<engine>/<host>/<utt_id>.wav``) so the d
 from __future__ import annotations
 
 import io
+import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -45,33 +46,44 @@ def speech_url(url: str) -> str:
 
 
 def probe_once(url: str, text: str, *, voice: str | None, model: str | None, timeout_s: float,
-               min_duration_s: float, min_rms_dbfs: float, token: str | None = None) -> tuple[ProbeResult, Any]:
-    """One non-streaming request; returns (result, samples or None)."""
+               min_duration_s: float, min_rms_dbfs: float, token: str | None = None,
+               template: Any = None, reference: Any = None) -> tuple[ProbeResult, Any]:
+    """One non-streaming request; returns (result, samples or None). ``template`` (ttsbench.reqtemplate) speaks
+    any TTS API; without it the OpenAI-style speech request is sent."""
     import httpx
-    import numpy as np
     import soundfile as sf
 
     from ttsbench.audio import rms_dbfs
 
-    payload: dict[str, Any] = {"input": text, "response_format": "wav"}
-    if voice:
-        payload["voice"] = voice
-    if model:
-        payload["model"] = model
     headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if template is None:
+        payload: dict[str, Any] = {"input": text, "response_format": "wav"}
+        if voice:
+            payload["voice"] = voice
+        if model:
+            payload["model"] = model
+        method, target, body = "POST", speech_url(url), json.dumps(payload).encode()
+        headers["Content-Type"] = "application/json"
+    else:
+        from ttsbench import reqtemplate
+
+        req = template.render(url, reqtemplate.values(text, voice=voice, model=model, reference=reference))
+        method, target, body = req.method, req.url, req.body
+        headers = {**req.headers, **headers}
     t_sent = time.time()
     t0 = time.perf_counter()
     status: int | None = None
     try:
-        resp = httpx.post(speech_url(url), json=payload, headers=headers, timeout=timeout_s)
+        resp = httpx.request(method, target, content=body or None, headers=headers, timeout=timeout_s)
         status = resp.status_code
-        total_ms = (time.perf_counter() - t0) * 1000.0
         if status != 200:
             raise ValueError(f"HTTP {status}: {resp.text[:200]}")
-        data, sr = sf.read(io.BytesIO(resp.content), dtype="float32", always_2d=True)
-        samples = np.ascontiguousarray(data.mean(axis=1))
+        samples, sr = _decode(resp, template, timeout_s, headers)
+        total_ms = (time.perf_counter() - t0) * 1000.0
     except (httpx.HTTPError, ValueError, RuntimeError, sf.LibsndfileError) as exc:
         err = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+        if status == 200 and not isinstance(exc, httpx.HTTPError):
+            err = f"not audio: {err}"
         return ProbeResult(url, False, err, status, None, None, None, None, t_sent, time.time()), None
     dur = samples.size / sr if sr else 0.0
     level = rms_dbfs(samples)
@@ -83,6 +95,39 @@ def probe_once(url: str, text: str, *, voice: str | None, model: str | None, tim
     res = ProbeResult(url, not problems, "; ".join(problems) or None, status, dur,
                       level, total_ms, int(sr), t_sent, time.time())
     return res, samples
+
+
+def _decode(resp: Any, template: Any, timeout_s: float, headers: dict[str, str]) -> tuple[Any, int]:
+    """Samples (float32 mono) and rate of a 200 answer; ValueError when it holds no audio of the declared kind."""
+    import httpx
+    import numpy as np
+    import soundfile as sf
+
+    from ttsbench import reqtemplate
+    from ttsbench.wavstream import StreamDecoder
+
+    spec = template.response if template is not None else reqtemplate.ResponseSpec()
+    content = resp.content
+    if spec.streamed:
+        reqtemplate.check_content_type(resp.headers.get("content-type", ""), content, spec)
+    else:
+        what, audio = reqtemplate.audio_from_json(content, spec, str(resp.request.url))
+        if what == "url":
+            fetched = httpx.get(str(audio), headers={k: v for k, v in headers.items() if k.lower() == "authorization"},
+                                timeout=timeout_s)
+            if fetched.status_code != 200:
+                raise ValueError(f"audio URL {audio}: HTTP {fetched.status_code}")
+            content = fetched.content
+        else:
+            content = audio  # type: ignore[assignment]
+    if spec.decoder_mode == "pcm":
+        dec = StreamDecoder("pcm", spec.sample_rate, spec.pcm_format)
+        dec.feed(content)
+        return dec.finish(), int(spec.sample_rate or 0)
+    if content[:4] != b"RIFF":
+        raise ValueError(f"answer is not a WAV file (starts {content[:16]!r})")
+    data, sr = sf.read(io.BytesIO(content), dtype="float32", always_2d=True)
+    return np.ascontiguousarray(data.mean(axis=1)), int(sr)
 
 
 def probe_until_ok(url: str, text: str, *, until_ok_s: float, interval_s: float, **kw: Any) -> tuple[ProbeResult, Any]:
@@ -99,7 +144,8 @@ def probe_until_ok(url: str, text: str, *, until_ok_s: float, interval_s: float,
 
 
 def record(run_dir: str | Path, res: ProbeResult, samples: Any, *, engine: str, host: str, utt_id: str,
-           text: str, weights: str, standin: bool, version: str | None = None) -> str:
+           text: str, weights: str, standin: bool, version: str | None = None,
+           template: dict[str, Any] | None = None) -> str:
     """Append the probe as a row of system ``engine@host`` in the run folder (WAV kept when audio came back)."""
     from ttsbench.audio import write_wav_atomic
 
@@ -128,6 +174,8 @@ def record(run_dir: str | Path, res: ProbeResult, samples: Any, *, engine: str, 
         "config": {"url": res.url, "measured_from": "controller over HTTP (failover drill probe)",
                    "ttfa_definition": "non-streaming: time until the whole WAV arrived"},
     }
+    if template is not None:
+        system["config"]["request_template"] = template
     system["utterances"] = [r.to_dict() for r in rows]
     system["summary"] = summarize(rows)
     results.put_system(doc, system)

@@ -69,6 +69,12 @@ class ServerConfig:
     max_chars: int = 2000
     seed: int | None = None
     model_name: str = "chatterbox"
+    # What OpenAI-style consumers send: lenient (default) takes any model name and any voice name and speaks
+    # with the reference voice; strict answers 400 to a model not in {model_name} + accept_models and to a
+    # voice not in {voice, "default"} + voice_aliases (all aliases map to the one reference voice).
+    strict: bool = False
+    accept_models: tuple[str, ...] = ()
+    voice_aliases: tuple[str, ...] = ()
     token: str | None = field(default=None, repr=False)
     verbose: bool = False
     fast: str = "auto"  # auto (on where CUDA is present) | on | off
@@ -408,6 +414,8 @@ class Handler(BaseHTTPRequestHandler):
                 "fast": e.fast_state(),
                 "weights": c.weights_label,
                 "voice": c.voice,
+                "accepts": {"strict": c.strict, "models": [c.model_name, *c.accept_models],
+                            "voice_aliases": list(c.voice_aliases)},
                 "reference_s": round(e.reference_s, 3),
                 "sample_rate": SAMPLE_RATE,
                 "max_new_tokens": c.max_new_tokens,
@@ -417,9 +425,11 @@ class Handler(BaseHTTPRequestHandler):
             })
         elif self.path == "/v1/models":
             self._send_json(200, {"object": "list", "data": [
-                {"id": c.model_name, "object": "model", "owned_by": "resemble-ai", "weights": c.weights_label}]})
+                {"id": m, "object": "model", "owned_by": "resemble-ai", "weights": c.weights_label}
+                for m in dict.fromkeys((c.model_name, *c.accept_models))]})
         elif self.path == "/v1/audio/voices":
-            self._send_json(200, {"voices": [c.voice], "uploaded_voices": []})
+            self._send_json(200, {"voices": list(dict.fromkeys((c.voice, *c.voice_aliases))), "uploaded_voices": [],
+                                  "strict": c.strict})
         else:
             self._error(404, f"no route {self.path}")
 
@@ -463,11 +473,20 @@ class Handler(BaseHTTPRequestHandler):
         if fmt not in ("wav", "pcm"):
             raise BadRequest(400, f"unknown response_format {fmt!r}: this server speaks wav or pcm")
         voice = req.get("voice")
-        if voice not in (None, "", "default", c.voice):
-            raise BadRequest(400, f"unknown voice {voice!r}: this server has one voice, {c.voice!r}")
+        if voice is not None and not isinstance(voice, str):
+            raise BadRequest(400, "'voice' must be a string")
         model = req.get("model")
-        if model not in (None, "", c.model_name):
-            raise BadRequest(400, f"unknown model {model!r}: this server serves {c.model_name!r}")
+        if model is not None and not isinstance(model, str):
+            raise BadRequest(400, "'model' must be a string")
+        if c.strict:
+            voices = (c.voice, "default", *c.voice_aliases)
+            if voice not in (None, "", *voices):
+                raise BadRequest(400, f"unknown voice {voice!r}: this server speaks one voice, known as "
+                                      f"{', '.join(repr(v) for v in voices)} (--voice-alias adds names)")
+            models = (c.model_name, *c.accept_models)
+            if model not in (None, "", *models):
+                raise BadRequest(400, f"unknown model {model!r}: this server accepts "
+                                      f"{', '.join(repr(m) for m in models)} (--accept-model adds names)")
         sf = req.get("stream_format")
         if sf not in (None, "audio", "sse"):
             raise BadRequest(400, f"stream_format must be 'audio' or 'sse', not {sf!r}")

@@ -48,6 +48,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="extra JSON field (VALUE parsed as JSON when it parses, else a string)",
     )
+    p.add_argument("--request-template", default=None, metavar="FILE|openai",
+                   help="speak any TTS HTTP API: a template file (method, path, headers, body with {text}, {voice}, "
+                   "{reference_audio_...}, response kind wav|pcm|json-base64|url; see ttsbench.reqtemplate) or the "
+                   "preset openai (built from --stream/--response-format/--model/--voice/--reference/"
+                   "--payload-extra); URL is then the server's base URL")
     p.add_argument("--header", action="append", default=[], metavar="KEY=VALUE", help="extra HTTP header")
     p.add_argument("--timeout", type=float, default=120.0, help="per-request timeout in seconds")
     p.add_argument("--engine", default="http", help="engine label (wavs/<engine>/<host>/)")
@@ -86,6 +91,14 @@ def _kv(items: list[str], what: str, parse_json: bool) -> dict:
     return out
 
 
+def _template_values(args: argparse.Namespace, ref: object) -> dict[str, str | None]:
+    from ttsbench import reqtemplate
+
+    vals = reqtemplate.values("", voice=args.voice, model=args.model, reference=ref)
+    vals.pop("text")
+    return vals
+
+
 def _run(args: argparse.Namespace) -> int:
     import asyncio
     import sys
@@ -112,7 +125,7 @@ def _run(args: argparse.Namespace) -> int:
     from ttsbench.utterances import load_utterances
 
     console = Console(stderr=True)
-    url = endpoint_url(args.url)
+    url = endpoint_url(args.url) if not args.request_template else args.url.rstrip("/")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UserError(f"{args.url}: not an http(s) URL")
@@ -157,6 +170,17 @@ def _run(args: argparse.Namespace) -> int:
         args.response_format = args.response_format or "wav"
         args.stream = args.stream or "audio"
         args.pcm_sample_rate = args.pcm_sample_rate or 24000
+    template = None
+    if args.request_template:
+        from ttsbench import reqtemplate
+
+        template = reqtemplate.load(
+            args.request_template, response_format=args.response_format, stream=args.stream,
+            pcm_sample_rate=args.pcm_sample_rate, pcm_format=args.pcm_format, reference_field=args.reference_field,
+            with_reference=ref is not None, extra=_kv(args.payload_extra, "--payload-extra", True))
+        reqtemplate.check_inputs(template, has_reference=ref is not None)
+        if template.path and url.endswith(template.path.rstrip("/")) and "{" not in template.path:
+            url = url[: -len(template.path.rstrip("/"))]  # the endpoint URL was given: keep the base
     target = SpeechTarget(
         url=url,
         model=args.model,
@@ -170,6 +194,8 @@ def _run(args: argparse.Namespace) -> int:
         payload_extra=_kv(args.payload_extra, "--payload-extra", True),
         headers=_kv(args.header, "--header", False),
         timeout_s=args.timeout,
+        template=template,
+        template_values=_template_values(args, ref) if template is not None else {},
     )
     if contract is not None:
         from ttsbench.upstream.speech_api import SpeechApiError, check_payload
@@ -178,6 +204,8 @@ def _run(args: argparse.Namespace) -> int:
             check_payload(contract, args.engine, target.payload("check"))
         except SpeechApiError as exc:
             raise UserError(str(exc)) from exc
+    if template is not None:
+        template.render(url, {**target.template_values, "text": "check"})  # unset placeholders fail here, not later
     host = args.host_label or parts.hostname
     engine = args.engine
     for label in (host, engine):
@@ -250,6 +278,7 @@ def _run(args: argparse.Namespace) -> int:
             "voice": args.voice,
             "reference": args.reference,
             "payload_extra": target.payload_extra,
+            "request_template": template.describe() if template is not None else None,
             "warmup": args.warmup,
             "requests_per_level": n,
             "concurrency": list(levels),

@@ -11,6 +11,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--text", default="Hello, this is a failover check. The voice should sound normal.")
     p.add_argument("--voice", default=None)
     p.add_argument("--model", default=None)
+    p.add_argument("--request-template", default=None, metavar="FILE|openai",
+                   help="speak any TTS HTTP API (see bench-http --request-template); URL is the base URL")
+    p.add_argument("--reference", default=None, help="reference WAV for {reference_audio_...} placeholders")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check the arguments and the template, print the request that would be sent, send nothing")
     p.add_argument("--token", default=None, help="bearer token (or env TTSBENCH_TTS_TOKEN)")
     p.add_argument("--timeout", type=float, default=120.0, help="per-request timeout in seconds")
     p.add_argument("--min-duration-s", type=float, default=0.5, help="shorter audio is not good")
@@ -37,8 +42,28 @@ def _run(args: argparse.Namespace) -> int:
     from ttsbench.errors import UserError
 
     speechprobe.check_thresholds(args.min_duration_s, args.min_rms_dbfs)
+    template = reference = None
+    if args.reference:
+        from ttsbench.reference import load_reference
+
+        reference = load_reference(args.reference)
+    if args.request_template:
+        from ttsbench import reqtemplate
+
+        template = reqtemplate.load(args.request_template, stream="none", with_reference=reference is not None)
+        reqtemplate.check_inputs(template, has_reference=reference is not None)
+        req = template.render(args.url, reqtemplate.values(args.text, voice=args.voice, model=args.model,
+                                                           reference=reference))  # unset placeholders fail here
+        if args.dry_run:
+            print(json.dumps({"dry_run": True, "template": template.describe(), "method": req.method,
+                              "url": req.url, "body": req.body_obj}))
+            return 0
+    elif args.dry_run:
+        print(json.dumps({"dry_run": True, "template": None, "url": speechprobe.speech_url(args.url)}))
+        return 0
     kw = {"voice": args.voice, "model": args.model, "timeout_s": args.timeout, "min_duration_s": args.min_duration_s,
-          "min_rms_dbfs": args.min_rms_dbfs, "token": args.token or os.environ.get("TTSBENCH_TTS_TOKEN")}
+          "min_rms_dbfs": args.min_rms_dbfs, "token": args.token or os.environ.get("TTSBENCH_TTS_TOKEN"),
+          "template": template, "reference": reference}
     if args.until_ok > 0:
         res, samples = speechprobe.probe_until_ok(args.url, args.text, until_ok_s=args.until_ok,
                                                   interval_s=args.interval, **kw)
@@ -50,7 +75,8 @@ def _run(args: argparse.Namespace) -> int:
             raise UserError("--run-dir needs --host-label (the system is ENGINE@HOST)")
         out["system_id"] = speechprobe.record(args.run_dir, res, samples, engine=args.engine, host=args.host_label,
                                               utt_id=args.utt_id, text=args.text, weights=args.weights,
-                                              standin=args.standin)
+                                              standin=args.standin,
+                                              template=template.describe() if template is not None else None)
     print(json.dumps(out))
     if args.expect == "any":
         return 0

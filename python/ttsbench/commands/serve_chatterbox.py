@@ -25,6 +25,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-chars", type=int, default=2000, help="longer 'input' gets HTTP 413")
     p.add_argument("--seed", type=int, default=None, help="fixed torch seed per request (reproducible audio)")
     p.add_argument("--model-name", default="chatterbox", help="model id reported by /v1/models")
+    p.add_argument("--strict", action="store_true",
+                   help="answer 400 to a model or voice name not configured (default: lenient, any model and voice "
+                   "name is taken and spoken with the reference voice, as OpenAI-style consumers send tts-1/alloy)")
+    p.add_argument("--accept-model", action="append", default=[], metavar="NAME",
+                   help="another model name to accept under --strict (repeatable), e.g. tts-1")
+    p.add_argument("--voice-alias", action="append", default=[], metavar="NAME",
+                   help="another name of the reference voice under --strict (repeatable), e.g. alloy")
     p.add_argument("--token-file", default=None, help="file holding a bearer token; requests without it get 401")
     p.add_argument("--fast", choices=("auto", "on", "off"), default="auto",
                    help="fast path (graph-captured T3, chunked streaming): auto = on where CUDA is present")
@@ -73,6 +80,7 @@ def _run(args: argparse.Namespace) -> int:
         max_chars=args.max_chars, seed=args.seed, model_name=args.model_name, token=token, verbose=args.verbose,
         fast=args.fast, fast_dtype=args.fast_dtype, first_chunk_tokens=args.first_chunk_tokens,
         batch_slots=args.batch_slots, fast_max_len=args.fast_max_len, tokens_per_char=args.tokens_per_char,
+        strict=args.strict, accept_models=tuple(args.accept_model), voice_aliases=tuple(args.voice_alias),
     )
     return serve(cfg)
 

@@ -36,6 +36,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--contract", default=None,
                    help="vllm-omni contract JSON (ttsbench/upstream/contracts/<v>.json): refuse and stream as "
                    "that version does for Voxtral")
+    t.add_argument(
+        "--api",
+        choices=["openai", "text-json"],
+        default="openai",
+        help="openai: /v1/audio/speech (vllm-omni); text-json: STAND-IN production server, POST --text-json-path "
+        'with {"text": ...} answers one WAV (a request shape of its own, spoken to through a request template)',
+    )
+    t.add_argument("--text-json-path", default="/tts", help="route of the text-json API")
     t.add_argument("--verbose", action="store_true")
     t.set_defaults(func=_run_tts)
 
@@ -99,6 +107,8 @@ def _run_tts(args: argparse.Namespace) -> int:
         early_header=args.early_header,
         verbose=args.verbose,
         contract=_load_contract(args.contract) if args.contract else None,
+        api=args.api,
+        text_json_path=args.text_json_path,
     )
     return _serve(_bind(make_server, cfg, "tts"), "tts")
 

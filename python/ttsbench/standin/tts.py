@@ -56,6 +56,10 @@ class TtsConfig:
     verbose: bool = False
     # vllm-omni speech contract (ttsbench/upstream/contracts/<v>.json): refuse what that version refuses
     contract: dict | None = None
+    # openai: the vllm-omni speech API above; text-json: a STAND-IN *production* server with its own request
+    # shape (POST text_json_path with {"text": ...} → one complete WAV), like a homelab's FastAPI wrapper
+    api: str = "openai"
+    text_json_path: str = "/tts"
     _cache: OrderedDict = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     # per-request server-side times (GET /standin/timings), for splitting client overhead from our own
@@ -164,6 +168,9 @@ class TtsHandler(JsonHandler):
 
     def do_POST(self) -> None:
         t_arrival = self.t_arrival
+        if self.cfg.api == "text-json":
+            self._text_json(t_arrival)
+            return
         if self.path != "/v1/audio/speech":
             self.read_json_safely()
             self.send_error_json(404, f"no route {self.path}", "NotFoundError")
@@ -192,6 +199,27 @@ class TtsHandler(JsonHandler):
                 self.close_connection = True  # mid-stream: the client sees the body end early
             else:
                 self.send_error_json(500, f"stand-in synthesis failed: {exc}", "InternalServerError")
+
+    def _text_json(self, t_arrival: float) -> None:
+        """STAND-IN production API: {"text": "..."} (optional "voice") → one complete 16-bit WAV."""
+        if self.path != self.cfg.text_json_path:
+            self.read_json_safely()
+            self.send_error_json(404, f"no route {self.path} (this server speaks POST {self.cfg.text_json_path})",
+                                 "NotFoundError")
+            return
+        try:
+            req = self.read_json()
+            self.t_read = time.perf_counter()
+            if not isinstance(req, dict) or not isinstance(req.get("text"), str) or not req["text"].strip():
+                raise ValueError('expected a JSON object {"text": "..."}')
+        except ValueError as exc:
+            self.send_error_json(422, str(exc))
+            return
+        fault = self.headers.get("X-Standin-Fault") or self.cfg.fault
+        if fault == "http-500":
+            self.send_error_json(500, "stand-in fault injected: internal server error", "InternalServerError")
+            return
+        self._serve(t_arrival, req["text"], ("wav", "none"), fault)
 
     def read_json_safely(self) -> None:
         with contextlib.suppress(ValueError):

@@ -1,0 +1,46 @@
+"""serve-chatterbox's request parsing for model and voice names (lenient by default, strict as a flag): the
+parser alone, no model load (runs in the controller venv)."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from ttsbench.chatterbox.server import BadRequest, Handler, ServerConfig
+
+
+def _parse(cfg: ServerConfig, req: dict) -> tuple:
+    return Handler._parse(SimpleNamespace(cfg=cfg), json.dumps(req).encode())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("model", "voice"), [("tts-1", "alloy"), ("gpt-4o-mini-tts", "nova"), (None, "voice"),
+                                              ("chatterbox", None)])
+def test_lenient_default_takes_openai_names(model, voice):
+    cfg = ServerConfig(voice="voice")
+    req = {"input": "Hi.", **({"model": model} if model else {}), **({"voice": voice} if voice else {})}
+    assert _parse(cfg, req)[0] == "Hi."
+
+
+def test_strict_takes_only_configured_names():
+    cfg = ServerConfig(voice="voice", strict=True, accept_models=("tts-1",), voice_aliases=("alloy",))
+    assert _parse(cfg, {"input": "Hi.", "model": "tts-1", "voice": "alloy"})[0] == "Hi."
+    assert _parse(cfg, {"input": "Hi.", "model": "chatterbox", "voice": "default"})[0] == "Hi."
+    with pytest.raises(BadRequest, match=r"unknown voice 'nova'.*--voice-alias") as e:
+        _parse(cfg, {"input": "Hi.", "voice": "nova"})
+    assert e.value.status == 400
+    with pytest.raises(BadRequest, match=r"unknown model 'tts-1-hd'.*--accept-model"):
+        _parse(cfg, {"input": "Hi.", "model": "tts-1-hd"})
+
+
+def test_cli_flags_reach_the_config():
+    import argparse
+
+    from ttsbench.commands import serve_chatterbox
+
+    ap = argparse.ArgumentParser()
+    serve_chatterbox.register(ap.add_subparsers())
+    args = ap.parse_args(["serve-chatterbox", "--reference", "r.wav", "--strict", "--accept-model", "tts-1",
+                          "--voice-alias", "alloy", "--voice-alias", "nova"])
+    assert args.strict and args.accept_model == ["tts-1"] and args.voice_alias == ["alloy", "nova"]

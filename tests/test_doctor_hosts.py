@@ -1,0 +1,69 @@
+"""``ttsbench doctor -i``: every host checked read-only, one table with what to fix."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from standin_helpers import free_port, standin
+from ttsbench.hostdoctor import evaluate
+
+ROOT = Path(__file__).resolve().parent.parent
+
+BASE = {"host": "titan", "groups": ["gpu", "tts_standby"], "user": "ops", "uid": 1000, "arch": "aarch64",
+        "systemd": True, "become_ok": False, "become_error": "sudo: a password is required", "docker": None,
+        "gpu": ["NVIDIA GB10, 12.1, 580.95", "13.0"], "disk_free_kb": 1500 * 1048576, "disk_path": "/opt",
+        "disk_writable": False, "min_free_gb": 20, "root_become": True, "voxtral": ["7800000", "/hf/hub/models--x"],
+        "ports": [8772, 8004], "ports_busy": [8004], "services": [{"backend": "docker", "container": "vllm-gemma4"}],
+        "llm_service_error": None, "primary_service_error": None, "primary_url": None}
+
+
+def test_findings_name_what_to_fix():
+    f = {x.check: x for x in evaluate(BASE)}
+    assert f["become"].ok is False and "passwordless sudo" in f["become"].fix  # docker backend needs root here
+    assert f["gpu"].ok and "sm_121" in f["gpu"].detail and "CUDA 13.0" in f["gpu"].detail
+    assert f["disk"].ok and f["voxtral weights"].ok
+    assert f["ports"].ok is False and "busy: [8004]" in f["ports"].detail
+    assert f["LLM service"].ok and "vllm-gemma4" in f["LLM service"].detail
+    # a docker-group user with a user unit needs no sudo: the failed sudo is only information
+    g = {x.check: x for x in evaluate({**BASE, "root_become": False, "services": [
+        {"backend": "docker", "container": "c", "become": False}]})}
+    assert g["become"].ok is None
+
+
+@pytest.mark.timeout(300)
+def test_doctor_checks_hosts_without_changing_them(tmp_path):
+    root = tmp_path / "not-made"  # ttsbench_root that does not exist: the doctor must not create it
+    port = free_port()
+    with standin("tts", "--api", "text-json") as url:
+        inv = {"all": {"vars": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+                                "ttsbench_root": str(root), "ttsbench_run_min_free_gb": 1},
+                       "children": {
+                           "gpu": {"hosts": {"titan": {"gemma_guard_backend": "systemd",
+                                                       "gemma_guard_unit": "no-such-llm.service",
+                                                       "vllm_omni_port": port}}},
+                           "tts_primary": {"hosts": {"panda": {
+                               "failover_primary_url": url,
+                               "failover_primary_request_template": str(ROOT / "inventory/example-homelab/templates"
+                                                                        / "panda-tts.yml"),
+                               "failover_primary_service": {"backend": "command", "start": "false",
+                                                            "stop": "false", "status": "false"}}}}}}}
+        (tmp_path / "inv.yml").write_text(yaml.safe_dump(inv))
+        r = subprocess.run([sys.executable, "-m", "ttsbench", "doctor", "-i", str(tmp_path / "inv.yml")],
+                           capture_output=True, text=True, timeout=280, cwd=ROOT,
+                           env={**os.environ, "COLUMNS": "250", "TTSBENCH_HOME": str(ROOT)})
+    out = r.stdout
+    assert r.returncode == 1, out + r.stderr
+    rows = [line for line in out.splitlines() if line.startswith("│")]
+    primary = next(x for x in rows if "primary TTS " in x and "panda-fastapi" in x)
+    assert "│ ok " in primary, primary
+    llm = next(x for x in rows if "LLM service" in x)
+    assert "FIX" in llm and "no-such-llm.service" in llm, llm
+    assert "gemma_guard_unit" in out
+    assert "titan/LLM service" in out
+    assert not root.exists()
