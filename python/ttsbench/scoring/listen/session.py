@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ttsbench.errors import UserError
+from ttsbench.results import utc_now
 from ttsbench.scoring.listen import blind
 from ttsbench.scoring.ratings import (
     QUESTION,
@@ -33,7 +34,7 @@ from ttsbench.scoring.ratings import (
     ratings_path,
     save_rater_session,
 )
-from ttsbench.scoring.rundoc import RunDir, utc_now_iso
+from ttsbench.scoring.rundoc import RunDir
 
 LABELS = ("A", "B")
 PRACTICE, TEST, CATCH_SAME, CATCH_DIFF = "practice", "test", "catch_same", "catch_different"
@@ -105,7 +106,7 @@ class Session:
         self.session_id = f"{stamp}-{secrets.token_hex(4)}"
         self._seed = seed if seed is not None else secrets.randbits(63)
         self._rng = random.Random(self._seed)
-        self.started_at = utc_now_iso()
+        self.started_at = utc_now()
         self.items: list[Item] = []
         self._clips: dict[tuple[str, str], bytes] = {}
         self._build()
@@ -278,7 +279,7 @@ class Session:
             "rater": self.rater,
             "session": self.session_id,
             "started_at": self.started_at,
-            "submitted_at": utc_now_iso(),
+            "submitted_at": utc_now(),
             "systems": list(self.systems),
             "seed": self._seed,
             "mapping": mapping,
