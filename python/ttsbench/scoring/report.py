@@ -308,63 +308,41 @@ def build(run: RunDir, embed_audio: bool = False) -> tuple[str, str]:
     return render_html(context(run, embed_audio)), markdown(run, verdict, ratings, objective, standins)
 
 
+def markdown_context(
+    run: RunDir, verdict: dict | None, ratings: dict | None, objective: dict | None, standins: list[str]
+) -> dict[str, Any]:
+    """What ``report.md.j2`` shows, as plain data."""
+    return {
+        "run_id": run.run_id,
+        "verdict": verdict and {
+            "outcome": verdict["outcome"],
+            "reasons": verdict.get("reasons", []),
+            "would_change": verdict.get("would_change") or [],
+            "rule": {k: verdict["rule"][k] for k in ("name", "rule_version", "file", "sha256")},
+        },
+        "standins": standins,
+        "systems": [
+            {"system_id": s["system_id"], "weights": s["engine"].get("weights"),
+             **{k: s["summary"].get(k) for k in ("n_ok", "n", "p50_ttfa_ms", "p90_ttfa_ms", "p50_rtf", "p90_rtf")}}
+            for s in run.doc["systems"]
+        ],
+        "gemma": run.doc.get("gemma"),
+        "ratings": ratings and {
+            "per_system": [
+                [k, v["mean"], f"{v['ci95'][0]:.2f}–{v['ci95'][1]:.2f}" if v["ci95"][0] is not None else "–", v["n"]]
+                for k, v in ratings["stats"]["per_system"].items()
+            ],
+            "pairs": ratings["stats"]["pairs"],
+        },
+        "objective": objective and {
+            "per_system": objective["per_system"],
+            "skipped": objective.get("skipped") or [],
+        },
+    }
+
+
 def markdown(
     run: RunDir, verdict: dict | None, ratings: dict | None, objective: dict | None, standins: list[str]
 ) -> str:
-    doc = run.doc
-    out = [f"## ttsbench: {run.run_id}", ""]
-    out.append(f"**Verdict: `{verdict['outcome']}`**" if verdict else "**Verdict: not decided yet**")
-    if verdict:
-        out += [f"- {r}" for r in verdict.get("reasons", [])]
-        if verdict.get("would_change"):
-            out += ["", "What would change it:"] + [f"- {w}" for w in verdict["would_change"]]
-        rule = verdict["rule"]
-        out += [
-            "",
-            f"Rule `{rule['name']}` v{rule['rule_version']} (`{rule['file']}`, sha256 `{rule['sha256'][:12]}…`)",
-        ]
-    if standins:
-        out += ["", f"> Stand-ins (not the real engine): {', '.join(standins)}"]
-    out += [
-        "",
-        "| system | weights | ok/n | TTFA p50 ms | TTFA p90 ms | RTF p50 | RTF p90 |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for s in doc["systems"]:
-        sm = s["summary"]
-        out.append(
-            f"| {s['system_id']} | {s['engine'].get('weights')} | {sm.get('n_ok')}/{sm.get('n')} | "
-            f"{_num(sm.get('p50_ttfa_ms'), 1)} | {_num(sm.get('p90_ttfa_ms'), 1)} | {_num(sm.get('p50_rtf'))} | "
-            f"{_num(sm.get('p90_rtf'))} |"
-        )
-    g = doc.get("gemma")
-    if g:
-        out += [
-            "",
-            f"Gemma guard ({g.get('mode')}{', stand-in' if g.get('standin') else ''}): drift "
-            f"{_num(g.get('drift'))}× (gate ≤ {_num(g.get('max_drift'))}×) → **{g.get('gate')}**",
-        ]
-    if ratings:
-        out += ["", "| system | identity mean | 95% CI | n |", "|---|---|---|---|"]
-        for k, v in ratings["stats"]["per_system"].items():
-            ci = f"{v['ci95'][0]:.2f}–{v['ci95'][1]:.2f}" if v["ci95"][0] is not None else "–"
-            out.append(f"| {k} | {_num(v['mean'])} | {ci} | {v['n']} |")
-        out += [
-            f"- {p['a']} vs {p['b']}: Wilcoxon p = {_num(p['wilcoxon_p'], 4)} (n = {p['n_items']})"
-            for p in ratings["stats"]["pairs"]
-        ]
-    else:
-        out += ["", "Human ratings: pending."]
-    if objective:
-        out += [
-            "",
-            "Objective metrics: "
-            + ", ".join(
-                f"{sid}: speaker sim {_num(v.get('mean_speaker_similarity'), 3)}, DNSMOS {_num(v.get('mean_dnsmos_ovrl'))}"  # noqa: E501
-                for sid, v in objective["per_system"].items()
-            ),
-        ]
-        if objective.get("skipped"):
-            out.append("Skipped: " + ", ".join(s["metric"] for s in objective["skipped"]))
-    out += ["", "Full report: `report.html` in the run folder.", ""]
-    return "\n".join(out)
+    ctx = markdown_context(run, verdict, ratings, objective, standins)
+    return _env().get_template("report.md.j2").render(ctx)
