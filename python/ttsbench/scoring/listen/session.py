@@ -17,13 +17,12 @@ from __future__ import annotations
 import random
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
 from ttsbench.errors import UserError
-from ttsbench.results import utc_now
+from ttsbench.results import utc_now, utc_stamp
 from ttsbench.scoring.listen import blind
 from ttsbench.scoring.ratings import (
     QUESTION,
@@ -102,7 +101,7 @@ class Session:
                 "pass --new-session to rate again (the newest session of a rater counts), or choose another --rater"
             )
         self.token = secrets.token_urlsafe(24)
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        stamp = utc_stamp()
         self.session_id = f"{stamp}-{secrets.token_hex(4)}"
         self._seed = seed if seed is not None else secrets.randbits(63)
         self._rng = random.Random(self._seed)
