@@ -65,11 +65,19 @@ def test_hostile_strings_are_escaped(tmp_path):
 @pytest.mark.skipif(not HAVE_ESPEAK, reason="needs espeak-ng")
 def test_audio_withheld_before_ratings_unless_embed(tmp_path):
     run = RunDir.open(make_run(tmp_path, texts={"u01": "Hello there."}))
-    html, _ = build(run)
+    html, md = build(run)
+    assert "**Verdict: not decided yet**" in md and "Human ratings: pending." in md
     assert "id='audio-withheld'" in html and html.count("data:audio/wav") == 1  # the reference voice only
     assert "No verdict yet" in html and "<b>Pending</b>" in html
     html, _ = build(run, embed_audio=True)
     assert "audio-withheld" not in html and html.count("data:audio/wav") == 3
+
+
+def test_one_template_block_per_section():
+    from ttsbench.scoring.report import _env
+
+    blocks = set(_env().get_template("report.html.j2").blocks)
+    assert blocks == {"header", "summary", "latency", "gemma", "ratings", "objective", "audio", "hosts", "metrics"}
 
 
 def _package_data() -> list[str]:
