@@ -22,11 +22,17 @@ RESULTS_NAME = "results.json"
 
 
 def utc_now() -> str:
+    """Now as the run documents write times: ``2026-11-24T10:15:00Z``."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def utc_stamp(now: datetime | None = None) -> str:
+    """A compact UTC stamp for folder and id names: ``20261124T101500Z``."""
+    return (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+
+
 def new_run_id(prefix: str) -> str:
-    return f"{prefix}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
+    return f"{prefix}-{utc_stamp()}"
 
 
 @cache

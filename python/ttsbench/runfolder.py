@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import tempfile
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +23,9 @@ KINDS = ("bench-chatterbox", "bench-voxtral", "failover-drill")
 WEIGHTS = ("hub", "local", "random-init", "n/a")
 
 
-def _stamp(now: datetime | None = None) -> str:
-    return (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
-
-
 def planned_run_dir(root: str | os.PathLike, kind: str, now: datetime | None = None) -> Path:
     """The folder ``create_run_dir`` would make now: ``<root>/<kind>-<UTC stamp>[-N]`` (first free name)."""
-    base = Path(root) / f"{kind}-{_stamp(now)}"
+    base = Path(root) / f"{kind}-{results.utc_stamp(now)}"
     cand, n = base, 1
     while cand.exists():
         n += 1

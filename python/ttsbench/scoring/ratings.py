@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from ttsbench.errors import UserError
-from ttsbench.scoring.rundoc import RunDir, read_json, utc_now_iso, write_json_atomic
+from ttsbench.results import utc_now
+from ttsbench.scoring.rundoc import RunDir, read_json, write_json_atomic
 from ttsbench.scoring.stats import rating_stats
 
 QUESTION = (
@@ -118,7 +119,7 @@ def ratings_document(
     return {
         "version": 1,
         "run_id": run.run_id,
-        "created_at": utc_now_iso(),
+        "created_at": utc_now(),
         "source": source,
         "question": QUESTION,
         "scale": list(SCALE),

@@ -11,9 +11,10 @@ import fnmatch
 from pathlib import Path
 from typing import Any
 
+from ttsbench.results import utc_now
 from ttsbench.scoring.ratings import load_ratings
 from ttsbench.scoring.rules import Expr, Outcome, RuleError, RuleSet, clauses, evaluate
-from ttsbench.scoring.rundoc import RunDir, utc_now_iso, write_json_atomic
+from ttsbench.scoring.rundoc import RunDir, write_json_atomic
 
 PENDING = "pending_human_ratings"
 INCOMPLETE = "incomplete_inputs"
@@ -261,7 +262,7 @@ def decide(rules: RuleSet, run: RunDir) -> dict[str, Any]:
     return {
         "version": 2,
         "run_id": run.run_id,
-        "decided_at": utc_now_iso(),
+        "decided_at": utc_now(),
         "rule": {
             "name": rules.name,
             "rule_version": rules.rule_version,

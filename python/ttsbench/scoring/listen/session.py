@@ -17,12 +17,12 @@ from __future__ import annotations
 import random
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
 from ttsbench.errors import UserError
+from ttsbench.results import utc_now, utc_stamp
 from ttsbench.scoring.listen import blind
 from ttsbench.scoring.ratings import (
     QUESTION,
@@ -33,7 +33,7 @@ from ttsbench.scoring.ratings import (
     ratings_path,
     save_rater_session,
 )
-from ttsbench.scoring.rundoc import RunDir, utc_now_iso
+from ttsbench.scoring.rundoc import RunDir
 
 LABELS = ("A", "B")
 PRACTICE, TEST, CATCH_SAME, CATCH_DIFF = "practice", "test", "catch_same", "catch_different"
@@ -101,11 +101,11 @@ class Session:
                 "pass --new-session to rate again (the newest session of a rater counts), or choose another --rater"
             )
         self.token = secrets.token_urlsafe(24)
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        stamp = utc_stamp()
         self.session_id = f"{stamp}-{secrets.token_hex(4)}"
         self._seed = seed if seed is not None else secrets.randbits(63)
         self._rng = random.Random(self._seed)
-        self.started_at = utc_now_iso()
+        self.started_at = utc_now()
         self.items: list[Item] = []
         self._clips: dict[tuple[str, str], bytes] = {}
         self._build()
@@ -278,7 +278,7 @@ class Session:
             "rater": self.rater,
             "session": self.session_id,
             "started_at": self.started_at,
-            "submitted_at": utc_now_iso(),
+            "submitted_at": utc_now(),
             "systems": list(self.systems),
             "seed": self._seed,
             "mapping": mapping,
