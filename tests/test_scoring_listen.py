@@ -213,7 +213,7 @@ def test_catch_trials_flag_an_unreliable_rater(fresh_run):
             s.mark_played(it.key, lab)
         s.answer(it.key, {"A": 1, "B": 5}, None)  # same clip twice rated 1 and 5
     res = s.submit()
-    assert res["unreliable"] and "same clip" in res["flags"][0]
+    assert res["unreliable"] and any("same clip" in f for f in res["flags"])  # flag order follows the shuffle
     assert not (fresh_run / "scores" / "ratings.json").exists()  # the only rater is left out
     good = Session(r, SYSTEMS, rater="careful")
     for it in good.items:
