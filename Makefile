@@ -16,7 +16,14 @@ TEST_ENV := TTSBENCH_CHATTERBOX_PYTHON=$(abspath $(CB_VENV))/bin/python \
   TTSBENCH_HOST_TORCH_PYTHON=$(HOST_TORCH)/bin/python TTSBENCH_CHATTERBOX_CHECKPOINT=$(TEST_CHECKPOINT)
 INVENTORY ?= inventory/rehearsal
 
-.PHONY: venv demo test lint doctor hosts-up hosts-down clean host-torch chatterbox-venv test-checkpoint
+.PHONY: venv demo test test-fast lint doctor hosts-up hosts-down clean host-torch chatterbox-venv test-checkpoint
+# pytest-xdist: two workers (this is sized for a 2-core box); tests that share machine-wide state stay on one
+# worker in order (tests/conftest.py: xdist groups "testhosts" and "rehearsal").
+XDIST ?= -n 2 --dist loadgroup
+# junit XML of every pass (tests/run-suite), read by tests/durations.py for the slowest-tests table at the end.
+REPORTS ?= .test-reports
+# The edit-test loop: unit, lint and contract tests (no playbook runs, no namespace hosts, no chatterbox model).
+FAST_MARKS := not slow and not testhosts and not chatterbox and not browser and not timing
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,11 +55,10 @@ demo: venv host-torch
 	$(BIN)/ttsbench demo --playbook $(PLAYBOOK) -i $(INVENTORY)
 
 test: venv chatterbox-venv test-checkpoint
-	$(TEST_ENV) $(BIN)/pytest -m "not timing"
-	$(TEST_ENV) $(BIN)/pytest -m timing
-	$(TEST_ENV) TTSBENCH_REQUIRE_CHATTERBOX=1 $(CB_VENV)/bin/python -m pytest -p no:cacheprovider -m chatterbox \
-	  tests/test_chatterbox_stft_patch.py tests/test_chatterbox_runner.py tests/test_chatterbox_fast.py \
-	  tests/test_fast_gemv.py
+	$(TEST_ENV) tests/run-suite $(BIN) $(CB_VENV) $(REPORTS) "$(XDIST)"
+
+test-fast: venv
+	$(BIN)/pytest $(XDIST) -m "$(FAST_MARKS)"
 
 lint: venv
 	$(BIN)/ruff check python tests
@@ -66,4 +72,4 @@ hosts-down:
 	tests/hosts/testhosts down
 
 clean:
-	rm -rf $(VENV) $(CB_VENV) build dist *.egg-info
+	rm -rf $(VENV) $(CB_VENV) $(REPORTS) build dist *.egg-info

@@ -9,6 +9,28 @@ import pytest
 
 import _testhosts
 
+# Tests that share machine-wide state must run on one xdist worker, one after the other (--dist loadgroup):
+# - "testhosts": the network-namespace SSH hosts titan/panda (one set per machine, brought up once per worker);
+# - "rehearsal": inventory/rehearsal's fixed ports and ~/.cache/ttsbench/rehearsal/<host> roots.
+# Everything else is independent (own tmp dirs, free ports) and is spread over the workers.
+REHEARSAL_MODULES = {"test_playbooks_e2e.py", "test_ping_rehearsal.py"}
+
+
+def xdist_group_of(item: pytest.Item) -> str | None:
+    """The serial group a test belongs to, from what it uses (fixtures, markers, module)."""
+    if "testhosts" in getattr(item, "fixturenames", ()) or item.get_closest_marker("testhosts"):
+        return "testhosts"
+    if item.path.name in REHEARSAL_MODULES:
+        return "rehearsal"
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        group = xdist_group_of(item)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+
 
 @pytest.fixture(scope="session")
 def testhosts() -> Iterator[_testhosts.NamespaceHosts]:

@@ -18,8 +18,14 @@ def free_port() -> int:
 
 
 def agent_venv() -> Path:
-    """Where the role tests install ttsbench for the 'host' (shared between runs; stamped, so cheap)."""
-    return Path(os.environ.get("TTSBENCH_TEST_AGENT_VENV", Path.home() / ".cache/ttsbench/test-agent/venv"))
+    """Where the role tests install ttsbench for the 'host' (shared between runs; stamped, so cheap).
+
+    One per pytest-xdist worker: two workers installing into one venv at the same time would corrupt it."""
+    env = os.environ.get("TTSBENCH_TEST_AGENT_VENV")
+    if env:
+        return Path(env)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    return Path.home() / ".cache/ttsbench/test-agent" / worker / "venv"
 
 
 def healthy(url: str) -> bool:

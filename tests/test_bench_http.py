@@ -49,6 +49,7 @@ response: {kind: wav}
 """
 
 
+@pytest.mark.timing
 @pytest.mark.parametrize("via", ["flags", "template"])
 @pytest.mark.parametrize("delay_ms", [50, 200, 800])
 def test_ttfa_matches_injected_first_chunk_delay(tmp_path, delay_ms, via):
@@ -243,10 +244,21 @@ def _start_bench(url: str, run_dir: Path) -> subprocess.Popen:
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def _requests_served(url: str, proc: subprocess.Popen, n: int = 2) -> None:
+    """Wait until the stand-in has seen ``n`` timed requests (a readiness check, not a fixed sleep)."""
+    import httpx
+
+    deadline = time.monotonic() + 60
+    while len(httpx.get(f"{url}/standin/timings", timeout=5).json()["requests"]) < n:
+        assert proc.poll() is None, "bench-http ended before it had made its first requests"
+        assert time.monotonic() < deadline, f"fewer than {n} requests after 60 s"
+        time.sleep(0.05)
+
+
 def test_server_dying_half_way_keeps_partial_results(tmp_path):
     with standin("tts", "--chunk-ms", "40", "--chunk-pacing-ms", "10") as url:
         proc = _start_bench(url, tmp_path)
-        time.sleep(4)
+        _requests_served(url, proc)
     _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 3, err
     assert "marked complete=false" in err
@@ -260,7 +272,7 @@ def test_server_dying_half_way_keeps_partial_results(tmp_path):
 def test_ctrl_c_keeps_what_was_measured(tmp_path):
     with standin("tts", "--chunk-ms", "40", "--chunk-pacing-ms", "10") as url:
         proc = _start_bench(url, tmp_path)
-        time.sleep(4)
+        _requests_served(url, proc)
         proc.send_signal(signal.SIGINT)
         _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
@@ -274,3 +286,73 @@ def test_request_timeout_is_a_row_error(tmp_path):
         r = bench(url, tmp_path, "--only", "u07", "--warmup", "0", "--timeout", "0.3")
     _one_line_error(r, "1/1 request(s) failed", "timed out after 0.3 s")
     assert _doc(tmp_path)["systems"][0]["utterances"][0]["error"] == "timed out after 0.3 s"
+
+
+def test_standin_answers_a_nul_in_the_text_with_400_and_keeps_serving():
+    import httpx
+
+    with standin("tts") as url:
+        r = httpx.post(f"{url}/v1/audio/speech", json={"input": "Hello\x00world", "response_format": "wav"})
+        assert r.status_code == 400 and "control character 0x0000 at position 6" in r.text
+        ok = httpx.post(f"{url}/v1/audio/speech", json={"input": "Okay.", "response_format": "wav"}, timeout=30)
+        assert ok.status_code == 200 and ok.content[:4] == b"RIFF"
+
+
+def test_utterance_with_a_nul_is_refused_before_any_request(tmp_path):
+    f = tmp_path / "u.yaml"
+    f.write_text('utterances:\n  - {id: a, text: "ok"}\n  - {id: b, text: "bad\\0text"}\n')
+    r = bench("http://127.0.0.1:9", tmp_path / "run", "--utterances", str(f))
+    _one_line_error(r, f"{f}:3: utterance #2 (b): 'text' contains the control character 0x0000 at position 4")
+    assert r.returncode == 2 and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        ("utterances:\n  - id: a\n    text: x\n    text: y\n", ":4:5: duplicate key 'text' (first at line 3)"),
+        ("utterances:\n\t- {id: a, text: x}\n", ":2:1: tab character"),
+        ("utterances:\n  - {id: a, text: x\n", ":3:1: not valid YAML"),
+    ],
+)
+def test_utterance_yaml_errors_name_line_and_column(tmp_path, body, needle):
+    f = tmp_path / "u.yaml"
+    f.write_text(body)
+    r = bench("http://127.0.0.1:9", tmp_path / "run", "--utterances", str(f))
+    _one_line_error(r, f"{f}{needle}")
+    assert r.returncode == 2
+
+
+def _contract_path(version: str) -> str:
+    return str(Path(__file__).resolve().parents[1] / "python/ttsbench/upstream/contracts" / f"{version}.json")
+
+
+def test_unsupported_stream_format_is_refused_before_any_request(tmp_path):
+    from standin_helpers import free_port
+
+    # the port is closed: reaching the network would say "cannot connect" instead
+    r = bench(f"http://127.0.0.1:{free_port()}", tmp_path / "run", "--only", "u01", "--engine", "voxtral",
+              "--voice", "neutral_female", "--vllm-omni-version", "0.30.0", "--response-format", "wav")
+    _one_line_error(r, "cannot stream 'wav' for voxtral", "--response-format pcm")
+    assert not (tmp_path / "run").exists()
+    r = bench(f"http://127.0.0.1:{free_port()}", tmp_path / "run", "--only", "u01", "--engine", "voxtral",
+              "--voice", "neutral_female", "--vllm-omni-version", "0.18.0", "--stream", "sse")
+    _one_line_error(r, "stream_format='sse'")
+
+
+@pytest.mark.parametrize("version", ["0.18.0", "0.30.0"])
+def test_voxtral_streams_pcm_against_the_release_contract(tmp_path, version):
+    import httpx
+
+    with standin("tts", "--contract", _contract_path(version)) as url:
+        # what the release refuses, the contract stand-in refuses too (WAV streaming: Voxtral has no "sr" output)
+        resp = httpx.post(f"{url}/v1/audio/speech", json={"input": "hi", "voice": "neutral_female",
+                                                          "response_format": "wav", "stream": True,
+                                                          "stream_format": "audio"})
+        assert resp.status_code == 400 and "sample rate metadata for WAV streaming" in resp.text
+        r = bench(url, tmp_path, "--only", "u03", "--warmup", "0", "--engine", "voxtral", "--voice",
+                  "neutral_female", "--vllm-omni-version", version)
+    assert r.returncode == 0, r.stderr
+    system = _doc(tmp_path)["systems"][0]
+    row = system["utterances"][0]
+    assert row["ok"] and row["sample_rate"] == 24000 and row["ttfa_ms"] < row["total_ms"]
+    assert system["config"]["response_format"] == "pcm" and system["config"]["stream"] == "audio"

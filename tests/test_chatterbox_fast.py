@@ -161,7 +161,10 @@ def test_cli_flags() -> None:
 
 
 def test_server_streams_through_the_fast_path(tmp_path: Path) -> None:
-    """``serve-chatterbox --fast on`` (CPU here: eager, no graphs): /health says so, streaming returns audio."""
+    """``serve-chatterbox --fast on --batch-slots 2`` (CPU here: eager, no graphs): /health says so; two
+    concurrent streaming requests are decoded together (batched T3 steps) and both return audio."""
+    import threading
+
     import httpx
 
     import _chatterbox_env
@@ -171,19 +174,34 @@ def test_server_streams_through_the_fast_path(tmp_path: Path) -> None:
     ref = _chatterbox_env.reference_wav(tmp_path / "voice.wav", 2.0)
     port = free_port()
     argv = _chatterbox_env.serve_argv(_chatterbox_env.checkpoint(), ref, port, "--max-new-tokens", "8",
-                                      "--fast", "on", "--first-chunk-tokens", "4")
+                                      "--fast", "on", "--first-chunk-tokens", "4", "--batch-slots", "2",
+                                      "--fast-max-len", "256")
+    bodies: dict[int, bytes] = {}
+
+    def speak(url: str, i: int) -> None:
+        with httpx.stream("POST", url + "/v1/audio/speech", timeout=600,
+                          json={"input": ["One.", "Two more words."][i], "response_format": "wav",
+                                "stream": True}) as r:
+            assert r.status_code == 200
+            bodies[i] = b"".join(r.iter_raw())
+
     with _chatterbox_env.serve_chatterbox(argv, port, tmp_path / "server.log") as url:
         health = httpx.get(url + "/health", timeout=10).json()
         assert health["fast"]["enabled"] is True and health["fast"]["mode"] == "on"
-        assert health["fast"]["first_chunk_tokens"] == 4
-        with httpx.stream("POST", url + "/v1/audio/speech", timeout=600,
-                          json={"input": "One.", "response_format": "wav", "stream": True}) as r:
-            assert r.status_code == 200
-            pieces = list(r.iter_raw())
-    dec = StreamDecoder("wav")
-    dec.feed(b"".join(pieces))
-    x = dec.finish()
-    assert x.size > 0 and x.size % SAMPLES_PER_TOKEN == 0 and float(np.abs(x).max()) > 0
+        assert health["fast"]["first_chunk_tokens"] == 4 and health["fast"]["batching"]["slots"] == 2
+        threads = [threading.Thread(target=speak, args=(url, i)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(600)
+        sched = httpx.get(url + "/health", timeout=10).json()["fast"]["scheduler"]
+    assert sched["error"] is None and sched["steps"] > 0
+    assert "2" in sched["width_steps"], sched  # the two requests shared decode steps
+    for i in range(2):
+        dec = StreamDecoder("wav")
+        dec.feed(bodies[i])
+        x = dec.finish()
+        assert x.size > 0 and x.size % SAMPLES_PER_TOKEN == 0 and float(np.abs(x).max()) > 0
 
 
 def test_sync_free_chunk_mask_and_encoder_wrapper(model, fast: FastChatterbox) -> None:
@@ -216,3 +234,100 @@ def test_sync_free_chunk_mask_and_encoder_wrapper(model, fast: FastChatterbox) -
     assert "forward" not in enc.__dict__
     assert torch.equal(h, ref_h) and torch.equal(m, ref_m)
     assert (fast.s3graphs.encoder.replays, fast.s3graphs.encoder.error) == calls  # no graphs on CPU
+
+
+def _collect(sched, t3_cond, tt, n: int, params: SamplingParams, out: dict, key: str, started=None) -> None:
+    parts = []
+    for part in sched.tokens(t3_cond, tt, n, params):
+        parts.append(part)
+        if started is not None:
+            started.set()
+    out[key] = torch.cat(parts).tolist() if parts else []
+
+
+def test_batched_decode_equals_per_request_decode(model, fast: FastChatterbox) -> None:
+    """Three requests decoded together (one joins mid-flight, one samples while two decode greedily, different
+    caps, a per-request stop) give each greedy request the tokens it gets when decoded alone."""
+    import threading
+    import time
+
+    from ttsbench.chatterbox.fast_batch import BatchT3, T3Scheduler
+
+    greedy = SamplingParams(**{**PARAMS.__dict__, "greedy": True})
+    conds = model.conds.t3
+    texts = {"a": ("Okay.", 5), "b": ("Sure, I can help with that.", 6), "c": ("One two three.", 4)}
+    tts = {k: fast.text_tokens(t) for k, (t, _) in texts.items()}
+    # make the token request b draws at step 3 the stop token: b must end there, on its own
+    stop = fast.t3.generate(conds, tts["b"], 3, greedy).view(-1).tolist()[2]
+    saved_stop = fast.t3.stop_token
+    fast.t3.stop_token = stop
+    try:
+        ref_stop = {k: fast.t3.generate(conds, tts[k], n, greedy).view(-1).tolist() for k, (_, n) in texts.items()}
+        assert len(ref_stop["b"]) == ref_stop["b"].index(stop) + 1 <= 3
+        sched = T3Scheduler(BatchT3(fast.t3, slots=3), poll=2)
+        try:
+            got: dict = {}
+            a_started = threading.Event()
+            ta = threading.Thread(target=_collect, args=(sched, conds, tts["a"], 5, greedy, got, "a", a_started))
+            tb = threading.Thread(target=_collect, args=(sched, conds, tts["b"], 6, greedy, got, "b"))
+            ts = threading.Thread(target=_collect, args=(sched, conds, tts["c"], 4, PARAMS, got, "sampled"))
+            ta.start()
+            assert a_started.wait(120)  # b and the sampled request join while a is decoding
+            tb.start()
+            ts.start()
+            for t in (ta, tb, ts):
+                t.join(300)
+            got_c: dict = {}
+            _collect(sched, conds, tts["c"], 4, greedy, got_c, "c")  # alone, after the others left
+            # a caller that stops listening (client gone) frees its slot at the next poll, not at its cap
+            before = sched.steps
+            it = sched.tokens(conds, tts["c"], 60, greedy)
+            next(it)
+            it.close()
+            for _ in range(600):
+                if not sched._busy:
+                    break
+                time.sleep(0.1)
+            assert not sched._busy and sched.steps - before <= 6, (sched.steps - before)
+        finally:
+            sched.close()
+        assert sched.error is None
+        assert max(sched.width_steps) >= 2, sched.width_steps  # requests really shared steps
+        assert got["a"] == ref_stop["a"] and got["b"] == ref_stop["b"] and got_c["c"] == ref_stop["c"]
+        assert 0 < len(got["sampled"]) <= 4
+    finally:
+        fast.t3.stop_token = saved_stop
+
+
+def test_vocoder_lock_lets_first_chunks_go_first() -> None:
+    """While the vocoder is busy, a first chunk that arrives after two later chunks is served before them."""
+    import threading
+    import time
+
+    from ttsbench.chatterbox.fast import VocoderLock
+
+    lock, order = VocoderLock(), []
+    busy, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with lock:
+            busy.set()
+            release.wait(10)
+            order.append("holder")
+
+    def waiter(name: str, urgent: bool) -> None:
+        with lock.urgent() if urgent else lock:
+            order.append(name)
+
+    threads = [threading.Thread(target=holder)]
+    threads[0].start()
+    assert busy.wait(10)
+    for name, urgent in (("later1", False), ("later2", False), ("first", True)):
+        t = threading.Thread(target=waiter, args=(name, urgent))
+        t.start()
+        threads.append(t)
+        time.sleep(0.05)  # each waiter is queued before the next one starts
+    release.set()
+    for t in threads:
+        t.join(10)
+    assert order[:2] == ["holder", "first"] and sorted(order[2:]) == ["later1", "later2"], order

@@ -44,19 +44,48 @@ def test_checkpoint_is_complete_and_idempotent(ckpt: Path):
     assert not built and (ckpt / "t3_cfg.safetensors").stat().st_mtime_ns == before
 
 
-def test_synthesis_same_with_and_without_stft_patch(ckpt: Path):
+def test_synthesis_same_with_and_without_stft_patch(ckpt: Path, tmp_path: Path):
+    """Reference conditioning (CAMPPlus kaldi fbank, tokenizer and S3Gen mels), T3, S3Gen/HiFT and the watermark:
+    with the patch on, no aten op computes on a complex tensor; conditionals and audio equal native's."""
     from chatterbox.tts import ChatterboxTTS
 
+    from _chatterbox_env import reference_wav
+    from ttsbench.chatterbox.spectral_audit import ComplexOpAudit
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
     model = ChatterboxTTS.from_local(ckpt, "cpu")
     runner.cap_tokens(model, TOKENS)
-    cfg = runner.RunnerConfig()
-    native = runner.synthesize(model, "Okay.", cfg, None)
-    with stft_patch.apply("on", "cpu") as state:
-        assert "chatterbox.models.s3gen.hifigan" in state.patched_modules
-        patched = runner.synthesize(model, "Okay.", cfg, None)
+    ref = reference_wav(tmp_path / "ref.wav", 2.0)
+
+    def synth():
+        torch.manual_seed(0)
+        model.prepare_conditionals(str(ref), exaggeration=0.3)
+        wav = model.generate("Okay.", exaggeration=0.3, cfg_weight=0.3, temperature=0.6)
+        return wav.squeeze(0).numpy(), model.conds
+
+    with ComplexOpAudit() as native_audit:
+        native, n_conds = synth()
+    with stft_patch.apply("on", "cpu") as state, ComplexOpAudit() as audit:
+        assert "chatterbox.models.s3gen.hifigan" in state.patched_modules and state.skipped == []
+        patched, p_conds = synth()
+    # the audit sees the hazard natively (kaldi rfft + abs, tokenizer stft + abs, HiFT complex/istft, perth angle)
+    assert {"_fft_r2c@cpu", "abs@cpu", "angle@cpu", "complex@cpu"} <= set(native_audit.computed())
+    assert audit.computed() == {}
+    # left: s3tokenizer's host-built rotary table (complex64) is viewed as real — no computation on complex values
+    assert {op.split("@")[0] for op in audit.moved()} <= {"view_as_real", "slice", "to", "_to_copy", "alias"}
+    assert torch.equal(p_conds.t3.cond_prompt_speech_tokens, n_conds.t3.cond_prompt_speech_tokens)
+    # log-mel features (S3Gen prompt mel, kaldi fbank -> speaker embedding): the log turns the DFTs' ~1e-7
+    # absolute error into a larger relative one in near-silent bins (measured 7e-5 for prompt_feat)
+    errs = {}
+    for key in ("prompt_feat", "embedding"):
+        a, b = p_conds.gen[key].double(), n_conds.gen[key].double()
+        errs[key] = float((a - b).norm() / b.norm())
     assert native.shape == patched.shape and native.size > 0
     assert np.isfinite(patched).all()
-    assert float(np.max(np.abs(native - patched))) <= 1e-4
+    errs["audio_max_abs"] = float(np.max(np.abs(native - patched)))
+    assert errs["prompt_feat"] <= 5e-4 and errs["embedding"] <= 5e-4, errs
+    assert errs["audio_max_abs"] <= 1e-4, errs
 
 
 def test_runner_writes_wavs_and_results(ckpt: Path, utts: Path, tmp_path: Path):

@@ -21,6 +21,8 @@ PLAYBOOK = ROOT / "tests" / "playbooks" / "gemma_guard_cycle.yml"
 MAX_PAUSE = 120
 HEARTBEAT_TIMEOUT = 4
 
+pytestmark = pytest.mark.slow  # each test runs a playbook (not in make test-fast)
+
 
 @pytest.fixture
 def guarded(tmp_path: Path):
@@ -40,6 +42,7 @@ def guarded(tmp_path: Path):
         "ttsbench_root": str(root),
         "ttsbench_python": "/usr/bin/python3",
         "ttsbench_agent_venv": str(venv),
+        "ttsbench_agent_pip_extra_args": ["--no-compile"],  # .pyc on first import: a cold install is faster
         "gemma_guard_backend": "command",
         "gemma_guard_mode": "pause",
         "gemma_guard_standin": True,

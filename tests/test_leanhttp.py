@@ -228,3 +228,20 @@ def test_request_head_and_error_body() -> None:
             await client.post(url, b"", {"X-Bad": "a\r\nb"}, 5)
 
     asyncio.run(_with_server(_serve_forever(response), client_fn))
+
+
+def test_content_length_zero_body_ends_at_once_and_the_connection_is_reused() -> None:
+    # Used to wait for more bytes on the kept-open connection until the timeout ("0 of 0 bytes" on close).
+    def response(_req: bytes) -> list[bytes]:
+        return [b"HTTP/1.1 200 OK\r\nContent-Type: audio/wav\r\nContent-Length: 0\r\n\r\n"]
+
+    async def client_fn(url: str, accepted: list[int]) -> None:
+        async with leanhttp.Client() as client:
+            loop = asyncio.get_running_loop()
+            t = loop.time()
+            for _ in range(2):
+                status, pieces = await _post_body(client, url)
+                assert status == 200 and pieces == []
+            assert loop.time() - t < 1.0 and len(accepted) == 1
+
+    asyncio.run(_with_server(_serve_forever(response), client_fn))

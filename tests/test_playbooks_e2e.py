@@ -85,7 +85,13 @@ def test_bench_chatterbox_rehearsal_and_rerun(rehearsal_runs: Path, tmp_path: Pa
     assert doc["gemma"]["standin"] is True and doc["gemma"]["mode"] == "parallel"
     assert doc["gemma"]["gate"] == "pass" and doc["gemma"]["during_p50_ms"] is not None
     assert (first / "gemma/drift.json").is_file() and (first / "reference/voice.wav").is_file()
-    assert json.loads((first / "verdict.json").read_text())["outcome"]
+    verdict = json.loads((first / "verdict.json").read_text())
+    # nobody has rated: pending, naming the missing ratings and (rehearsal has < 10 utterances) the count clause
+    assert verdict["outcome"] == "pending_human_ratings", verdict["reasons"]
+    assert "titan_mean" in verdict["reasons"][0] and "panda_mean" in verdict["reasons"][0]
+    if native["summary"]["n"] < 10:
+        assert any("`titan_n >= 10` is false" in r for r in verdict["reasons"]), verdict["reasons"]
+    assert (first / "report.html").is_file()  # hooks are strict: a failing score/verdict/report fails the play
     runbook = (first / "runbook.md").read_text()
     assert f"{native['summary']['p50_rtf']:.3f}" in runbook and "STFT patch" in runbook
     assert any((first / "logs/panda").glob("*.log"))
@@ -120,6 +126,14 @@ def test_bench_voxtral_rehearsal(rehearsal_runs: Path, tmp_path: Path) -> None:
     doc = _check_run(run, "bench-voxtral", {"voxtral@titan", "chatterbox@panda"})
     vox = next(s for s in doc["systems"] if s["system_id"] == "voxtral@titan")
     assert vox["engine"]["standin"] is True and len(vox["engine"]["version"]) == 40
+    # the fixture follows the real release's contract: Voxtral streams PCM (24 kHz), never WAV, on 0.30.0;
+    # the role read script, config style and per-stage values from the installed (fixture) release
+    assert vox["config"]["response_format"] == "pcm" and vox["config"]["pcm_sample_rate"] == 24000
+    build = vox["config"]["vllm_omni"]
+    assert build["versions"]["vllm_omni"] == "0.30.0" and build["versions"]["vllm"] == "0.30.0"
+    assert build["script"] == "vllm-omni" and build["config_style"] == "deploy"
+    assert build["serve_argv"][1:2] == ["serve"] and "--deploy-config" in build["serve_argv"]
+    assert build["stages"]["0"] == {"gpu_memory_utilization": 0.8, "max_num_seqs": 32}
     assert doc["gemma"]["mode"] == "pause" and doc["gemma"]["standin"] is True
     assert json.loads((run / "verdict.json").read_text())["rule"]["name"] == "voxtral"
     assert (run / "logs/titan/server.log").is_file()

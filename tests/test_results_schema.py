@@ -13,7 +13,7 @@ from ttsbench import results
 from ttsbench.audio import is_silent, leading_silence_s, read_wav, rms_dbfs, write_wav_atomic
 from ttsbench.cli import main
 from ttsbench.errors import UserError
-from ttsbench.metrics import RTF_DEFINITION, RequestMetrics, summarize
+from ttsbench.metrics import RTF_DEFINITION, RequestMetrics, percentile, summarize
 from ttsbench.utterances import load_utterances
 
 REPO = Path(__file__).resolve().parents[1]
@@ -91,7 +91,7 @@ def test_invalid_documents_are_rejected_and_not_written(tmp_path, breakit, capsy
         results.write_results(tmp_path, doc)
     assert not (tmp_path / "results.json").exists()
     (tmp_path / "results.json").write_text(json.dumps(doc))
-    assert main(["validate", str(tmp_path)]) == 1
+    assert main(["validate", str(tmp_path)]) == 2  # invalid input: exit 2 (issue 18)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "invalid" in err[0]
 
@@ -145,3 +145,21 @@ def test_audio_helpers(tmp_path):
         read_wav(tmp_path / "bad.wav")
     with pytest.raises(UserError, match="no such"):
         read_wav(tmp_path / "missing.wav")
+
+
+def test_summary_from_dict_rows_matches_dataclass_rows_and_keeps_peaks():
+    """The in-process chatterbox runner summarises plain dict rows through the same ``summarize``."""
+    rows = [RequestMetrics(f"u{i}", "t", ok=True, ttfa_ms=float(i * i), rtf=1 / i, audio_s=1.0) for i in range(1, 8)]
+    rows.append(RequestMetrics("bad", "t", error="x"))
+    from_dicts = summarize([r.to_dict() for r in rows], 512.0, 256.0)
+    assert from_dicts == {**summarize(rows), "peak_gpu_mem_mb": 512.0, "peak_proc_mem_mb": 256.0}
+
+
+@pytest.mark.parametrize("q", [50, 90, 99])
+def test_percentile_is_linear_interpolation_of_finite_values(q):
+    values = [7.0, None, 1.0, float("nan"), 4.0, 10.0, float("inf")]
+    xs = [1.0, 4.0, 7.0, 10.0]
+    k = (len(xs) - 1) * q / 100
+    lo = int(k)
+    assert percentile(values, q) == pytest.approx(xs[lo] + (xs[min(lo + 1, 3)] - xs[lo]) * (k - lo), rel=1e-12)
+    assert percentile([None, float("nan")], q) is None and percentile([3.5], q) == 3.5

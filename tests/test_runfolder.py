@@ -103,3 +103,96 @@ def test_gemma_records_combine_worst_host(tmp_path: Path) -> None:
     doc = results.load_results(run)
     assert doc["gemma"]["gate"] == "fail" and set(doc["gemma"]["hosts"]) == {"titan", "spark2"}
     assert json.loads((g / "drift.json").read_text())["gate"] == "fail"
+
+
+def test_merge_brings_the_parts_reference_voice(tmp_path: Path) -> None:
+    run = runfolder.create_run_dir(tmp_path / "runs", "bench-voxtral", NOW)
+    part = _part(tmp_path / "p1", "voxtral", "titan")
+    t = np.arange(24000) / 24000
+    write_wav_atomic(part / "reference" / "voice.wav", 0.3 * np.sin(2 * np.pi * 180 * t), 24000)
+    runfolder.merge_part(run, part)
+    assert (run / "reference" / "voice.wav").read_bytes() == (part / "reference" / "voice.wav").read_bytes()
+    other = _part(tmp_path / "p2", "chatterbox", "titan")
+    write_wav_atomic(other / "reference" / "voice.wav", 0.3 * np.sin(2 * np.pi * 300 * t), 24000)
+    before = (run / "results.json").read_bytes()
+    with pytest.raises(UserError, match="differs from the run's"):
+        runfolder.merge_part(run, other)
+    assert (run / "results.json").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("breakit", "needle"),
+    [
+        (lambda d: d["systems"][0]["utterances"][0].update(wav="../../outside.wav"), "must be a relative path"),
+        (lambda d: d["systems"][0]["utterances"][0].update(wav="/etc/hostname"), "must be a relative path"),
+        (lambda d: d["systems"][0]["utterances"][0].update(ttfa_ms="fast"), "'fast' is not of type"),
+        (lambda d: d["systems"][0]["summary"].update(n="ten"), "'ten' is not of type"),
+        (lambda d: d["systems"][0]["utterances"].append(dict(d["systems"][0]["utterances"][0])), "duplicate row"),
+        (lambda d: d["systems"][0]["utterances"][0].update(total_ms=-3.0), "negative"),
+    ],
+)
+@pytest.mark.parametrize("command", [["run-folder", "check"], ["run-folder", "finish"], ["validate"],
+                                     ["score"], ["verdict"], ["report"]])
+def test_commands_refuse_an_invalid_run_folder_first(tmp_path: Path, capsys, breakit, needle, command) -> None:
+    from ttsbench.cli import main
+
+    run = _part(tmp_path / "run", "voxtral", "titan")
+    doc = json.loads((run / "results.json").read_text())
+    breakit(doc)
+    (run / "results.json").write_text(json.dumps(doc))
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    assert main([*command, str(run)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0] and "Traceback" not in err[0], err
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_symlink_out_of_the_run_folder_is_refused(tmp_path: Path, capsys) -> None:
+    from ttsbench.cli import main
+
+    run = _part(tmp_path / "run", "voxtral", "titan")
+    secret = tmp_path / "secret.wav"
+    (run / "wavs" / "voxtral" / "titan" / "u01.wav").rename(secret)
+    (run / "wavs" / "voxtral" / "titan" / "u01.wav").symlink_to(secret)
+    assert main(["report", str(run)]) == 2
+    assert "leads outside the run folder" in capsys.readouterr().err
+    assert not (run / "report.html").exists()
+
+
+def test_nan_and_infinity_are_invalid(tmp_path: Path, capsys) -> None:
+    from ttsbench.cli import main
+
+    run = _part(tmp_path / "run", "voxtral", "titan")
+    f = run / "results.json"
+    f.write_text(f.read_text().replace('"ttfa_ms": 100.0', '"ttfa_ms": NaN', 1))
+    assert main(["validate", str(run)]) == 2 and "NaN is not a JSON number" in capsys.readouterr().err
+    f.write_text(f.read_text().replace('"ttfa_ms": NaN', '"ttfa_ms": 1e999', 1))
+    assert main(["score", str(run)]) == 2 and "not a finite number" in capsys.readouterr().err
+
+
+def test_bench_chatterbox_refuses_an_out_folder_with_results_before_loading_anything(tmp_path: Path) -> None:
+    from ttsbench.chatterbox import runner
+
+    out = _part(tmp_path / "out", "chatterbox", "titan")
+    before = (out / "results.json").read_bytes()
+    with pytest.raises(UserError, match=r"already holds a results\.json"):
+        runner.run(runner.RunnerConfig(out=out))  # no torch here: the check comes first
+    assert (out / "results.json").read_bytes() == before
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="not a folder"):
+        runner.check_out(tmp_path / "file")
+    runner.check_out(tmp_path / "new" / "run")  # a new folder is fine
+
+
+def test_gemma_record_with_nan_is_an_error_not_a_traceback(tmp_path: Path, capsys) -> None:
+    from ttsbench.cli import main
+
+    run = runfolder.create_run_dir(tmp_path / "runs", "bench-voxtral", NOW)
+    rec = tmp_path / "titan.json"
+    rec.write_text(json.dumps({"mode": "pause", "backend": "docker", "standin": False, "baseline_p50_ms": 190,
+                               "during_p50_ms": "nan", "post_p50_ms": 200, "drift": 1.05, "gate": "pass"}))
+    before = (run / "results.json").read_bytes()
+    assert main(["run-folder", "gemma", str(run), str(rec)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "gemma/during_p50_ms: not a finite number" in err[0]
+    assert (run / "results.json").read_bytes() == before and not (run / "gemma" / "drift.json").exists()

@@ -58,7 +58,8 @@ def test_expressions_three_valued_and_safe():
     assert evaluate(parse_expr("y > 1 or x > 1").tree, env) is True
     assert evaluate(parse_expr("y > 1 and x > 1").tree, env) is None
     assert evaluate(parse_expr("s == 'blackwell' and not (x == 3)").tree, env) is True
-    for bad in ["__import__('os')", "x.real", "x >", "x ** 2", "[x]"]:
+    assert evaluate(parse_expr("1 < x < 3").tree, env) is True
+    for bad in ["__import__('os')", "x.real", "x >", "x ** 2", "[x]", "lambda: 1", "x if y else 2", "x[0]"]:
         with pytest.raises(ValueError):
             parse_expr(bad)
 
@@ -85,7 +86,7 @@ def test_rule_file_errors_have_line_numbers(tmp_path):
 def test_shipped_rule_files_load():
     for name in ("voxtral.yaml", "chatterbox-redundancy.yaml"):
         r = load_rules(RULES / name)
-        assert r.rule_version == 1 and len(r.sha256) == 64 and r.gemma_max_drift == 1.2
+        assert r.rule_version == 2 and len(r.sha256) == 64 and r.gate_outcome == "failed_gate_gemma_drift"
 
 
 # ------------------------------------------------------------------ ratings import

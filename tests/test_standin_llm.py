@@ -52,10 +52,11 @@ def test_chat_completion_shape_and_bad_request():
 
 def test_tts_standin_endpoints():
     with standin("tts", "--voice-label", "casual_male") as url:
-        assert httpx.get(f"{url}/v1/audio/voices").json()["voices"] == ["casual_male"]
+        # generous timeouts: espeak-ng synthesis on a loaded 2-core box can take seconds
+        assert httpx.get(f"{url}/v1/audio/voices", timeout=30).json()["voices"] == ["casual_male"]
         r = httpx.post(
-            f"{url}/v1/audio/speech", json={"input": "hello", "ref_audio": "data:audio/wav;base64,SUQz"}
+            f"{url}/v1/audio/speech", json={"input": "hello", "ref_audio": "data:audio/wav;base64,SUQz"}, timeout=30
         )
         assert r.status_code == 400 and "not a WAV" in r.text
-        r = httpx.post(f"{url}/v1/audio/speech", json={"input": "hello", "response_format": "wav"})
+        r = httpx.post(f"{url}/v1/audio/speech", json={"input": "hello", "response_format": "wav"}, timeout=30)
         assert r.status_code == 200 and r.content[:4] == b"RIFF" and len(r.content) > 10000

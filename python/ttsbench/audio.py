@@ -29,20 +29,27 @@ def read_wav(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     return np.ascontiguousarray(data.mean(axis=1), dtype=np.float32), int(sr)
 
 
-def write_wav_atomic(path: str | os.PathLike, samples: np.ndarray, sr: int) -> Path:
-    """Write 16-bit PCM WAV via a temp file in the same folder and os.replace (never half-written)."""
+# sample format of the stream (wavstream.PCM_FORMATS) -> WAV subtype that keeps it without loss
+WAV_SUBTYPES = {"s16le": "PCM_16", "s32le": "PCM_32", "f32le": "FLOAT", "u8": "PCM_U8"}
+
+
+def write_wav_atomic(path: str | os.PathLike, samples: np.ndarray, sr: int, sample_format: str = "s16le") -> Path:
+    """Write a WAV via a temp file in the same folder and os.replace (never half-written).
+
+    ``sample_format`` is the format the audio came in (default 16-bit); the WAV keeps it (float32 stays
+    float32, unclipped; integer formats are clipped to full scale)."""
+    if sample_format not in WAV_SUBTYPES:
+        raise ValueError(f"unknown sample format {sample_format!r} (one of {', '.join(WAV_SUBTYPES)})")
+    subtype = WAV_SUBTYPES[sample_format]
+    x = np.asarray(samples, dtype=np.float32)
+    if subtype != "FLOAT":
+        x = np.clip(x, -1.0, 1.0)
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
     os.close(fd)
     try:
-        sf.write(
-            tmp,
-            np.clip(np.asarray(samples, dtype=np.float32), -1.0, 1.0),
-            int(sr),
-            subtype="PCM_16",
-            format="WAV",
-        )
+        sf.write(tmp, x, int(sr), subtype=subtype, format="WAV")
         os.replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

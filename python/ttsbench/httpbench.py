@@ -76,13 +76,40 @@ class SpeechTarget:
 
 
 def endpoint_url(url: str) -> str:
-    """Accept a base URL (http://host:port) or the full endpoint; return the endpoint."""
-    u = url.rstrip("/")
-    return (
-        u
-        if u.endswith("/audio/speech")
-        else u + ("/audio/speech" if u.endswith("/v1") else "/v1/audio/speech")
-    )
+    """Accept a base URL (http://host:port[/prefix]) or the full endpoint; return the endpoint.
+
+    Only the *path* is completed (``/v1/audio/speech`` appended unless it ends in ``/audio/speech``; ``/v1``
+    gets ``/audio/speech``); a query string is kept as it is and a fragment dropped."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    u = urlsplit(url.strip())
+    path = u.path.rstrip("/")
+    if not path.endswith("/audio/speech"):
+        path += "/audio/speech" if path.endswith("/v1") else "/v1/audio/speech"
+    return urlunsplit((u.scheme, u.netloc, path, u.query, ""))
+
+
+# What a Content-Type may say for each request shape (vllm-omni 0.30.0 serving_speech.py: raw streams are
+# audio/wav or audio/pcm, SSE is text/event-stream, non-streaming wav/pcm the same audio types). The magic
+# bytes decide between wav and pcm; the header only rules out what is plainly not the asked-for audio.
+_COMPRESSED = {"mpeg", "mp3", "ogg", "opus", "flac", "aac", "webm", "mp4", "x-flac", "x-m4a"}
+
+
+def _content_type_problem(content_type: str, target: SpeechTarget) -> str | None:
+    """Why this Content-Type cannot be the audio asked for (None when it can)."""
+    ctype = content_type.split(";", 1)[0].strip().lower()
+    if not ctype:
+        return None
+    main, _, sub = ctype.partition("/")
+    if target.stream == "sse":
+        return None if ctype == "text/event-stream" else f"Content-Type {ctype} is not text/event-stream"
+    if ctype == "text/event-stream":
+        return "the server sent Server-Sent Events (text/event-stream); use --stream sse"
+    if main == "audio" and sub in _COMPRESSED:
+        return f"the server sent compressed audio ({ctype}), not {target.response_format}"
+    if main == "text" or sub == "json" or sub.endswith("+json") or sub in ("html", "xml"):
+        return f"Content-Type {ctype} is not audio"
+    return None
 
 
 class _SseAudio:
@@ -120,6 +147,29 @@ def _one_line(text: str, limit: int = 300) -> str:
     return s if len(s) <= limit else s[: limit - 1] + "…"
 
 
+def describe_request(target: SpeechTarget, utt: Utterance, concurrency: int = 1, index: int = 0,
+                     warmup: bool = False) -> str:
+    """The utterance and the request, for error messages: which text, which request, asked how."""
+    which = f"warm-up request {index}" if warmup else f"request {index} at concurrency {concurrency}"
+    return (f"{utt.utt_id} ({which}: POST {target.url} stream={target.stream} "
+            f"response_format={target.response_format})")
+
+
+_ERROR_BODY_WAIT_S = 5.0  # an error response's body is only read for the message: never wait long for it
+_MAGIC_LEN = 12  # RIFF....WAVE
+
+
+async def _error_body(resp: leanhttp.Response, timeout_s: float) -> str:
+    try:
+        async with asyncio.timeout(min(timeout_s, _ERROR_BODY_WAIT_S)):
+            raw = await resp.read(4096)
+    except TimeoutError:
+        return f"(no body within {min(timeout_s, _ERROR_BODY_WAIT_S):g} s)"
+    except leanhttp.HttpClientError as exc:
+        return f"(body unreadable: {exc})"
+    return _one_line(raw.decode("utf-8", "replace")) or "(empty body)"
+
+
 async def synthesize_once(
     client: leanhttp.Client,
     target: SpeechTarget,
@@ -130,7 +180,12 @@ async def synthesize_once(
 ) -> tuple[RequestMetrics, np.ndarray | None]:
     """One timed request. Never raises for per-request failures (they land in ``error``), except
     ServerUnreachable when no connection could be made. ``marks`` (optional) receives the raw
-    ``time.perf_counter()`` values ``t0`` and ``t_first_audio`` (for lining up with a server's clock)."""
+    ``time.perf_counter()`` values ``t0`` and ``t_first_audio`` (for lining up with a server's clock).
+
+    What comes back is checked against what was asked: an HTTP error status is reported as such (its body
+    read for at most a few seconds), a Content-Type that cannot be the asked-for audio is refused before any
+    byte is counted, a WAV (RIFF/WAVE magic) where raw PCM was asked is refused instead of timing its header
+    as audio, and a body without a single byte is an "empty response" as soon as it ends."""
     if target.template is not None:
         return await synthesize_templated(client, target, utt, concurrency, index, marks)
     m = RequestMetrics(utt_id=utt.utt_id, text=utt.text, concurrency=concurrency, request_index=index)
@@ -139,33 +194,74 @@ async def synthesize_once(
     sse = _SseAudio() if target.stream == "sse" else None
     body = json.dumps(target.payload(utt.text)).encode()  # serialised before t0: not part of TTFA
     headers = {"Content-Type": "application/json", **target.headers}
+    ctype = ""
+    wire_bytes = 0
+    held = b""  # pcm: the first bytes, held until they prove not to be a WAV header
+    t_held: float | None = None  # arrival of the first held byte (= TTFA once the bytes prove to be PCM)
     t0 = time.perf_counter()
+
+    def feed(audio: bytes, t: float, t_audio: float) -> None:
+        new = dec.feed(audio)
+        if m.ttfa_ms is None and dec.audio_bytes:
+            m.ttfa_ms = (t_audio - t0) * 1000.0
+            if marks is not None:
+                marks["t0"], marks["t_first_audio"] = t0, t_audio
+        if (
+            m.t_first_nonsilent_ms is None
+            and new.size
+            and first_nonsilent_index(new, dec.sample_rate or 1, target.silence_dbfs) is not None
+        ):
+            m.t_first_nonsilent_ms = (t - t0) * 1000.0
+
+    def release_held(t: float) -> None:
+        nonlocal held
+        if held[:4] == b"RIFF" and held[8:12] == b"WAVE":
+            raise StreamFormatError(
+                "asked for response_format=pcm but the server sent a WAV (RIFF/WAVE header"
+                + (f", Content-Type {ctype}" if ctype else "")
+                + "): it ignores response_format; use --response-format wav"
+            )
+        data, held = held, b""
+        feed(data, t, t_held if t_held is not None else t)
+
     try:
         resp = await client.post(target.url, body, headers, target.timeout_s)
         try:
             m.http_status = resp.status
-            if resp.status >= 400:
-                text = (await resp.read(4096)).decode("utf-8", "replace")
-                m.error = f"HTTP {resp.status}: {_one_line(text) or '(empty body)'}"
+            ctype = resp.headers.get("content-type", "")
+            if not 200 <= resp.status < 300:  # an error (or a redirect): reported as the status, never timed
+                m.error = f"HTTP {resp.status}: {await _error_body(resp, target.timeout_s)}"
+                return m, None
+            problem = _content_type_problem(ctype, target)
+            if problem is not None:
+                m.error = (f"HTTP {resp.status} but {problem} (asked stream={target.stream}, "
+                           f"response_format={target.response_format}): {await _error_body(resp, target.timeout_s)}")
                 return m, None
             async for piece in resp.pieces():
                 t = time.perf_counter()
+                wire_bytes += len(piece)
                 audio = sse.feed(piece) if sse is not None else piece
-                new = dec.feed(audio) if audio else None
-                if m.ttfa_ms is None and dec.audio_bytes:
-                    m.ttfa_ms = (t - t0) * 1000.0
-                    if marks is not None:
-                        marks["t0"], marks["t_first_audio"] = t0, t
-                if (
-                    m.t_first_nonsilent_ms is None
-                    and new is not None
-                    and new.size
-                    and first_nonsilent_index(new, dec.sample_rate or 1, target.silence_dbfs) is not None
-                ):
-                    m.t_first_nonsilent_ms = (t - t0) * 1000.0
+                if not audio:
+                    continue
+                if mode == "pcm" and (held or not dec.total_bytes):
+                    if t_held is None:
+                        t_held = t
+                    held += audio
+                    if len(held) >= _MAGIC_LEN:
+                        release_held(t)
+                    continue
+                feed(audio, t, t)
             t_end = time.perf_counter()
+            if held:
+                release_held(t_end)
         finally:
             await resp.aclose()
+        if wire_bytes == 0:
+            raise StreamFormatError(
+                f"empty response: HTTP {resp.status} with no body" + (f" (Content-Type {ctype})" if ctype else "")
+            )
+        if dec.total_bytes == 0:
+            raise StreamFormatError("zero-length audio (the response carried no audio bytes)")
         samples = dec.finish()
     except leanhttp.ConnectFailed as exc:
         raise ServerUnreachable(f"cannot connect to {target.url}: {exc}") from exc
@@ -177,9 +273,12 @@ async def synthesize_once(
         return m, None
     except StreamFormatError as exc:
         m.error = str(exc)
+        if ctype and "not a WAV stream" in m.error:
+            m.error += f" (Content-Type {ctype.split(';')[0].strip()})"
         return m, None
     m.total_ms = (t_end - t0) * 1000.0
     m.sample_rate = dec.sample_rate
+    m.sample_format = dec.sample_format
     m.audio_s = samples.size / float(dec.sample_rate or 1)
     m.rtf = (m.total_ms / 1000.0) / m.audio_s
     m.ok = True
@@ -220,9 +319,10 @@ async def run_plan(
     """Warm up (excluded; any failure raises), then the timed requests per concurrency level."""
     async with leanhttp.Client(max_idle_per_origin=max(plan.concurrency) + 2) as client:
         for i in range(plan.warmup):
-            m, _ = await synthesize_once(client, target, utts[i % len(utts)], 1, i)
+            utt = utts[i % len(utts)]
+            m, _ = await synthesize_once(client, target, utt, 1, i)
             if not m.ok:
-                raise WarmupFailed(f"warm-up request ({m.utt_id}) failed: {m.error}")
+                raise WarmupFailed(f"{describe_request(target, utt, 1, i, warmup=True)} failed: {m.error}")
         settle_after_warmup()
         for c in plan.concurrency:
             sem = asyncio.Semaphore(c)

@@ -182,9 +182,11 @@ class Response:
                     got += len(body)
                 if body:
                     yield body  # no timeout context is held across this yield
-                if (dec is not None and dec.done) or (length is not None and got >= length):
-                    complete = True
-                    break
+            # checked before every read: a ``Content-Length: 0`` body is complete before any byte arrives
+            # (reading would wait for the next response on a kept-open connection, i.e. until the timeout)
+            if (dec is not None and dec.done) or (length is not None and got >= length):
+                complete = True
+                break
             try:
                 async with asyncio.timeout(self._timeout_s):
                     data = await conn.reader.read(_READ_SIZE)

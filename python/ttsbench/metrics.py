@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
+
+import numpy as np
 
 RTF_DEFINITION = "synthesis_seconds / audio_seconds (lower is faster; < 1 is faster than real time)"
 PERCENTILES = (50, 90, 99)
@@ -26,6 +29,7 @@ class RequestMetrics:
     audio_s: float | None = None
     rtf: float | None = None  # total_ms / 1000 / audio_s, see RTF_DEFINITION
     sample_rate: int | None = None
+    sample_format: str | None = None  # what the server sent: s16le | s32le | f32le | u8 (the WAV keeps it)
     concurrency: int = 1
     request_index: int = 0
 
@@ -34,13 +38,12 @@ class RequestMetrics:
 
 
 def percentile(values: list[float], q: float) -> float | None:
-    """Linear-interpolated percentile (numpy's default), None for no values."""
-    xs = sorted(v for v in values if v is not None and math.isfinite(v))
+    """Linear-interpolated percentile (``numpy.percentile``, method ``linear``) of the finite values, None
+    for none."""
+    xs = [v for v in values if v is not None and math.isfinite(v)]
     if not xs:
         return None
-    k = (len(xs) - 1) * q / 100.0
-    lo, hi = math.floor(k), math.ceil(k)
-    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
+    return float(np.percentile(xs, q, method="linear"))
 
 
 def _stats(prefix: str, values: list[float]) -> dict[str, float | None]:
@@ -50,13 +53,22 @@ def _stats(prefix: str, values: list[float]) -> dict[str, float | None]:
     return out
 
 
-def summarize(rows: list[RequestMetrics]) -> dict[str, Any]:
-    """Summary block of a system in results.json (keys as in docs/run-folder.md)."""
-    ok = [r for r in rows if r.ok]
+def _row(r: RequestMetrics | Mapping[str, Any]) -> Mapping[str, Any]:
+    return r.to_dict() if isinstance(r, RequestMetrics) else r
+
+
+def summarize(
+    rows: Sequence[RequestMetrics | Mapping[str, Any]],
+    peak_gpu_mem_mb: float | None = None,
+    peak_proc_mem_mb: float | None = None,
+) -> dict[str, Any]:
+    """Summary block of a system in results.json (keys as in docs/run-folder.md), from request rows
+    (``RequestMetrics`` or their dicts)."""
+    ok = [d for d in map(_row, rows) if d.get("ok")]
     summary: dict[str, Any] = {"n": len(rows), "n_ok": len(ok), "n_error": len(rows) - len(ok)}
-    summary.update(_stats("ttfa_ms", [r.ttfa_ms for r in ok if r.ttfa_ms is not None]))
-    summary.update(_stats("rtf", [r.rtf for r in ok if r.rtf is not None]))
+    summary.update(_stats("ttfa_ms", [d["ttfa_ms"] for d in ok if d.get("ttfa_ms") is not None]))
+    summary.update(_stats("rtf", [d["rtf"] for d in ok if d.get("rtf") is not None]))
     summary["rtf_definition"] = RTF_DEFINITION
-    summary["peak_gpu_mem_mb"] = None
-    summary["peak_proc_mem_mb"] = None
+    summary["peak_gpu_mem_mb"] = peak_gpu_mem_mb
+    summary["peak_proc_mem_mb"] = peak_proc_mem_mb
     return summary

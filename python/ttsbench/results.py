@@ -22,11 +22,17 @@ RESULTS_NAME = "results.json"
 
 
 def utc_now() -> str:
+    """Now as the run documents write times: ``2026-11-24T10:15:00Z``."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def utc_stamp(now: datetime | None = None) -> str:
+    """A compact UTC stamp for folder and id names: ``20261124T101500Z``."""
+    return (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+
+
 def new_run_id(prefix: str) -> str:
-    return f"{prefix}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
+    return f"{prefix}-{utc_stamp()}"
 
 
 @cache
@@ -45,6 +51,11 @@ def validation_errors(doc: Any) -> list[str]:
     for e in errs:
         path = "/".join(str(x) for x in e.absolute_path) or "(top)"
         out.append(f"{path}: {e.message}")
+    from ttsbench.runcheck import first_non_finite
+
+    hit = first_non_finite(doc)
+    if hit:
+        out.append(f"{hit}: not a finite number (NaN/Infinity cannot be written as JSON)")
     if isinstance(doc, dict) and isinstance(doc.get("systems"), list):
         ids = [s.get("system_id") for s in doc["systems"] if isinstance(s, dict)]
         out += [f"systems: duplicate system_id {i!r}" for i in sorted({i for i in ids if ids.count(i) > 1})]
@@ -99,16 +110,13 @@ def write_results(run_dir: str | os.PathLike, doc: dict[str, Any]) -> Path:
 
 
 def load_results(run_dir: str | os.PathLike, check: bool = True) -> dict[str, Any]:
-    """Read ``run_dir/results.json`` (or a path to the file itself) and validate it."""
-    p = Path(run_dir)
-    if p.is_dir():
-        p = p / RESULTS_NAME
+    """Read ``run_dir/results.json`` (or a path to the file itself); with ``check`` fully validated
+    (schema + semantics, :func:`ttsbench.runcheck.load_valid_run`), else only parsed as strict JSON."""
+    from ttsbench import runcheck
+
+    if check:
+        return runcheck.load_valid_run(run_dir, scores=False)[1]
+    _root, p = runcheck.results_path(run_dir)
     if not p.is_file():
         raise UserError(f"{p}: no results.json here (is this a run folder?)")
-    try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{p}: not valid JSON ({exc})") from exc
-    if check:
-        validate(doc, str(p))
-    return doc
+    return runcheck.read_json_strict(p)

@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import tempfile
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +23,9 @@ KINDS = ("bench-chatterbox", "bench-voxtral", "failover-drill")
 WEIGHTS = ("hub", "local", "random-init", "n/a")
 
 
-def _stamp(now: datetime | None = None) -> str:
-    return (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
-
-
 def planned_run_dir(root: str | os.PathLike, kind: str, now: datetime | None = None) -> Path:
     """The folder ``create_run_dir`` would make now: ``<root>/<kind>-<UTC stamp>[-N]`` (first free name)."""
-    base = Path(root) / f"{kind}-{_stamp(now)}"
+    base = Path(root) / f"{kind}-{results.utc_stamp(now)}"
     cand, n = base, 1
     while cand.exists():
         n += 1
@@ -134,6 +130,11 @@ def merge_part(run_dir: str | os.PathLike, part_dir: str | os.PathLike, *,
             system["config"].update(config)
         results.put_system(doc, system)
         merged.append(system["system_id"])
+    ref = Path("reference") / "voice.wav"  # the part's reference voice (bench-http --reference) joins the run
+    if (part / ref).is_file():
+        if (run / ref).is_file() and (run / ref).read_bytes() != (part / ref).read_bytes():
+            raise UserError(f"{part}: its {ref} differs from the run's; one run compares systems on one reference")
+        copies.append((part / ref, run / ref))
     results.validate(doc, str(run / results.RESULTS_NAME))
     for src, dest in copies:
         _copy_atomic(src, dest)
@@ -205,12 +206,13 @@ def finish(run_dir: str | os.PathLike, expect: list[str] | None = None) -> dict[
 
 
 def check_run(run_dir: str | os.PathLike, min_rms_dbfs: float = -50.0) -> list[str]:
-    """Problems with a finished run folder: schema, and every ok row's WAV decodes to non-silent audio."""
+    """Problems with a finished run folder whose document is valid: every ok row's WAV decodes to non-silent
+    audio. An invalid document raises :class:`ttsbench.runcheck.InvalidRun` first."""
     from ttsbench.audio import read_wav, rms_dbfs
+    from ttsbench.runcheck import load_valid_run
 
-    run = Path(run_dir)
-    doc = results.load_results(run, check=False)
-    problems = results.validation_errors(doc)
+    run, doc = load_valid_run(run_dir)  # an invalid document is an error (exit 2), not a list of problems
+    problems: list[str] = []
     for s in doc.get("systems", []):
         for row in s.get("utterances", []):
             if not row.get("ok"):

@@ -113,6 +113,9 @@ def run_playbook(
         inv = (root / inv) if (root / inv).exists() else inv.resolve()
     if not inv.exists():
         raise UserError(f"inventory not found: {inv} (pass -i PATH)")
+    from ttsbench.inventory import check_inventory
+
+    check_inventory(inv)  # duplicate keys, tabs: FILE:LINE:COL before Ansible starts (it only warns)
     pdd = Path(private_data_dir) if private_data_dir else Path(tempfile.mkdtemp(prefix="ttsbench-runner-"))
     pdd.mkdir(parents=True, exist_ok=True)
     bindir = str(Path(sys.executable).parent)

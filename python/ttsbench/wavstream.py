@@ -76,6 +76,13 @@ class StreamDecoder:
     def sample_rate(self) -> int | None:
         return self.fmt.sample_rate if self.fmt else None
 
+    @property
+    def sample_format(self) -> str | None:
+        """The sample format the stream carries, as a PCM_FORMATS name (s16le, s32le, f32le, u8)."""
+        if self.fmt is None:
+            return None
+        return next(k for k, v in PCM_FORMATS.items() if v == (self.fmt.format_tag, self.fmt.bits))
+
     def feed(self, data: bytes) -> np.ndarray:
         """Consume one piece of the stream; returns the samples it completed (possibly empty)."""
         self.total_bytes += len(data)

@@ -22,9 +22,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +47,45 @@ class StreamTimings:
     watermark_s: float = 0.0
     first_chunk_s: float | None = None
     chunks: list[int] = field(default_factory=list)
+
+
+class VocoderLock:
+    """A mutex for the one vocoder where first chunks go first: ``with lock:`` waits while the vocoder is busy or
+    any first chunk waits; ``with lock.urgent():`` (a request's first chunk) only while it is busy. Under
+    concurrent streams a new request's first audio then waits for at most the chunk being vocoded, not for
+    the later chunks of every other stream."""
+
+    def __init__(self) -> None:
+        self._cv = threading.Condition()
+        self._busy = False
+        self._urgent = 0
+
+    def _acquire(self, urgent: bool) -> None:
+        with self._cv:
+            self._urgent += urgent
+            while self._busy or (not urgent and self._urgent):
+                self._cv.wait()
+            self._urgent -= urgent
+            self._busy = True
+
+    def _release(self) -> None:
+        with self._cv:
+            self._busy = False
+            self._cv.notify_all()
+
+    def __enter__(self) -> None:
+        self._acquire(False)
+
+    def __exit__(self, *exc: object) -> None:
+        self._release()
+
+    @contextlib.contextmanager
+    def urgent(self) -> Iterator[None]:
+        self._acquire(True)
+        try:
+            yield
+        finally:
+            self._release()
 
 
 class _EulerEntry:
@@ -76,6 +117,7 @@ class GraphEuler:
         self.graphed_calls = 0
         self.captures = 0
         self.max_cached = max_cached
+        self.frozen = False  # True: no new captures (concurrent serving); unseen shapes run eagerly
         self._cache: dict[tuple, _EulerEntry] = {}
 
     def __call__(self, x: torch.Tensor, t_span: torch.Tensor, mu: torch.Tensor, mask: torch.Tensor,
@@ -91,6 +133,7 @@ class GraphEuler:
         e = self._cache.pop(key, None) if cuda else None
         if e is None:
             e = _EulerEntry(B, T, {"device": x.device, "dtype": x.dtype})
+            cuda = cuda and not self.frozen
         if cuda:
             self._cache[key] = e  # most recent last
             while len(self._cache) > self.max_cached:
@@ -153,6 +196,14 @@ class FastChatterbox:
         # flow-encoder graphs (on top of the CFM step graph); graph_s3=False keeps the encoder eager
         self.s3graphs = S3Graphs(model.s3gen)
         self.graph_s3 = graph_s3
+        self._cond_obj: Any = None
+        self._exaggeration: float | None = None  # host copy of the conditionals' exaggeration (no device read)
+        # one vocoder for every request thread: the CFM/encoder graphs' static buffers are shared
+        self.s3_lock = VocoderLock()
+        self.batch: Any = None  # BatchT3 + T3Scheduler once enable_batching() ran
+        self.scheduler: Any = None
+        self.s3_stream: Any = None  # high-priority CUDA stream for vocoding next to batched T3 (enable_batching)
+        self.pause_t3_first_chunk = True  # batched T3 launches no steps while a first chunk is vocoded
         self.watermarker = None
         if watermark:
             self.watermarker = model.watermarker
@@ -174,10 +225,13 @@ class FastChatterbox:
         m = self.model
         if m.conds is None:
             raise RuntimeError("no voice conditionals: load a voice (conds.pt or prepare_conditionals) first")
-        if exaggeration != m.conds.t3.emotion_adv[0, 0, 0]:
+        if self._exaggeration == exaggeration and m.conds.t3 is self._cond_obj:
+            return  # per-voice cache: no device read (host sync) on the hot path
+        if exaggeration != float(m.conds.t3.emotion_adv[0, 0, 0]):
             c = m.conds.t3
             m.conds.t3 = T3Cond(speaker_emb=c.speaker_emb, cond_prompt_speech_tokens=c.cond_prompt_speech_tokens,
                                 emotion_adv=exaggeration * torch.ones(1, 1, 1)).to(device=m.device)
+        self._exaggeration, self._cond_obj = exaggeration, m.conds.t3
 
     @torch.inference_mode()
     def vocode(self, speech_tokens: torch.Tensor) -> torch.Tensor:
@@ -215,10 +269,11 @@ class FastChatterbox:
         tokens = self.t3.generate(self.model.conds.t3, self.text_tokens(text), max_new_tokens, params).view(-1)
         sync()
         t1 = time.perf_counter()
-        wav = self.vocode(self.valid(tokens))
-        out = wav.squeeze(0).detach().cpu().numpy()
-        t2 = time.perf_counter()
-        out = self._watermark(out)
+        with self.s3_lock:
+            wav = self.vocode(self.valid(tokens))
+            out = wav.squeeze(0).detach().cpu().numpy()
+            t2 = time.perf_counter()
+            out = self._watermark(out)
         t3 = time.perf_counter()
         if timings is not None:
             timings.t3_tokens, timings.t3_s = len(tokens), t1 - t0
@@ -231,11 +286,16 @@ class FastChatterbox:
     def stream(self, text: str, params: SamplingParams, max_new_tokens: int = 1000, exaggeration: float = 0.5,
                first_chunk_tokens: int = 12, chunk_tokens: int = 50, context_tokens: int = 8,
                crossfade_ms: float = 10.0, poll_tokens: int = 4,
-               timings: StreamTimings | None = None) -> Iterator[Any]:
+               timings: StreamTimings | None = None,
+               tokens: Callable[..., Iterator[torch.Tensor]] | None = None) -> Iterator[Any]:
         """Float32 numpy chunks at 24 kHz, the first as soon as ``first_chunk_tokens`` valid speech tokens are
         decoded and vocoded; then chunks of exactly ``chunk_tokens`` valid tokens (plus ``context_tokens`` of
         left context whose audio is dropped), so that every chunk but the last has the same shape and
-        replays cached graphs; the rest at the end."""
+        replays cached graphs; the rest at the end.
+
+        ``tokens``: where the speech tokens come from, called like ``FastT3.iter_tokens(t3_cond, text_tokens,
+        max_new_tokens, params)`` — e.g. ``T3Scheduler.tokens`` (batched decoding across requests). Vocoding then
+        takes ``s3_lock`` per chunk, so several request threads can stream at once."""
         import numpy as np
 
         self._prepare(exaggeration)
@@ -252,16 +312,20 @@ class FastChatterbox:
             nonlocal done, tail
             t0 = time.perf_counter()
             ctx = min(context_tokens, done)
-            wav = self.vocode(valid_all[done - ctx:done + n]).squeeze(0).float().cpu().numpy()
-            start = ctx * SAMPLES_PER_TOKEN
-            audio = wav[start:]
-            if tail is not None:  # the held-back end of the last chunk spans the same time as wav[start-fade:start]
-                head = tail * (1.0 - ramp) + wav[start - fade:start] * ramp if start >= fade else tail
-                audio = np.concatenate([head.astype(np.float32), audio])
-            t1 = time.perf_counter()
-            tm.s3gen_s += t1 - t0
-            done += n
-            audio = self._watermark(audio)
+            first = tm.first_chunk_s is None
+            hold = (self.scheduler.paused() if tokens is not None and self.scheduler is not None and first
+                    and self.pause_t3_first_chunk else contextlib.nullcontext())
+            with self.s3_lock.urgent() if first else self.s3_lock, hold, self._on_s3_stream():
+                wav = self.vocode(valid_all[done - ctx:done + n]).squeeze(0).float().cpu().numpy()
+                start = ctx * SAMPLES_PER_TOKEN
+                audio = wav[start:]
+                if tail is not None:  # the held-back end of the last chunk spans the time of wav[start-fade:start]
+                    head = tail * (1.0 - ramp) + wav[start - fade:start] * ramp if start >= fade else tail
+                    audio = np.concatenate([head.astype(np.float32), audio])
+                t1 = time.perf_counter()
+                tm.s3gen_s += t1 - t0
+                done += n
+                audio = self._watermark(audio)  # same turn of the vocoder: a first chunk waits only once
             tm.watermark_s += time.perf_counter() - t1
             if fade and len(audio) > fade:
                 tail, audio = audio[-fade:].copy(), audio[:-fade]
@@ -274,11 +338,15 @@ class FastChatterbox:
 
         t_tok = time.perf_counter()
         polls = tuple(range(poll_tokens, max_new_tokens, poll_tokens))
-        for part in self.t3.iter_tokens(self.model.conds.t3, self.text_tokens(text), max_new_tokens, params,
-                                        chunk_sizes=polls):
+        if tokens is None:
+            parts = self.t3.iter_tokens(self.model.conds.t3, self.text_tokens(text), max_new_tokens, params,
+                                        chunk_sizes=polls)
+        else:
+            parts = tokens(self.model.conds.t3, self.text_tokens(text), max_new_tokens, params)
+        for part in parts:
             tm.t3_tokens += len(part)
             tm.t3_s += time.perf_counter() - t_tok
-            valid_all = torch.cat([valid_all, self.valid(part)])
+            valid_all = torch.cat([valid_all, self.valid(part.to(self.device))])
             while len(valid_all) - done >= target:
                 yield vocode_next(target)
                 target = chunk_tokens
@@ -305,6 +373,41 @@ class FastChatterbox:
                 pass
         return {"t3_graphs": n, "cfm_graphs": len(self.euler._cache), "s3_graphs": self.s3graphs.state(),
                 "s": time.perf_counter() - t0}
+
+    def enable_batching(self, slots: int = 4, poll_tokens: int = 4) -> dict:
+        """Decode concurrent requests together: a :class:`~ttsbench.chatterbox.fast_batch.BatchT3` of ``slots``
+        slots over this path's T3 weights, its graphs captured now, and the scheduler thread started. Stream with
+        ``stream(..., tokens=self.scheduler.tokens)``."""
+        from ttsbench.chatterbox.fast_batch import BatchT3, T3Scheduler
+
+        t0 = time.perf_counter()
+        self.batch = BatchT3(self.t3, slots=slots)
+        n = self.batch.capture_all()
+        self.scheduler = T3Scheduler(self.batch, poll=poll_tokens)
+        if self.device.type == "cuda":
+            self.s3_stream = torch.cuda.Stream(self.device, priority=-1)  # lower number = higher priority
+        return {"slots": slots, "widths": list(self.batch.widths), "graphs": n,
+                "graph_error": self.batch.graph_error, "compiled": self.batch.compiled,
+                "compile_error": self.batch.compile_error, "s": time.perf_counter() - t0}
+
+    @contextlib.contextmanager
+    def _on_s3_stream(self) -> Iterator[None]:
+        """Vocode on ``s3_stream`` when batching on CUDA: T3 steps run on the scheduler's stream at normal
+        priority and would otherwise starve the vocoder's many small kernels (measured on the H200: first
+        audio ≈ the whole utterance's T3 time for long sentences when both ran at the same priority)."""
+        s = self.s3_stream
+        if s is None:
+            yield
+            return
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            yield
+
+    def freeze_graphs(self) -> None:
+        """No more S3Gen graph captures (shapes not captured by now run eagerly): a capture while another
+        thread launches work on the GPU is not safe, so concurrent serving freezes the graphs after warm-up."""
+        self.euler.frozen = True
+        self.s3graphs.encoder.frozen = True
 
     @property
     def graph_error(self) -> str | None:

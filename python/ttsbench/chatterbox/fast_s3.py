@@ -94,6 +94,7 @@ class GraphedCall:
         self.max_cached = max_cached
         self.capture_ctx = capture_ctx or contextlib.nullcontext
         self.error: str | None = None
+        self.frozen = False  # True: no new captures (concurrent serving); unseen shapes run eagerly
         self.captures = 0
         self.replays = 0
         self._seen: set[tuple] = set()
@@ -110,6 +111,8 @@ class GraphedCall:
             return self.fn(*args)
         key = self._key(args)
         e = self._cache.get(key)
+        if e is None and self.frozen:
+            return self.fn(*args)
         if e is None:
             if key not in self._seen:  # first sight: eager warm-up under the capture context
                 self._seen.add(key)

@@ -9,24 +9,23 @@ does warm-up runs, then times ``generate`` per utterance and writes a run folder
 
 from __future__ import annotations
 
+import os
 import platform
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from ttsbench.atomic import write_atomic
 from ttsbench.errors import UserError
-from ttsbench.metrics import percentile
-from ttsbench.results import new_document
+from ttsbench.metrics import summarize
+from ttsbench.results import new_document, new_run_id, utc_now
 
 SAMPLE_RATE = 24000
 MIN_REFERENCE_S = 1.0
 DEFAULT_RANDOM_INIT_MAX_TOKENS = 50
 DEFAULT_CHECKPOINT = Path.home() / ".cache" / "ttsbench" / "chatterbox-random-init"
-RTF_DEFINITION = "synthesis_seconds / audio_seconds (lower is faster; < 1 is faster than real time)"
 
 
 @dataclass
@@ -191,25 +190,6 @@ def write_wav_atomic(path: Path, audio: Any, sr: int = SAMPLE_RATE) -> None:
     write_atomic(path, lambda tmp: sf.write(tmp, np.clip(audio, -1.0, 1.0), sr, subtype="PCM_16", format="WAV"))
 
 
-def _utc_now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def summarize(rows: list[dict[str, Any]], peak_gpu: float | None, peak_proc: float | None) -> dict[str, Any]:
-    ok = [r for r in rows if r["ok"]]
-    ttfa = [r["ttfa_ms"] for r in ok]
-    rtf = [r["rtf"] for r in ok]
-    out: dict[str, Any] = {"n": len(rows), "n_ok": len(ok), "n_error": len(rows) - len(ok)}
-    for name, vals in (("ttfa_ms", ttfa), ("rtf", rtf)):
-        out[f"mean_{name}"] = sum(vals) / len(vals) if vals else None
-        for q in (50, 90, 99):
-            out[f"p{q}_{name}"] = percentile(vals, q)
-    out["rtf_definition"] = RTF_DEFINITION
-    out["peak_gpu_mem_mb"] = peak_gpu
-    out["peak_proc_mem_mb"] = peak_proc
-    return out
-
-
 def write_results(run_dir: Path, doc: dict[str, Any]) -> None:
     """Validate against the results schema and write atomically (the project's one writer)."""
     from ttsbench.results import write_results as project_write
@@ -220,8 +200,27 @@ def write_results(run_dir: Path, doc: dict[str, Any]) -> None:
 # ---------------------------------------------------------------- run
 
 
+def check_out(out: Path | None) -> None:
+    """``--out`` must be a new or empty-of-results folder: the run document is written whole at the end."""
+    if out is None:
+        return
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: --out exists and is not a folder")
+    if (out / "results.json").exists():
+        raise UserError(
+            f"{out}: already holds a results.json; bench-chatterbox writes a whole run document — give a new "
+            "or empty --out (nothing was changed)"
+        )
+    base = out
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    if not base.is_dir() or not os.access(base, os.W_OK | os.X_OK):
+        raise UserError(f"{out}: cannot create or write the --out folder ({base} is not a writable folder)")
+
+
 def run(cfg: RunnerConfig, progress: Any = None) -> Path:
     """Measure and write the run folder; returns its path. Ctrl-C keeps what was measured."""
+    check_out(cfg.out)  # before torch, weights and any timed synthesis: nothing measured is thrown away
     import numpy as np
     import torch
 
@@ -233,8 +232,8 @@ def run(cfg: RunnerConfig, progress: Any = None) -> Path:
         raise UserError(f"--device {cfg.device}: torch {torch.__version__} sees no CUDA GPU")
     if cfg.weights not in ("hub", "random-init") and not Path(cfg.weights).exists():
         raise UserError(f"{cfg.weights}: weights directory not found (use hub, random-init or a directory)")
-    started = _utc_now()
-    run_id = f"chatterbox-inprocess-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
+    started = utc_now()
+    run_id = new_run_id("chatterbox-inprocess")
     run_dir = cfg.out or Path("runs") / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     host = "".join(c if (c.isalnum() or c in "._-") else "-" for c in cfg.host_name) or "host"
@@ -356,7 +355,7 @@ def run(cfg: RunnerConfig, progress: Any = None) -> Path:
             "summary": summarize(rows, peak_gpu, peak_proc),
         }
         doc["systems"] = [system]
-        doc["finished_at"] = _utc_now()
+        doc["finished_at"] = utc_now()
         doc["complete"] = not interrupted and len(rows) == len(utts) * cfg.runs
         write_results(run_dir, doc)
     if interrupted:

@@ -15,13 +15,19 @@ Runs inside the chatterbox venv on a host (stdlib HTTP server: no web framework 
 
 * ``GET /health`` → ``{status, model_loaded, device, stft_patch, fast, weights, voice, ...}``; ``GET /v1/models``.
 
-One model load per process; synthesis is serialized by a lock (one GPU, one request at a time). The voice is
+One model load per process. With the fast path and ``--batch-slots N`` (default 4), up to N concurrent
+requests are decoded together: one scheduler thread runs batched T3 steps (per-request sampling state and
+stop, :mod:`ttsbench.chatterbox.fast_batch`) while each request's thread vocodes its chunks as they are due
+(S3Gen serialized by a lock, interleaved between requests). A fixed ``seed`` then still seeds the global
+generators, but the draws of concurrent requests interleave, so only a request decoded alone is
+reproducible. Otherwise synthesis is serialized by a lock (one request at a time). The voice is
 the reference WAV given at start. Bad requests get a JSON 4xx and never stop the server.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hmac
 import itertools
 import json
@@ -74,6 +80,9 @@ class ServerConfig:
     fast: str = "auto"  # auto (on where CUDA is present) | on | off
     fast_dtype: str = "fp32"  # fp32 | bf16
     first_chunk_tokens: int = 12  # streaming: vocode and send after this many valid speech tokens
+    batch_slots: int = 4  # fast path: concurrent requests decoded together (0: one request at a time)
+    fast_max_len: int = 2048  # fast path: KV cache positions per request
+    tokens_per_char: float | None = None  # cap per sentence = max(25, round(this * chars)) (random-init weights)
 
 
 # ---------------------------------------------------------------------------------------------- checks
@@ -136,6 +145,7 @@ class Engine:
         self.load_s = 0.0
         self.fast: Any = None
         self.fast_warmup: dict[str, Any] | None = None
+        self.fast_batching: dict[str, Any] | None = None
 
     def load(self) -> None:
         cfg = self.cfg
@@ -159,10 +169,8 @@ class Engine:
             model = ChatterboxTTS.from_pretrained(device)
         else:
             model = ChatterboxTTS.from_local(weights_dir, device)
-        if cfg.max_new_tokens:
-            from ttsbench.chatterbox.runner import cap_tokens
-
-            cap_tokens(model, cfg.max_new_tokens)
+        if cfg.max_new_tokens or cfg.tokens_per_char:
+            self._install_cap(model)
         if cfg.reference:
             model.prepare_conditionals(cfg.reference, exaggeration=cfg.exaggeration)
         elif model.conds is None:
@@ -174,13 +182,48 @@ class Engine:
 
             if cfg.fast_dtype not in ("fp32", "bf16"):
                 raise UserError(f"--fast-dtype {cfg.fast_dtype!r}: use fp32 or bf16")
-            self.fast = FastChatterbox(model, dtype=torch.bfloat16 if cfg.fast_dtype == "bf16" else None)
+            self.fast = FastChatterbox(model, dtype=torch.bfloat16 if cfg.fast_dtype == "bf16" else None,
+                                       max_len=cfg.fast_max_len)
         self.model = model
         if self.fast is not None and self.fast.t3.cuda_graph:  # capture graphs now, not in the first request
             self.fast_warmup = self.fast.warmup(self._params(), exaggeration=cfg.exaggeration,
                                                 first_chunk_tokens=cfg.first_chunk_tokens)
+        if self.fast is not None and cfg.batch_slots > 0:
+            self.fast_batching = self.fast.enable_batching(cfg.batch_slots)
+        if self.fast is not None and self.fast.scheduler is not None and self.fast.t3.cuda_graph:
+            # no S3Gen graph captures from here on (a capture while the scheduler thread launches work is not
+            # safe); then warm the batched path end to end before the first request
+            self.fast.freeze_graphs()
+            for _ in self.fast.stream("Warm up.", self._params(), max_new_tokens=cfg.first_chunk_tokens + 4,
+                                      exaggeration=cfg.exaggeration, first_chunk_tokens=cfg.first_chunk_tokens,
+                                      tokens=self.fast.scheduler.tokens):
+                pass
+            sys.setswitchinterval(0.0005)  # the scheduler thread gets the GIL back between vocoder launches
         self.load_s = time.perf_counter() - t0
         self.versions = runtime_versions()
+
+    def token_cap(self, sentence: str) -> int:
+        """Speech-token cap of one sentence: ``--max-new-tokens`` (default 1000), lowered to
+        ``max(25, round(tokens_per_char * chars))`` with ``--tokens-per-char`` (random-init weights never stop)."""
+        cap = self.cfg.max_new_tokens or 1000
+        if self.cfg.tokens_per_char:
+            cap = min(cap, max(25, round(self.cfg.tokens_per_char * len(sentence))))
+        return cap
+
+    def _install_cap(self, model: Any) -> None:
+        """ChatterboxTTS.generate hard-codes max_new_tokens=1000: cap T3's inference on this instance at the
+        cap of the sentence being synthesized (upstream synthesis is serialized, so one value at a time)."""
+        original = model.t3.inference
+        engine = self
+
+        def capped(*args: Any, **kwargs: Any) -> Any:
+            given = kwargs.get("max_new_tokens") or 1000
+            kwargs["max_new_tokens"] = min(int(given), engine._cap_now)
+            return original(*args, **kwargs)
+
+        model.t3.inference = capped
+
+    _cap_now = 1000
 
     def synthesize(self, text: str, seed: int | None = None) -> Any:
         """Float32 mono samples at 24 kHz for one piece of text (serialized)."""
@@ -190,8 +233,9 @@ class Engine:
         with self.lock:
             if seed is not None:
                 torch.manual_seed(seed)
+            self._cap_now = self.token_cap(text)
             if self.fast is not None:
-                x = self.fast.synthesize(text, self._params(), max_new_tokens=self.cfg.max_new_tokens or 1000,
+                x = self.fast.synthesize(text, self._params(), max_new_tokens=self._cap_now,
                                          exaggeration=self.cfg.exaggeration).astype(np.float32)
                 if not np.isfinite(x).all():
                     raise RuntimeError("synthesis produced non-finite samples")
@@ -220,12 +264,14 @@ class Engine:
         import numpy as np
         import torch
 
-        with self.lock:
+        sched = self.fast.scheduler
+        with self.lock if sched is None else contextlib.nullcontext():
             if seed is not None:
                 torch.manual_seed(seed)
-            for chunk in self.fast.stream(sentence, self._params(), max_new_tokens=self.cfg.max_new_tokens or 1000,
+            for chunk in self.fast.stream(sentence, self._params(), max_new_tokens=self.token_cap(sentence),
                                           exaggeration=self.cfg.exaggeration,
-                                          first_chunk_tokens=self.cfg.first_chunk_tokens):
+                                          first_chunk_tokens=self.cfg.first_chunk_tokens,
+                                          tokens=None if sched is None else sched.tokens):
                 if not np.isfinite(chunk).all():
                     raise RuntimeError("synthesis produced non-finite samples")
                 yield to_pcm16(chunk)
@@ -235,7 +281,11 @@ class Engine:
         return {"mode": self.cfg.fast, "enabled": f is not None, "dtype": self.cfg.fast_dtype if f else None,
                 "cuda_graph": bool(f and f.t3.cuda_graph), "graph_error": f and f.graph_error,
                 "compiled_layers": bool(f and f.t3.compiled), "compile_error": f and f.t3.compile_error,
-                "first_chunk_tokens": self.cfg.first_chunk_tokens if f else None, "warmup": self.fast_warmup}
+                "first_chunk_tokens": self.cfg.first_chunk_tokens if f else None, "warmup": self.fast_warmup,
+                "batching": self.fast_batching,
+                "scheduler": None if not (f and f.scheduler) else {
+                    "steps": f.scheduler.steps, "width_steps": dict(f.scheduler.width_steps),
+                    "error": f.scheduler.error}}
 
 
 def to_pcm16(x: Any) -> bytes:

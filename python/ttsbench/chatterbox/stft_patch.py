@@ -1,201 +1,68 @@
-"""The "Blackwell STFT patch": torch.stft/torch.istft rebuilt from matmul with a real DFT basis.
+"""The "Blackwell STFT patch": chatterbox's spectral path with no complex tensor and no cuFFT.
 
-On SM_12x (Blackwell) GPUs the cuFFT/NVRTC path behind ``torch.stft``/``torch.istft`` has failed for
-similar vocoders (``nvrtc: invalid PTX``). Chatterbox calls them in four places:
+On SM_12x (Blackwell) GPUs what fails is a runtime-compiled kernel — PyTorch's jiterator compiles the kernels
+of complex-number ops (``.abs()``/``angle`` of a complex tensor) with NVRTC at first use (``nvrtc: invalid value
+for --gpu-architecture`` / invalid PTX on GB10) — and, for spectral ops, cuFFT. With the patch on, every spectral
+call site of the Chatterbox pipeline computes with :mod:`ttsbench.chatterbox.realdft` instead (real GEMM/conv
+DFTs, sqrt, atan2, sin/cos). The call sites (chatterbox-tts 0.1.7, s3tokenizer 0.3.0, torchaudio's kaldi,
+resemble-perth 1.0.1), found by reading those packages, and what each gets:
 
-* ``chatterbox.models.s3gen.hifigan``  — HiFTGenerator ``_stft``/``_istft`` (n_fft 16, hop 4, hann, center)
-* ``chatterbox.models.s3gen.utils.mel`` — the S3Gen mel (n_fft 1920, hop 480, reflect pre-pad, center False)
-* ``chatterbox.models.s3tokenizer.s3tokenizer`` — the tokenizer's log-mel (n_fft 400, hop 160, hann)
-* ``s3tokenizer.utils`` — the upstream S3 tokenizer's ``log_mel_spectrogram`` (n_fft 400, hop 160)
+* ``chatterbox.models.s3gen.hifigan`` — HiFT ``_stft`` (stft -> view_as_real) and ``_istft`` (torch.complex ->
+  istft), n_fft 16: the module's global ``torch`` becomes a proxy (below).
+* ``chatterbox.models.s3gen.utils.mel`` — the S3Gen mel (stft -> view_as_real), n_fft 1920: proxy ``torch``.
+* ``chatterbox.models.s3tokenizer.s3tokenizer`` / ``s3tokenizer.utils`` — the tokenizer log-mel (stft ->
+  ``[..., :-1].abs() ** 2``), n_fft 400: proxy ``torch``.
+* ``chatterbox.models.s3gen.xvector`` — the CAMPPlus speaker embedding's ``Kaldi.fbank`` (``torch.fft.rfft(...)
+  .abs()``, n 512): the module's ``Kaldi`` becomes a copy of ``torchaudio.compliance.kaldi`` whose functions see
+  the proxy ``torch`` (same code, only the rFFT differs).
+* ``perth.perth_net.perth_net_implicit.audio_processor.AudioProcessor`` — the watermark's magnitude/phase split
+  and its inverse (torchaudio ``Spectrogram``/``InverseSpectrogram``, n_fft 2048, ``torch.angle``, ``abs``,
+  ``exp(1j*phase)``): ``signal_to_magphase``/``magphase_to_signal`` are replaced by real-valued equivalents.
+  Upstream runs the watermarker on the CPU; the fast path moves it to the GPU.
 
-Each of those modules reaches the function as ``torch.stft``/``torch.istft`` through its own global name
-``torch``. :func:`apply` swaps that global, in those modules only, for a proxy of ``torch`` whose ``stft`` and
-``istft`` are the functions below; every other attribute is the real ``torch``. Nothing else in the process
-changes, and :meth:`PatchState.restore` puts the real module back.
+The proxy ``torch`` is the real ``torch`` except ``stft``/``istft``/``view_as_real``/``complex``/``angle``/``abs``
+and ``fft.rfft``, which return/accept :class:`~ttsbench.chatterbox.realdft.RealComplex` where torch would make a
+complex tensor. Nothing else in the process changes; :meth:`PatchState.restore` puts every original back.
 
-Both directions are one matrix product each, with everything that does not depend on the signal built once
-in float64 on the host and cached on the device (stft: the window is applied on the device, no host copy;
-istft: keyed by the window's values, n_fft, hop, device, dtype):
+Not replaced: s3tokenizer's rotary table ``freqs_cis`` (complex64, built on the host by ``torch.polar`` at model
+load) is copied to the device and viewed as real there — a copy and views, no kernel is compiled or run on a
+complex tensor (the benchmark's complex-op audit lists it).
 
-* ``stft``: reflect pad (``F.pad``), frames by ``Tensor.unfold``, one GEMM against the windowed real-DFT basis
-  whose columns interleave ``cos`` and ``-sin``, so the product *is* the complex spectrum's memory: the result
-  is a ``view_as_complex`` view laid out exactly like ``torch.stft``'s (no stack, no copy).
-* ``istft``: one GEMM with the windowed inverse basis gives the frames already in ``fold``'s layout, one
-  ``F.fold`` overlap-adds them, one multiply by the cached reciprocal window envelope normalises.
-
-That is the ``matmul`` method. The ``conv`` method does the same with one ``conv1d`` (frames x windowed basis,
-re/im channels) and one ``conv_transpose1d`` (synthesis + overlap-add) through cuDNN; ``auto`` (default) takes
-conv for n_fft <= 512 and matmul above, the faster on an H100 per call site. Both stay exact in fp32: cuDNN's
-TF32 default (``cudnn.allow_tf32``, which made whole-synthesis outputs differ by ~5e-4) and a lowered
-``float32_matmul_precision`` are switched off around the products only.
+``auto`` turns the patch on when the device's compute capability is >= 12, or when a device self-test of the ops
+that fail (complex ``abs``/``angle``/``exp``, ``rfft``, ``stft``/``istft``) raises; :attr:`PatchState.decided_by`
+says which check decided.
 """
 
 from __future__ import annotations
 
 import importlib
-import math
 import types
-from collections import OrderedDict
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-#: modules that call ``torch.stft``/``torch.istft`` in chatterbox-tts 0.1.7 and s3tokenizer 0.3.0
-PATCH_TARGETS: tuple[str, ...] = (
+from ttsbench.chatterbox import realdft
+from ttsbench.chatterbox.realdft import RealComplex, clear_caches, istft, stft  # noqa: F401 (re-exported)
+
+_PROXY_TORCH_MODULES = (
     "chatterbox.models.s3gen.hifigan",
     "chatterbox.models.s3gen.utils.mel",
     "chatterbox.models.s3tokenizer.s3tokenizer",
     "s3tokenizer.utils",
 )
+_XVECTOR = "chatterbox.models.s3gen.xvector"
+_PERTH_AP = "perth.perth_net.perth_net_implicit.audio_processor"
 
-_NATIVE_STFT = torch.stft
-_NATIVE_ISTFT = torch.istft
-
-#: "auto", "matmul" (unfold/fold + cuBLAS GEMM) or "conv" (conv1d/conv_transpose1d via cuDNN, TF32 off).
-#: auto = conv up to n_fft 512 (HiFT 16, tokenizer 400), matmul above (S3Gen mel 1920): the faster of the two
-#: for each call site on an H100 (docs/benchmarks/stft-patch.json).
-DEFAULT_METHOD = "auto"
-CONV_MAX_N_FFT = 512
+#: every module the patch touches (chatterbox-tts 0.1.7, s3tokenizer 0.3.0, resemble-perth 1.0.1)
+PATCH_TARGETS: tuple[str, ...] = (*_PROXY_TORCH_MODULES, _XVECTOR, _PERTH_AP)
 
 
-def _use_conv(method: str | None, n_fft: int) -> bool:
-    m = method or DEFAULT_METHOD
-    if m == "auto":
-        return n_fft <= CONV_MAX_N_FFT
-    if m not in ("conv", "matmul"):
-        raise ValueError(f"stft patch method must be auto, conv or matmul, not {m!r}")
-    return m == "conv"
+# --------------------------------------------------------------------------- the proxy torch
 
 
-class _Cache:
-    """A small LRU dict: per-(signal-independent key) device tensors."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.data: OrderedDict[tuple, Any] = OrderedDict()
-
-    def get(self, key: tuple, build: Any) -> Any:
-        hit = self.data.get(key)
-        if hit is not None:
-            self.data.move_to_end(key)
-            return hit
-        value = build()
-        self.data[key] = value
-        if len(self.data) > self.size:
-            self.data.popitem(last=False)
-        return value
-
-
-_BASES = _Cache(32)
-_ENVELOPES = _Cache(64)
-
-
-def clear_caches() -> None:
-    """Drop every cached basis and envelope (frees their device memory)."""
-    _BASES.data.clear()
-    _ENVELOPES.data.clear()
-
-
-@contextmanager
-def _exact_fp32(device: torch.device, conv: bool) -> Iterator[None]:
-    """fp32 products stay fp32: no TF32 in cuBLAS (and in cuDNN for the conv method) inside the block."""
-    if device.type != "cuda":
-        yield
-        return
-    matmul_prec = torch.get_float32_matmul_precision()
-    cudnn_tf32 = torch.backends.cudnn.allow_tf32 if conv else False
-    if matmul_prec != "highest":
-        torch.set_float32_matmul_precision("highest")
-    if cudnn_tf32:
-        torch.backends.cudnn.allow_tf32 = False
-    try:
-        yield
-    finally:
-        if matmul_prec != "highest":
-            torch.set_float32_matmul_precision(matmul_prec)
-        if cudnn_tf32:
-            torch.backends.cudnn.allow_tf32 = True
-
-
-def _window64(window: torch.Tensor | None, win_length: int, n_fft: int) -> tuple[torch.Tensor, tuple]:
-    """The window as float64 on the host, zero-padded (centred) to n_fft, and a hashable key of its values.
-
-    A window on the GPU costs one small device-to-host copy here; everything built from it is cached."""
-    if window is None:
-        w = torch.ones(win_length, dtype=torch.float64)
-        key: tuple = ("ones", win_length)
-    else:
-        w = window.detach().to(device="cpu", dtype=torch.float64)
-        if w.dim() != 1 or w.shape[0] != win_length:
-            raise RuntimeError(f"stft: expected a 1D window of length {win_length}, got {tuple(window.shape)}")
-        key = ("w", w.numpy().tobytes())
-    if win_length > n_fft:
-        raise RuntimeError(f"stft: win_length ({win_length}) must be <= n_fft ({n_fft})")
-    if win_length < n_fft:  # torch centres a shorter window inside n_fft
-        left = (n_fft - win_length) // 2
-        w = F.pad(w, (left, n_fft - win_length - left))
-    return w, key
-
-
-def _device_window(
-    window: torch.Tensor | None, win_length: int, n_fft: int, device: torch.device, dtype: torch.dtype
-) -> torch.Tensor | None:
-    """The window on the signal's device, zero-padded (centred) to n_fft; None for a rectangular window."""
-    if win_length > n_fft:
-        raise RuntimeError(f"stft: win_length ({win_length}) must be <= n_fft ({n_fft})")
-    if window is None:
-        if win_length == n_fft:
-            return None
-        w = torch.ones(win_length, device=device, dtype=dtype)
-    else:
-        if window.dim() != 1 or window.shape[0] != win_length:
-            raise RuntimeError(f"stft: expected a 1D window of length {win_length}, got {tuple(window.shape)}")
-        w = window.detach().to(device=device, dtype=dtype)
-    if win_length < n_fft:  # torch centres a shorter window inside n_fft
-        left = (n_fft - win_length) // 2
-        w = F.pad(w, (left, n_fft - win_length - left))
-    return w
-
-
-def _angles(n_fft: int, n_bins: int) -> torch.Tensor:
-    n = torch.arange(n_fft, dtype=torch.float64)
-    k = torch.arange(n_bins, dtype=torch.float64)
-    # reduce k*n modulo n_fft before scaling: keeps the angle small, so cos/sin stay exact for large n_fft
-    return 2.0 * math.pi * torch.remainder(torch.outer(n, k), n_fft) / n_fft  # (n_fft, n_bins)
-
-
-def _forward_basis(w64: torch.Tensor, n_fft: int, n_bins: int, normalized: bool) -> torch.Tensor:
-    """(n_fft, 2*n_bins) float64: column 2k = w*cos, 2k+1 = -w*sin (interleaved re/im)."""
-    ang = _angles(n_fft, n_bins)
-    scale = (1.0 / math.sqrt(n_fft)) if normalized else 1.0
-    basis = torch.stack([torch.cos(ang), -torch.sin(ang)], dim=-1).reshape(n_fft, 2 * n_bins)
-    return basis * (w64 * scale).unsqueeze(1)
-
-
-def _inverse_basis(w64: torch.Tensor, n_fft: int, normalized: bool) -> torch.Tensor:
-    """(n_fft, 2*n_bins) float64 synthesis matrix: frame[n] = w[n]/N sum_k c_k (Re X_k cos - Im X_k sin).
-
-    Columns [0, n_bins) multiply Re X, [n_bins, 2 n_bins) Im X; c_k = 2 except 1 for DC and (even) Nyquist."""
-    n_bins = n_fft // 2 + 1
-    ang = _angles(n_fft, n_bins)
-    coef = torch.full((n_bins,), 2.0, dtype=torch.float64)
-    coef[0] = 1.0
-    if n_fft % 2 == 0:
-        coef[-1] = 1.0
-    scale = (1.0 / math.sqrt(n_fft)) if normalized else (1.0 / n_fft)
-    inv = torch.cat([torch.cos(ang), -torch.sin(ang)], dim=1) * (coef * scale).repeat(2)
-    return inv * w64.unsqueeze(1)
-
-
-def _work_dtype(dtype: torch.dtype) -> torch.dtype:
-    return dtype if dtype in (torch.float32, torch.float64) else torch.float32
-
-
-def stft(
+def _p_stft(
     input: torch.Tensor,
     n_fft: int,
     hop_length: int | None = None,
@@ -206,80 +73,15 @@ def stft(
     normalized: bool = False,
     onesided: bool | None = None,
     return_complex: bool | None = None,
-    method: str | None = None,
-    **_ignored: Any,
-) -> torch.Tensor:
-    """Same contract as :func:`torch.stft` for real 1-D/2-D input; output (B?, n_freq, n_frames)."""
-    if input.is_complex():
-        return _NATIVE_STFT(
-            input, n_fft, hop_length, win_length, window, center, pad_mode, normalized, onesided, return_complex
-        )
+) -> Any:
     if return_complex is None:
         raise RuntimeError("stft requires the return_complex parameter be given for real inputs")
-    hop = hop_length if hop_length is not None else n_fft // 4
-    win_len = win_length if win_length is not None else n_fft
-    squeeze = input.dim() == 1
-    x = input.unsqueeze(0) if squeeze else input
-    if x.dim() != 2:
-        raise RuntimeError(f"stft: expected a 1D or 2D tensor, got {input.dim()}D")
-    dtype = _work_dtype(x.dtype)
-    x = x.to(dtype)
-    batch = x.shape[0]
-    if center:
-        pad = n_fft // 2
-        x = F.pad(x.unsqueeze(1), (pad, pad), mode=pad_mode).squeeze(1)
-    if x.shape[-1] < n_fft:
-        raise RuntimeError(f"stft: input of {x.shape[-1]} samples is shorter than n_fft={n_fft}")
-    n_bins = n_fft // 2 + 1 if (onesided is None or onesided) else n_fft
-    use_conv = _use_conv(method, n_fft)
-    # The signal-independent DFT basis is cached per device; the window is applied on the device with one
-    # multiply, so no call ever copies the window to the host (that copy is a GPU sync per STFT).
-    key = ("fwd-trig", use_conv, n_fft, n_bins, normalized, x.device, dtype)
-
-    def build() -> torch.Tensor:
-        basis = _forward_basis(torch.ones(n_fft, dtype=torch.float64), n_fft, n_bins, normalized)
-        if use_conv:  # (2*n_bins, 1, n_fft) conv weight, channels interleaved re/im
-            basis = basis.T.reshape(2 * n_bins, 1, n_fft)
-        return basis.to(device=x.device, dtype=dtype).contiguous()
-
-    basis = _BASES.get(key, build)
-    w = _device_window(window, win_len, n_fft, x.device, dtype)
-    if w is not None:
-        basis = basis * (w.view(1, 1, n_fft) if use_conv else w.view(n_fft, 1))
-    with _exact_fp32(x.device, use_conv):
-        if use_conv:
-            spec = F.conv1d(x.unsqueeze(1), basis, stride=hop)  # (B, 2*n_bins, n_frames)
-            spec = spec.view(batch, n_bins, 2, -1).transpose(2, 3)  # (B, n_bins, n_frames, 2)
-            out = torch.view_as_complex(spec.contiguous())
-        else:
-            frames = x.unfold(-1, n_fft, hop)  # (B, n_frames, n_fft), a view
-            prod = torch.matmul(frames, basis)  # (B, n_frames, 2*n_bins) = interleaved complex
-            out = torch.view_as_complex(prod.view(batch, -1, n_bins, 2)).transpose(1, 2)
-    if not return_complex:
-        out = torch.view_as_real(out)
-    return out.squeeze(0) if squeeze else out
+    ri = realdft.stft_ri(input, n_fft, hop_length, win_length, window, center, pad_mode, normalized, onesided)
+    return RealComplex.from_ri(ri) if return_complex else ri
 
 
-def _inv_envelope(
-    w64: torch.Tensor, wkey: tuple, n_fft: int, hop: int, n_frames: int, start: int, end: int, device, dtype
-) -> torch.Tensor:
-    """1 / (sum of squared, shifted windows) over [start, end), cached; raises when NOLA fails there."""
-    key = (wkey, n_fft, hop, n_frames, start, end, device, dtype)
-
-    def build() -> torch.Tensor:
-        total = n_fft + hop * (n_frames - 1)
-        sq = (w64 * w64).reshape(1, n_fft, 1).expand(1, n_fft, n_frames)
-        env = F.fold(sq, output_size=(1, total), kernel_size=(1, n_fft), stride=(1, hop)).reshape(total)
-        kept = env[start:end]
-        if kept.numel() and bool((kept.abs() < 1e-11).any()):
-            raise RuntimeError("istft: window overlap-add is zero somewhere (NOLA condition fails)")
-        return (1.0 / kept).to(device=device, dtype=dtype)
-
-    return _ENVELOPES.get(key, build)
-
-
-def istft(
-    input: torch.Tensor,
+def _p_istft(
+    input: Any,
     n_fft: int,
     hop_length: int | None = None,
     win_length: int | None = None,
@@ -289,72 +91,174 @@ def istft(
     onesided: bool | None = None,
     length: int | None = None,
     return_complex: bool = False,
-    method: str | None = None,
-    **_ignored: Any,
 ) -> torch.Tensor:
-    """Same contract as :func:`torch.istft` for a one-sided complex spectrum (B?, n_fft//2+1, n_frames)."""
-    n_bins = n_fft // 2 + 1
-    if (
-        onesided is False
-        or return_complex
-        or not input.is_complex()
-        or input.dim() not in (2, 3)
-        or input.shape[-2] != n_bins
-    ):
-        return _NATIVE_ISTFT(
-            input, n_fft, hop_length, win_length, window, center, normalized, onesided, length, return_complex
+    if isinstance(input, RealComplex):
+        if onesided is False or return_complex:
+            raise RuntimeError("patched istft: only the one-sided, real-output inverse is supported")
+        return realdft.istft_ri(
+            input.real, input.imag, n_fft, hop_length, win_length, window, center, normalized, length
         )
-    hop = hop_length if hop_length is not None else n_fft // 4
-    win_len = win_length if win_length is not None else n_fft
-    squeeze = input.dim() == 2
-    spec = input.unsqueeze(0) if squeeze else input
-    dtype = torch.float64 if spec.dtype == torch.complex128 else torch.float32
-    if spec.dtype not in (torch.complex64, torch.complex128):
-        spec = spec.to(torch.complex64)
-    batch, _, n_frames = spec.shape
-    device = spec.device
-    w64, wkey = _window64(window, win_len, n_fft)
-    use_conv = _use_conv(method, n_fft)
-    key = ("inv", use_conv, n_fft, normalized, wkey, device, dtype)
-
-    def build() -> torch.Tensor:
-        inv = _inverse_basis(w64, n_fft, normalized)  # (n_fft, 2*n_bins)
-        if use_conv:  # conv_transpose1d weight (in=2*n_bins, out=1, n_fft)
-            inv = inv.T.reshape(2 * n_bins, 1, n_fft)
-        return inv.to(device=device, dtype=dtype).contiguous()
-
-    inv = _BASES.get(key, build)
-    expected_len = n_fft + hop * (n_frames - 1)
-    start = n_fft // 2 if center else 0
-    default_end = expected_len - n_fft // 2 if center else expected_len
-    end = start + length if length is not None else default_end
-    end_c = min(end, expected_len)
-    inv_env = _inv_envelope(w64, wkey, n_fft, hop, n_frames, start, end_c, device, dtype)
-    stacked = torch.cat([spec.real, spec.imag], dim=1)  # (B, 2*n_bins, n_frames), one copy
-    with _exact_fp32(device, use_conv):
-        if use_conv:
-            y = F.conv_transpose1d(stacked, inv, stride=hop).view(batch, expected_len)
-        else:
-            frames = torch.matmul(inv, stacked)  # (B, n_fft, n_frames): fold's layout
-            y = F.fold(frames, output_size=(1, expected_len), kernel_size=(1, n_fft), stride=(1, hop)).view(
-                batch, expected_len
-            )
-    y = y[:, start:end_c] * inv_env
-    if length is not None and y.shape[-1] < length:
-        y = F.pad(y, (0, length - y.shape[-1]))
-    return y.squeeze(0) if squeeze else y
+    return realdft.istft(
+        input, n_fft, hop_length, win_length, window, center, normalized, onesided, length, return_complex
+    )
 
 
-class _TorchWithDftStft(types.ModuleType):
-    """``torch`` as the patched modules see it: everything real except ``stft``/``istft``."""
+def _p_view_as_real(x: Any) -> torch.Tensor:
+    return x.as_real() if isinstance(x, RealComplex) else torch.view_as_real(x)
+
+
+def _p_complex(real: torch.Tensor, imag: torch.Tensor) -> RealComplex:
+    return RealComplex(real, imag)
+
+
+def _p_angle(x: Any, **kw: Any) -> torch.Tensor:
+    return x.angle() if isinstance(x, RealComplex) else torch.angle(x, **kw)
+
+
+def _p_abs(x: Any, **kw: Any) -> torch.Tensor:
+    return x.abs() if isinstance(x, RealComplex) else torch.abs(x, **kw)
+
+
+def _p_rfft(input: torch.Tensor, n: int | None = None, dim: int = -1, norm: str | None = None) -> RealComplex:
+    return RealComplex.from_ri(realdft.rfft_ri(input, n, dim, norm))
+
+
+class _FftProxy(types.ModuleType):
+    """``torch.fft`` with ``rfft`` real-valued."""
+
+    def __init__(self) -> None:
+        super().__init__("torch.fft")
+        self.rfft = _p_rfft
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(torch.fft, name)
+
+
+class _SpectralTorch(types.ModuleType):
+    """``torch`` as the patched modules see it: the real one except the spectral/complex entry points."""
 
     def __init__(self) -> None:
         super().__init__("torch")
-        self.stft = stft
-        self.istft = istft
+        self.stft = _p_stft
+        self.istft = _p_istft
+        self.view_as_real = _p_view_as_real
+        self.complex = _p_complex
+        self.angle = _p_angle
+        self.abs = _p_abs
+        self.fft = _FftProxy()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(torch, name)
+
+
+_PROXY = _SpectralTorch()
+
+
+def _rebound_module(module: types.ModuleType, torch_proxy: types.ModuleType) -> types.ModuleType:
+    """A copy of ``module`` whose own functions resolve ``torch`` to ``torch_proxy`` (same code objects)."""
+    clone = types.ModuleType(module.__name__, module.__doc__)
+    ns = clone.__dict__
+    ns.update({k: v for k, v in vars(module).items() if k not in ("__name__", "__doc__")})
+    ns["torch"] = torch_proxy
+    for name, obj in list(ns.items()):
+        if isinstance(obj, types.FunctionType) and obj.__module__ == module.__name__:
+            fn = types.FunctionType(obj.__code__, ns, obj.__name__, obj.__defaults__, obj.__closure__)
+            fn.__kwdefaults__ = obj.__kwdefaults__
+            fn.__qualname__ = obj.__qualname__
+            fn.__doc__ = obj.__doc__
+            ns[name] = fn
+    return clone
+
+
+# --------------------------------------------------------------------------- perth (watermark)
+
+
+def _spec_norms(normalized: Any) -> tuple[bool, bool]:
+    """torchaudio.functional's ``_get_spec_norms``: (frame_length_norm, window_norm)."""
+    if isinstance(normalized, str):
+        if normalized not in ("frame_length", "window"):
+            raise ValueError(f"Invalid normalized parameter: {normalized}")
+        return normalized == "frame_length", normalized == "window"
+    return False, bool(normalized)
+
+
+def spectrogram_rc(transform: Any, waveform: torch.Tensor) -> RealComplex:
+    """``torchaudio.transforms.Spectrogram(power=None)(waveform)`` as a :class:`RealComplex` (same steps)."""
+    if transform.power is not None:
+        raise RuntimeError("spectrogram_rc: only power=None (complex spectrogram) is patched")
+    if transform.pad > 0:
+        waveform = torch.nn.functional.pad(waveform, (transform.pad, transform.pad), "constant")
+    frame_length_norm, window_norm = _spec_norms(transform.normalized)
+    shape = waveform.size()
+    ri = realdft.stft_ri(
+        waveform.reshape(-1, shape[-1]), transform.n_fft, transform.hop_length, transform.win_length,
+        transform.window, transform.center, transform.pad_mode, frame_length_norm, transform.onesided,
+    )
+    ri = ri.reshape(shape[:-1] + ri.shape[-3:])
+    if window_norm:
+        ri = ri / transform.window.pow(2.0).sum().sqrt()
+    return RealComplex.from_ri(ri)
+
+
+def inverse_spectrogram_ri(
+    transform: Any, real: torch.Tensor, imag: torch.Tensor, length: int | None = None
+) -> torch.Tensor:
+    """``torchaudio.transforms.InverseSpectrogram(...)(real + i*imag, length)`` from the real parts (same steps)."""
+    frame_length_norm, window_norm = _spec_norms(transform.normalized)
+    if window_norm:
+        scale = transform.window.pow(2.0).sum().sqrt()
+        real, imag = real * scale, imag * scale
+    shape = real.size()
+    pad = transform.pad
+    wav = realdft.istft_ri(
+        real.reshape(-1, shape[-2], shape[-1]), imag.reshape(-1, shape[-2], shape[-1]), transform.n_fft,
+        transform.hop_length, transform.win_length, transform.window, transform.center, frame_length_norm,
+        length + 2 * pad if length is not None else None,
+    )
+    if length is not None and pad > 0:
+        wav = wav[:, pad:-pad]
+    return wav.reshape(shape[:-2] + wav.shape[-1:])
+
+
+def _perth_signal_to_magphase(self: Any, signal: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """perth 1.0.1 ``AudioProcessor.signal_to_magphase`` (+ ``cx_to_magphase``) without a complex tensor."""
+    import numpy as np
+    from perth.perth_net.perth_net_implicit import utils as perth_utils
+
+    if isinstance(signal, np.ndarray):
+        signal = torch.from_numpy(signal.copy())
+    spec = spectrogram_rc(self.spectrogram, signal.float())
+    phase = spec.angle()
+    mag = 20 * torch.log10(spec.abs().clip(self.hp.stft_magnitude_min))
+    return perth_utils.normalize(self.hp, mag), phase
+
+
+def _perth_magphase_to_signal(self: Any, mag: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
+    """perth 1.0.1 ``AudioProcessor.magphase_to_signal`` (+ ``magphase_to_cx``): mag*(cos + i sin), real parts."""
+    from perth.perth_net.perth_net_implicit import utils as perth_utils
+
+    magspec = perth_utils.denormalize_spectrogram(self.hp, mag)
+    magspec = 10.0 ** ((magspec / 20).clip(max=10))
+    return inverse_spectrogram_ri(self.inv_spectrogram, magspec * torch.cos(phase), magspec * torch.sin(phase))
+
+
+# --------------------------------------------------------------------------- sites, state, apply
+
+
+@dataclass(frozen=True)
+class _Site:
+    module: str  # importable module that holds the attribute
+    owner: str | None  # None: the module itself; else a class in it
+    attr: str
+    make: Callable[[Any], Any]  # original -> replacement
+
+
+_SITES: tuple[_Site, ...] = (
+    *(_Site(m, None, "torch", lambda _orig: _PROXY) for m in _PROXY_TORCH_MODULES),
+    _Site(_XVECTOR, None, "Kaldi", lambda orig: _rebound_module(orig, _PROXY)),
+    _Site(_PERTH_AP, "AudioProcessor", "signal_to_magphase", lambda _orig: _perth_signal_to_magphase),
+    _Site(_PERTH_AP, "AudioProcessor", "magphase_to_signal", lambda _orig: _perth_magphase_to_signal),
+)
 
 
 @dataclass
@@ -364,22 +268,27 @@ class PatchState:
     mode: str
     active: bool
     reason: str
+    decided_by: str = ""
+    selftest: dict[str, str] = field(default_factory=dict)
     patched_modules: list[str] = field(default_factory=list)
-    _saved: dict[str, Any] = field(default_factory=dict, repr=False)
+    skipped: list[str] = field(default_factory=list)
+    _saved: list[tuple[Any, str, Any]] = field(default_factory=list, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "mode": self.mode,
             "active": self.active,
             "reason": self.reason,
+            "decided_by": self.decided_by,
+            "selftest": dict(self.selftest),
             "patched_modules": list(self.patched_modules),
+            "skipped": list(self.skipped),
         }
 
     def restore(self) -> None:
-        """Put the real ``torch`` back into every module this state patched."""
-        for name, original in self._saved.items():
-            module = importlib.import_module(name)
-            module.torch = original
+        """Put every original back (in reverse order of patching)."""
+        for obj, attr, original in reversed(self._saved):
+            setattr(obj, attr, original)
         self._saved.clear()
         self.patched_modules.clear()
         self.active = False
@@ -391,60 +300,114 @@ class PatchState:
         self.restore()
 
 
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def _check_complex_abs(dev: torch.device) -> None:
+    z = torch.complex(torch.randn(64, device=dev), torch.randn(64, device=dev))
+    float(z.abs().sum())
+
+
+def _check_complex_angle(dev: torch.device) -> None:
+    z = torch.complex(torch.randn(64, device=dev), torch.randn(64, device=dev))
+    float(z.angle().sum())
+
+
+def _check_complex_exp(dev: torch.device) -> None:  # perth's exp(1j * phase) * magnitude
+    z = torch.exp(1.0j * torch.randn(64, device=dev)) * torch.rand(64, device=dev)
+    float(torch.view_as_real(z).sum())
+
+
+def _check_rfft(dev: torch.device) -> None:  # kaldi fbank's rfft (n 512); view_as_real: cuFFT alone
+    float(torch.view_as_real(torch.fft.rfft(torch.randn(4, 512, device=dev))).sum())
+
+
+def _check_stft_istft(dev: torch.device) -> None:
+    x = torch.randn(1, 256, device=dev)
+    win = torch.hann_window(16, device=dev)
+    y = torch.istft(torch.stft(x, 16, 4, 16, window=win, return_complex=True), 16, 4, 16, window=win)
+    if not bool(torch.isfinite(y).all()):
+        raise RuntimeError("non-finite istft output")
+
+
+#: name -> check; each raises when NVRTC (jiterator) or cuFFT cannot run that op on the device
+SELFTEST_CHECKS: dict[str, Callable[[torch.device], None]] = {
+    "complex_abs": _check_complex_abs,
+    "complex_angle": _check_complex_angle,
+    "complex_exp": _check_complex_exp,
+    "rfft": _check_rfft,
+    "stft_istft": _check_stft_istft,
+}
+
+
+def selftest_checks(device: torch.device | str) -> dict[str, str]:
+    """Run every check on the device: name -> ``"ok"`` or the first line of the error it raised."""
+    dev = torch.device(device)
+    out: dict[str, str] = {}
+    for name, check in SELFTEST_CHECKS.items():
+        try:
+            check(dev)
+            _sync(dev)
+            out[name] = "ok"
+        except Exception as exc:  # any failure of the native path is the signal we look for
+            out[name] = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+    return out
+
+
 def selftest(device: torch.device | str) -> str | None:
-    """Run a tiny torch.stft/istft on the device; the error text if it raises, else None."""
-    try:
-        dev = torch.device(device)
-        x = torch.randn(1, 256, device=dev)
-        win = torch.hann_window(16, device=dev)
-        spec = torch.stft(x, 16, 4, 16, window=win, return_complex=True)
-        y = torch.istft(spec, 16, 4, 16, window=win)
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        if not bool(torch.isfinite(y).all()):
-            return "non-finite istft output"
-    except Exception as exc:  # any failure of the native path is the signal we look for
-        return f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+    """``"check: error"`` of the first failing self-test check on the device, else None."""
+    for name, result in selftest_checks(device).items():
+        if result != "ok":
+            return f"{name}: {result}"
     return None
 
 
-def _decide(mode: str, device: torch.device | str) -> tuple[bool, str]:
+def decide(mode: str, device: torch.device | str) -> tuple[bool, str, str, dict[str, str]]:
+    """(active, reason, decided_by, selftest results) for ``mode`` on ``device``."""
     if mode == "off":
-        return False, "off"
+        return False, "off", "mode", {}
     if mode == "on":
-        return True, "forced"
+        return True, "forced", "mode", {}
     if mode != "auto":
         raise ValueError(f"stft patch mode must be auto, on or off, not {mode!r}")
     dev = torch.device(device)
     if dev.type == "cuda" and torch.cuda.is_available():
         major, minor = torch.cuda.get_device_capability(dev)
         if major >= 12:
-            return True, f"sm_{major}{minor}"
-    err = selftest(dev)
-    if err is not None:
-        return True, f"selftest_failed: {err}"
-    return False, "not_needed"
+            return True, f"sm_{major}{minor}", "compute_capability", {}
+    checks = selftest_checks(dev)
+    for name, result in checks.items():
+        if result != "ok":
+            return True, f"selftest_failed: {name}: {result}", f"selftest:{name}", checks
+    return False, "not_needed", "selftest", checks
 
 
 def apply(mode: str, device: torch.device | str, targets: tuple[str, ...] = PATCH_TARGETS) -> PatchState:
-    """Decide (auto/on/off) and, when on, patch ``torch.stft``/``torch.istft`` inside ``targets``.
+    """Decide (auto/on/off) and, when on, patch every spectral call site whose module is in ``targets``.
 
-    Modules of ``targets`` that are not importable are skipped. Reversible: ``state.restore()``, or use
-    the returned state as a context manager.
-    """
-    active, reason = _decide(mode, device)
-    state = PatchState(mode=mode, active=active, reason=reason)
+    Modules that are not importable (or lack the attribute) are listed in ``skipped``. Reversible:
+    ``state.restore()``, or use the returned state as a context manager."""
+    active, reason, decided_by, checks = decide(mode, device)
+    state = PatchState(mode=mode, active=active, reason=reason, decided_by=decided_by, selftest=checks)
     if not active:
         return state
-    proxy = _TorchWithDftStft()
-    for name in targets:
+    for site in _SITES:
+        if site.module not in targets:
+            continue
         try:
-            module = importlib.import_module(name)
-        except ImportError:
+            module = importlib.import_module(site.module)
+        except ImportError as exc:
+            state.skipped.append(f"{site.module}: {type(exc).__name__}: {exc}".splitlines()[0])
             continue
-        if getattr(module, "torch", None) is None:
+        owner = module if site.owner is None else getattr(module, site.owner, None)
+        original = getattr(owner, site.attr, None) if owner is not None else None
+        if original is None:
+            state.skipped.append(f"{site.module}: no {site.owner + '.' if site.owner else ''}{site.attr}")
             continue
-        state._saved[name] = module.torch
-        module.torch = proxy
-        state.patched_modules.append(name)
+        state._saved.append((owner, site.attr, original))
+        setattr(owner, site.attr, site.make(original))
+        if site.module not in state.patched_modules:
+            state.patched_modules.append(site.module)
     return state

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,11 +24,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--stream",
         choices=["audio", "sse", "none"],
-        default="audio",
-        help="audio: raw bytes (stream_format=audio); sse: speech.audio.delta events; none",
+        default=None,
+        help="audio: raw bytes (stream_format=audio); sse: speech.audio.delta events; none "
+        "(default: audio, or what --vllm-omni-version streams)",
     )
-    p.add_argument("--response-format", choices=["wav", "pcm"], default="wav")
-    p.add_argument("--pcm-sample-rate", type=int, default=24000, help="declared rate of raw PCM responses")
+    p.add_argument("--response-format", choices=["wav", "pcm"], default=None,
+                   help="default: wav, or for --vllm-omni-version a format that version streams for the engine")
+    p.add_argument("--pcm-sample-rate", type=int, default=None,
+                   help="declared rate of raw PCM responses (default 24000, or the engine's rate in the contract)")
+    p.add_argument("--vllm-omni-version", default=None,
+                   help="check the request against this vllm-omni release's speech API (stored contract, e.g. "
+                   "0.30.0) and pick a response format it streams for --engine; refused before any request")
     p.add_argument("--pcm-format", choices=["s16le", "s32le", "f32le", "u8"], default="s16le")
     p.add_argument("--model", default=None)
     p.add_argument("--voice", default=None)
@@ -95,7 +102,6 @@ def _template_values(args: argparse.Namespace, ref: object) -> dict[str, str | N
 def _run(args: argparse.Namespace) -> int:
     import asyncio
     import sys
-    from pathlib import Path
     from urllib.parse import urlsplit
 
     from rich.console import Console
@@ -110,10 +116,12 @@ def _run(args: argparse.Namespace) -> int:
         ServerUnreachable,
         SpeechTarget,
         WarmupFailed,
+        describe_request,
         endpoint_url,
         run_plan,
     )
     from ttsbench.metrics import summarize
+    from ttsbench.outputs import check_outputs, copy_reference
     from ttsbench.utterances import load_utterances
 
     console = Console(stderr=True)
@@ -147,6 +155,21 @@ def _run(args: argparse.Namespace) -> int:
         if ref.source_rate != ref.sample_rate:
             console.print(f"reference: resampled {ref.source_rate} Hz → {ref.sample_rate} Hz")
         ref_url = ref.data_url
+    if args.vllm_omni_version:
+        from ttsbench.upstream.speech_api import SpeechApiError, choose_stream, load_contract
+
+        try:
+            contract = load_contract(args.vllm_omni_version)
+            choice = choose_stream(contract, args.engine, args.response_format, args.stream, args.pcm_sample_rate)
+        except SpeechApiError as exc:
+            raise UserError(str(exc)) from exc
+        args.response_format, args.stream = choice.response_format, choice.stream
+        args.pcm_sample_rate = choice.pcm_sample_rate or 24000
+    else:
+        contract = None
+        args.response_format = args.response_format or "wav"
+        args.stream = args.stream or "audio"
+        args.pcm_sample_rate = args.pcm_sample_rate or 24000
     template = None
     if args.request_template:
         from ttsbench import reqtemplate
@@ -174,6 +197,13 @@ def _run(args: argparse.Namespace) -> int:
         template=template,
         template_values=_template_values(args, ref) if template is not None else {},
     )
+    if contract is not None:
+        from ttsbench.upstream.speech_api import SpeechApiError, check_payload
+
+        try:
+            check_payload(contract, args.engine, target.payload("check"))
+        except SpeechApiError as exc:
+            raise UserError(str(exc)) from exc
     if template is not None:
         template.render(url, {**target.template_values, "text": "check"})  # unset placeholders fail here, not later
     host = args.host_label or parts.hostname
@@ -181,6 +211,12 @@ def _run(args: argparse.Namespace) -> int:
     for label in (host, engine):
         if not label.replace("-", "").replace("_", "").replace(".", "").isalnum():
             raise UserError(f"label {label!r}: use letters, digits, '.', '_' or '-' only")
+
+    # ---- everything this run will write to is checked now, before any timed request ----
+    run_dir = Path(args.run_dir) if args.run_dir else Path(args.runs_root) / results.new_run_id(args.kind)
+    existing_doc = check_outputs(run_dir, [Path("wavs") / engine / host / f"{u.utt_id}.wav" for u in utts], ref)
+    results_file = run_dir / results.RESULTS_NAME
+    checked_stamp = _stamp(results_file)
 
     plan = RunPlan(requests=n, warmup=args.warmup, concurrency=levels)
     state = RunState()
@@ -210,15 +246,17 @@ def _run(args: argparse.Namespace) -> int:
         interrupted = True
 
     # ---- write the run folder: WAVs first, then results.json (validated, atomic) ----
-    run_dir = Path(args.run_dir) if args.run_dir else Path(args.runs_root) / results.new_run_id(args.kind)
-    existing = (run_dir / results.RESULTS_NAME).is_file()
-    doc = results.load_results(run_dir) if existing else results.new_document(run_dir.name, args.kind)
-    if not existing:
+    if existing_doc is not None and _stamp(results_file) != checked_stamp:
+        existing_doc = results.load_results(run_dir)  # changed while we measured (another system merged in)
+    doc = existing_doc if existing_doc is not None else results.new_document(run_dir.name, args.kind)
+    if existing_doc is None:
         doc["started_at"] = started
     for utt_id, (samples, sr, row) in state.audio.items():
         rel = Path("wavs") / engine / host / f"{utt_id}.wav"
-        write_wav_atomic(run_dir / rel, samples, sr)
+        write_wav_atomic(run_dir / rel, samples, sr, row.sample_format or "s16le")
         row.wav = rel.as_posix()
+    if ref is not None:  # the run folder keeps the voice its rows were cloned from (docs/run-folder.md)
+        copy_reference(ref.path, run_dir)
     rows = state.rows
     complete = not interrupted and state.aborted is None
     system = {
@@ -278,13 +316,24 @@ def _run(args: argparse.Namespace) -> int:
         return 3
     bad = [r for r in rows if not r.ok]
     if bad:
+        first = bad[0]
+        utt = next(u for u in utts if u.utt_id == first.utt_id)
         print(
-            f"bench-http: error: {len(bad)}/{len(rows)} request(s) failed; first: {bad[0].utt_id}: "
-            f"{bad[0].error}",
+            f"bench-http: error: {len(bad)}/{len(rows)} request(s) failed; first: "
+            f"{describe_request(target, utt, first.concurrency, first.request_index)}: {first.error}",
             file=sys.stderr,
         )
         return 1
     return 0
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """(mtime, size) of a file, None if absent: did it change while we measured?"""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
 
 
 def _fmt(x: float | None, digits: int = 1) -> str:

@@ -18,9 +18,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from ttsbench.runcheck import load_valid_run
     from ttsbench.scoring.ratings import import_ratings, load_ratings
     from ttsbench.scoring.rundoc import RunDir
 
+    load_valid_run(args.run_dir)  # validation first: an invalid run folder writes nothing
     run = RunDir.open(args.run_dir)
     out = import_ratings(run, Path(args.file), force=args.force)
     for sid, st in load_ratings(run)["stats"]["per_system"].items():

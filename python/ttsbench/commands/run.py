@@ -26,8 +26,9 @@ def _parse_extravars(items: list[str]) -> dict:
     out: dict = {}
     for item in items:
         if item.startswith("@"):
-            with open(item[1:], encoding="utf-8") as fh:
-                data = yaml.safe_load(fh) or {}
+            from ttsbench.yamlload import load_yaml
+
+            data = load_yaml(item[1:], "extra-vars file", ansible=True) or {}
             if not isinstance(data, dict):
                 raise UserError(f"{item[1:]}: extra-vars file must hold a mapping")
             out.update(data)

@@ -14,9 +14,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from ttsbench.runcheck import load_valid_run
     from ttsbench.scoring.objective import score_run
     from ttsbench.scoring.rundoc import RunDir, write_json_atomic
 
+    load_valid_run(args.run_dir)  # validation first: an invalid run folder writes nothing
     console = Console(stderr=True)
     run = RunDir.open(args.run_dir)
     with console.status("scoring…") as status:

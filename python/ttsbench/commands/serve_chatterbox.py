@@ -38,6 +38,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fast-dtype", choices=("fp32", "bf16"), default="fp32", help="fast path T3 dtype")
     p.add_argument("--first-chunk-tokens", type=int, default=12,
                    help="fast streaming: send audio once this many speech tokens are vocoded (default 12)")
+    p.add_argument("--batch-slots", type=int, default=4,
+                   help="fast path: decode up to this many concurrent requests together (batched T3 steps, "
+                        "interleaved vocoding); 0 = one request at a time (default 4)")
+    p.add_argument("--fast-max-len", type=int, default=2048,
+                   help="fast path: KV cache length per request (prefix + speech tokens; default 2048)")
+    p.add_argument("--tokens-per-char", type=float, default=None,
+                   help="cap each sentence at max(25, round(X * characters)) speech tokens (random-init weights "
+                        "never stop; 1.786 = the fast-path benchmark's 25 tokens per 14 characters)")
     p.add_argument("--verbose", action="store_true", help="log every request")
     p.set_defaults(func=_run)
 
@@ -56,6 +64,10 @@ def _run(args: argparse.Namespace) -> int:
             raise UserError(f"--token-file {args.token_file}: {exc.strerror}") from exc
         if not token:
             raise UserError(f"--token-file {args.token_file} is empty")
+    if args.batch_slots < 0:
+        raise UserError("--batch-slots must be 0 (no batching) or a positive number")
+    if args.fast_max_len < 64:
+        raise UserError("--fast-max-len must be at least 64")
     if args.max_new_tokens is not None and args.max_new_tokens <= 0:
         raise UserError("--max-new-tokens must be a positive number")
     label = args.weights_label
@@ -67,6 +79,7 @@ def _run(args: argparse.Namespace) -> int:
         cfg_weight=args.cfg_weight, exaggeration=args.exaggeration, temperature=args.temperature,
         max_chars=args.max_chars, seed=args.seed, model_name=args.model_name, token=token, verbose=args.verbose,
         fast=args.fast, fast_dtype=args.fast_dtype, first_chunk_tokens=args.first_chunk_tokens,
+        batch_slots=args.batch_slots, fast_max_len=args.fast_max_len, tokens_per_char=args.tokens_per_char,
         strict=args.strict, accept_models=tuple(args.accept_model), voice_aliases=tuple(args.voice_alias),
     )
     return serve(cfg)

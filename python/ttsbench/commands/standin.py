@@ -33,6 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=["http-500", "truncate-header", "truncate-sample", "zero-audio"],
         help="inject this fault into every request (per request: header X-Standin-Fault)",
     )
+    t.add_argument("--contract", default=None,
+                   help="vllm-omni contract JSON (ttsbench/upstream/contracts/<v>.json): refuse and stream as "
+                   "that version does for Voxtral")
     t.add_argument(
         "--api",
         choices=["openai", "text-json"],
@@ -103,10 +106,25 @@ def _run_tts(args: argparse.Namespace) -> int:
         fault=args.fault,
         early_header=args.early_header,
         verbose=args.verbose,
+        contract=_load_contract(args.contract) if args.contract else None,
         api=args.api,
         text_json_path=args.text_json_path,
     )
     return _serve(_bind(make_server, cfg, "tts"), "tts")
+
+
+def _load_contract(path: str) -> dict:
+    import json
+    from pathlib import Path
+
+    from ttsbench.errors import UserError
+
+    try:
+        doc = json.loads(Path(path).read_text())
+        doc["speech"]["stream_formats"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"--contract {path}: not a vllm-omni contract JSON ({exc})") from exc
+    return doc
 
 
 def _run_llm(args: argparse.Namespace) -> int:

@@ -15,11 +15,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from ttsbench.runcheck import load_valid_run
     from ttsbench.runner import project_root
     from ttsbench.scoring.rules import load_rules
     from ttsbench.scoring.rundoc import RunDir
     from ttsbench.scoring.verdict import decide, default_rule_file, write_verdict
 
+    load_valid_run(args.run_dir)  # validation first: an invalid run folder writes nothing
     run = RunDir.open(args.run_dir)
     path = (
         Path(args.rules)
@@ -32,5 +34,7 @@ def _run(args: argparse.Namespace) -> int:
     print(f"verdict: {v['outcome']}")
     for r in v["reasons"]:
         print(f"  - {r}")
+    for w in v.get("would_change", []):
+        print(f"  would change: {w}")
     print(f"wrote {out}")
     return 0

@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from ttsbench.results import utc_now
 from ttsbench.scoring.registry import METRICS, METRICS_EXTRA_HINT
-from ttsbench.scoring.rundoc import RunDir, utc_now_iso
+from ttsbench.scoring.rundoc import RunDir
 
 SILENCE_DBFS = -40.0
 FRAME_S = 0.02
@@ -235,7 +236,7 @@ def score_run(
     return {
         "version": 1,
         "run_id": run.run_id,
-        "created_at": utc_now_iso(),
+        "created_at": utc_now(),
         "reference": "reference/voice.wav" if ref else None,
         "metrics": {n: METRICS[n].as_dict() for n in METRICS},
         "skipped": skipped,

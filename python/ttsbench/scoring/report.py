@@ -1,31 +1,22 @@
 """``report.html`` (one self-contained file: inline CSS, SVG plots, PNG spectrograms and audio as data URIs)
-and ``report.md`` (a Markdown summary for a pull request)."""
+and ``report.md`` (a Markdown summary for a pull request).
+
+This module prepares the data: small functions that turn the run folder's JSON into plain dicts, one per section
+of ``templates/report.html.j2`` (Jinja2, autoescape on). The only markup made here is our own: the SVG plots of
+``scoring.plots``, which escape what they draw."""
 
 from __future__ import annotations
 
 import base64
-from html import escape
+from functools import cache
 from pathlib import Path
 from typing import Any
+
+import jinja2
 
 from ttsbench.scoring.plots import grouped_bars, spectrogram_png, strip_plot
 from ttsbench.scoring.registry import METRICS
 from ttsbench.scoring.rundoc import RunDir, read_json
-
-CSS = """
-body{font:15px/1.45 system-ui,sans-serif;margin:0;background:#f6f7f9;color:#1c1e21}
-main{max-width:1100px;margin:1.5rem auto;background:#fff;padding:1.5rem 2rem;border-radius:10px;
-box-shadow:0 1px 4px rgba(0,0,0,.08)}
-h1{font-size:1.5rem;margin:.2rem 0}h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #e4e6eb}
-table{border-collapse:collapse;margin:.5rem 0;font-size:.9rem}td,th{border:1px solid #ddd;padding:.25rem .55rem;
-text-align:left;vertical-align:top}th{background:#f0f2f5}td.num{text-align:right;font-variant-numeric:tabular-nums}
-.verdict{font-size:1.25rem;padding:.8rem 1rem;border-radius:8px;background:#eef4ff;border-left:6px solid #2d7ff9}
-.verdict.fail{background:#fff0f0;border-color:#c92a2a}.verdict.pending{background:#fff8e6;border-color:#e8a10c}
-.badge{display:inline-block;padding:0 .4rem;border-radius:4px;font-size:.8rem;background:#ffe3e3;color:#a61e1e}
-.badge.ok{background:#e6fcf5;color:#087f5b}.spec{display:flex;gap:1rem;flex-wrap:wrap}
-.spec figure{margin:0}.spec img{width:340px;height:160px;image-rendering:pixelated;border:1px solid #ddd}
-audio{width:220px;height:32px}.muted{color:#666}code{background:#f0f2f5;padding:0 .25rem;border-radius:3px}
-"""
 
 PCT_KEYS = [
     ("p50_ttfa_ms", "TTFA p50 (ms)"),
@@ -37,139 +28,118 @@ PCT_KEYS = [
     ("p99_rtf", "RTF p99"),
     ("mean_rtf", "RTF mean"),
 ]
+HOST_KEYS = ["name", "arch", "gpu_name", "compute_capability", "driver", "cuda", "torch", "python"]
+_BETTER = {"higher": "higher", "lower": "lower", "target": "near target", "info": "n/a (info)"}
+_EQUIVALENT = {True: "equivalent", False: "not shown equivalent", None: "not testable"}
+
+# verdict kinds (verdict.json "kind") → CSS class: decided (an outcome's condition held), default (none
+# held), pending / incomplete (inputs missing), insufficient (a precondition failed), gate (Gemma drift)
+_KIND_CLASS = {"decided": "decided", "default": "default", "pending": "pending", "incomplete": "pending",
+               "insufficient": "fail", "gate": "fail"}
 
 
 def _num(v: Any, nd: int = 2) -> str:
+    """A value as the report shows it: floats with ``nd`` decimals, None as "–", booleans lower-case. Plain text
+    (the template escapes it)."""
     if v is None:
         return "–"
     if isinstance(v, bool):
         return str(v).lower()
-    if isinstance(v, int | float):
-        return f"{v:.{nd}f}" if isinstance(v, float) else str(v)
-    return escape(str(v))
+    if isinstance(v, float):
+        return f"{v:.{nd}f}"
+    return str(v)
 
 
-def _table(header: list[str], rows: list[list[str]], num_from: int = 1) -> str:
-    h = "".join(f"<th>{escape(c)}</th>" for c in header)
-    body = "".join(
-        "<tr>"
-        + "".join(f'<td class="{"num" if i >= num_from else ""}">{c}</td>' for i, c in enumerate(r))
-        + "</tr>"
-        for r in rows
+@cache
+def _env() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("ttsbench", "templates"),
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",), disabled_extensions=("md.j2",)),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
     )
-    return f"<table><tr>{h}</tr>{body}</table>"
+    env.filters["num"] = _num
+    return env
 
 
 def _optional(path: Path) -> dict[str, Any] | None:
     return read_json(path) if path.is_file() else None
 
 
-def _data_uri(path: Path, mime: str) -> str:
-    return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
 
 
-def _verdict_class(outcome: str | None) -> str:
-    if not outcome or outcome.startswith("pending") or outcome.startswith("incomplete"):
-        return "verdict pending"
-    return "verdict fail" if outcome.startswith("failed") else "verdict"
+def _verdict_class(verdict: dict[str, Any]) -> str:
+    kind = verdict.get("kind")
+    if kind is None:  # verdict.json of version 1
+        o = str(verdict.get("outcome") or "")
+        kind = "pending" if o.startswith(("pending", "incomplete")) else "gate" if o.startswith("failed") else ""
+    return f"verdict {_KIND_CLASS.get(str(kind), '')}".strip()
 
 
-def build(run: RunDir) -> tuple[str, str]:
-    doc = run.doc
-    systems = doc["systems"]
-    verdict = _optional(run.root / "verdict.json")
-    objective = _optional(run.scores_dir / "objective.json")
-    ratings = _optional(run.scores_dir / "ratings.json")
-    gemma = doc.get("gemma")
-    standins = [s["system_id"] for s in systems if s["engine"].get("standin")]
-    outcome = (verdict or {}).get("outcome")
-    h: list[str] = [
-        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>ttsbench report — "
-        f"{escape(run.run_id)}</title><style>{CSS}</style></head><body><main>"
+def _clause(c: dict[str, Any]) -> dict[str, Any]:
+    return {"clause": c.get("clause"), "state": c.get("state"), "values": list((c.get("values") or {}).items())}
+
+
+def verdict_view(verdict: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not verdict:
+        return None
+    rule = verdict.get("rule", {})
+    return {
+        "css_class": _verdict_class(verdict),
+        "kind": verdict.get("kind"),
+        "outcome": verdict.get("outcome") or "",
+        "reasons": verdict.get("reasons", []),
+        "decided_by": [_clause(c) for c in verdict.get("decided_by") or []],
+        "would_change": verdict.get("would_change") or [],
+        "rule": {k: rule.get(k) for k in ("name", "rule_version", "file", "sha256")},
+        "inputs": [[k, v, verdict["input_sources"][k]["from"]] for k, v in verdict.get("inputs", {}).items()],
+        "trace": [
+            {
+                "step": "precondition" if t.get("kind") == "requires" else "outcome",
+                "outcome": t.get("outcome"),
+                "state": t.get("state"),
+                "clauses": [_clause(c) for c in t.get("clauses", [])],
+            }
+            for t in verdict.get("trace", [])
+        ],
+    }
+
+
+def systems_view(systems: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {
+            "system_id": s["system_id"],
+            "standin": bool(s["engine"].get("standin")),
+            "cells": [*(str(s["engine"].get(k)) for k in ("name", "version", "install", "weights")),
+                      f"{s['summary'].get('n_ok')}/{s['summary'].get('n')}"],
+        }
+        for s in systems
     ]
-    h.append(
-        f"<h1>ttsbench report — {escape(run.run_id)}</h1><p class='muted'>kind {escape(str(doc.get('kind')))}"
-        f" · started {escape(str(doc.get('started_at')))} · finished {escape(str(doc.get('finished_at')))}"
-        f" · complete: {_num(doc.get('complete'))}</p>"
-    )
-    # ---- summary + verdict first
-    h.append("<h2>Summary and verdict</h2>")
-    if verdict:
-        h.append(
-            f"<div class='{_verdict_class(outcome)}' id='verdict'>Verdict: <b>{escape(outcome or '')}</b></div>"
-            "<ul>" + "".join(f"<li>{escape(r)}</li>" for r in verdict.get("reasons", [])) + "</ul>"
-        )
-        rule = verdict.get("rule", {})
-        h.append(
-            f"<p class='muted'>rule <code>{escape(str(rule.get('name')))}</code> v{escape(str(rule.get('rule_version')))}"  # noqa: E501
-            f" · file <code>{escape(str(rule.get('file')))}</code> · sha256 <code>{escape(str(rule.get('sha256')))}"
-            "</code></p>"
-        )
-        h.append(
-            _table(
-                ["input", "value", "from"],
-                [
-                    [escape(k), _num(v), escape(verdict["input_sources"][k]["from"])]
-                    for k, v in verdict.get("inputs", {}).items()
-                ],
-                num_from=9,
-            )
-        )
-    else:
-        h.append(
-            "<div class='verdict pending' id='verdict'>No verdict yet — run <code>ttsbench verdict</code>.</div>"
-        )
-    if standins:
-        h.append(
-            "<p><span class='badge'>stand-in</span> These systems are stand-ins, not the real engine: "
-            + ", ".join(f"<b>{escape(s)}</b>" for s in standins)
-            + ". Their numbers say nothing about the "
-            "real engine.</p>"
-        )
-    rows = []
-    for s in systems:
-        e, sm = s["engine"], s["summary"]
-        badge = (
-            "<span class='badge'>stand-in</span>"
-            if e.get("standin")
-            else "<span class='badge ok'>real</span>"
-        )
-        rows.append(
-            [
-                f"{escape(s['system_id'])} {badge}",
-                escape(str(e.get("name"))),
-                escape(str(e.get("version"))),
-                escape(str(e.get("install"))),
-                escape(str(e.get("weights"))),
-                f"{sm.get('n_ok')}/{sm.get('n')}",
-            ]
-        )
-    h.append(_table(["system", "engine", "version", "install", "weights", "ok/n"], rows, num_from=9))
-    # ---- percentiles
-    h.append("<h2>Latency and speed</h2>")
-    h.append(
-        _table(
-            ["system", *[lab for _, lab in PCT_KEYS]],
-            [[escape(s["system_id"]), *[_num(s["summary"].get(k)) for k, _ in PCT_KEYS]] for s in systems],
-        )
-    )
-    rtf_def = next(
-        (s["summary"].get("rtf_definition") for s in systems if s["summary"].get("rtf_definition")), ""
-    )
-    h.append(f"<p class='muted'>RTF: {escape(str(rtf_def))}</p>")
-    h.append(
-        strip_plot(
+
+
+def rtf_definition(systems: list[dict[str, Any]]) -> str:
+    return str(next((s["summary"]["rtf_definition"] for s in systems if s["summary"].get("rtf_definition")), ""))
+
+
+def latency_view(run: RunDir, systems: list[dict[str, Any]]) -> dict[str, Any]:
+    utts = list(run.texts())
+    return {
+        "header": ["system", *[lab for _, lab in PCT_KEYS]],
+        "rows": [[s["system_id"], *[s["summary"].get(k) for k, _ in PCT_KEYS]] for s in systems],
+        "rtf_definition": rtf_definition(systems),
+        "ttfa_svg": strip_plot(
             {
                 s["system_id"]: [u["ttfa_ms"] for u in s["utterances"] if u.get("ttfa_ms") is not None]
                 for s in systems
             },
             "Time to first audio per utterance (dot) and p50 (bar)",
             "ms",
-        )
-    )
-    utts = list(run.texts())
-    h.append(
-        grouped_bars(
+        ),
+        "rtf_svg": grouped_bars(
             utts,
             {
                 s["system_id"]: [
@@ -181,227 +151,198 @@ def build(run: RunDir) -> tuple[str, str]:
             "RTF",
             ref_line=1.0,
             ref_label="real time (RTF 1)",
-        )
+        ),
+    }
+
+
+def gemma_view(gemma: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not gemma:
+        return None
+    base = gemma.get("baseline_p50_ms")
+    view = {k: gemma.get(k) for k in ("mode", "backend", "standin", "drift", "max_drift", "gate")}
+    view["svg"] = grouped_bars(
+        ["before", "during", "after"],
+        {"Gemma p50 latency": [base, gemma.get("during_p50_ms"), gemma.get("post_p50_ms")]},
+        "Gemma p50 latency before / during / after",
+        "ms",
+        ref_line=(base * float(gemma.get("max_drift") or 1.2)) if base else None,
+        ref_label="drift gate",
     )
-    # ---- gemma
-    h.append("<h2>Production LLM (Gemma) guard</h2>")
-    if gemma:
-        tag = " <span class='badge'>stand-in</span>" if gemma.get("standin") else ""
-        h.append(
-            f"<p>mode <b>{escape(str(gemma.get('mode')))}</b>, backend {escape(str(gemma.get('backend')))}{tag};"
-            f" drift {_num(gemma.get('drift'))}× (gate ≤ {_num(gemma.get('max_drift'))}×):"
-            f" <b>{escape(str(gemma.get('gate')))}</b></p>"
-        )
-        base = gemma.get("baseline_p50_ms")
-        h.append(
-            grouped_bars(
-                ["before", "during", "after"],
-                {"Gemma p50 latency": [base, gemma.get("during_p50_ms"), gemma.get("post_p50_ms")]},
-                "Gemma p50 latency before / during / after",
-                "ms",
-                ref_line=(base * float(gemma.get("max_drift") or 1.2)) if base else None,
-                ref_label="drift gate",
-            )
-        )
-    else:
-        h.append("<p class='muted'>No Gemma guard record in this run.</p>")
-    # ---- ratings
-    h.append("<h2>Human ratings (voice identity, 1–5)</h2>")
-    if ratings:
-        st = ratings["stats"]
-        h.append(
-            _table(
-                ["system", "mean", "95% CI", "n"],
-                [
-                    [
-                        escape(k),
-                        _num(v["mean"]),
-                        (f"{v['ci95'][0]:.2f} – {v['ci95'][1]:.2f}" if v["ci95"][0] is not None else "–"),
-                        str(v["n"]),
-                    ]
-                    for k, v in st["per_system"].items()
-                ],
-            )
-        )
-        for p in st["pairs"]:
-            h.append(
-                f"<p>{escape(p['a'])} vs {escape(p['b'])}: mean difference {_num(p['mean_diff'])}, "
-                f"Wilcoxon signed-rank p = {_num(p['wilcoxon_p'], 4)} (n = {p['n_items']} items)</p>"
-            )
-        h.append(
-            f"<p class='muted'>source: {escape(str(ratings.get('source')))} — {escape(ratings['question'])}</p>"
-        )
-    else:
-        h.append(
-            "<p><b>Pending</b>: no human ratings yet (<code>ttsbench listen</code> or "
-            "<code>ttsbench ratings import</code>).</p>"
-        )
-    # ---- objective
-    h.append("<h2>Objective metrics</h2>")
-    if objective:
-        names = [
-            n
-            for n in METRICS
-            if METRICS[n].scope == "clip" and any(f"mean_{n}" in v for v in objective["per_system"].values())
-        ]
-        h.append(
-            _table(
-                ["system", *[METRICS[n].label for n in names]],
-                [
-                    [escape(sid), *[_num(v.get(f"mean_{n}"), 3) for n in names]]
-                    for sid, v in objective["per_system"].items()
-                ],
-            )
-        )
-        for p in objective.get("pairs", []):
-            h.append(
-                f"<p>{escape(p['a'])} vs {escape(p['b'])} ({p['n_items']} shared texts): "
-                + ", ".join(
-                    f"{METRICS[n].label} {_num(p.get(f'mean_{n}'), 3)} {escape(METRICS[n].units)}"
-                    for n in METRICS
+    return view
+
+
+def _ci95(ci: list[float | None]) -> str:
+    return f"{ci[0]:.2f} – {ci[1]:.2f}" if ci[0] is not None else "–"
+
+
+def ratings_view(ratings: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not ratings:
+        return None
+    st = ratings["stats"]
+    pairs = []
+    for p in st["pairs"]:
+        t = p.get("tost")
+        tost = None
+        if t:
+            tost = {"margin": t.get("margin"), "result": _EQUIVALENT[t.get("equivalent")],
+                    "tost_p": t.get("tost_p"), "ci90": t.get("ci90") or [None, None]}
+        pairs.append({k: p[k] for k in ("a", "b", "mean_diff", "wilcoxon_p", "n_items")} | {"tost": tost})
+    return {
+        "per_system": [[k, v["mean"], _ci95(v["ci95"]), v["n"]] for k, v in st["per_system"].items()],
+        "pairs": pairs,
+        "raters": ratings.get("raters"),
+        "excluded": ratings.get("excluded_raters") or [],
+        "source": ratings.get("source"),
+        "question": ratings["question"],
+    }
+
+
+def objective_view(objective: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not objective:
+        return None
+    per = objective["per_system"]
+    names = [n for n in METRICS if METRICS[n].scope == "clip" and any(f"mean_{n}" in v for v in per.values())]
+    return {
+        "header": ["system", *[METRICS[n].label for n in names]],
+        "rows": [[sid, *[v.get(f"mean_{n}") for n in names]] for sid, v in per.items()],
+        "pairs": [
+            {
+                "a": p["a"],
+                "b": p["b"],
+                "n_items": p["n_items"],
+                "metrics": [
+                    {"label": m.label, "value": p.get(f"mean_{n}"), "units": m.units}
+                    for n, m in METRICS.items()
                     if f"mean_{n}" in p
-                )
-                + "</p>"
-            )
-        for s in objective.get("skipped", []):
-            h.append(f"<p class='muted'>skipped {escape(s['metric'])}: {escape(s['reason'])}</p>")
-    else:
-        h.append("<p class='muted'>No objective metrics yet — run <code>ttsbench score</code>.</p>")
-    # ---- spectrograms and audio
-    h.append("<h2>Spectrograms and audio</h2>")
+                ],
+            }
+            for p in objective.get("pairs", [])
+        ],
+        "skipped": objective.get("skipped", []),
+    }
+
+
+def audio_view(run: RunDir, systems: list[dict[str, Any]], with_audio: bool) -> dict[str, Any]:
+    """Spectrograms always; the WAVs themselves only ``with_audio`` (labelled clips un-blind a listening test)."""
     from ttsbench.scoring.objective import load_mono
 
-    ref = run.reference
-    if ref:
-        h.append(
-            f"<p>Reference voice: <audio controls preload='none' src='{_data_uri(ref, 'audio/wav')}'></audio></p>"
-        )
+    utterances = []
     for utt, text in run.texts().items():
-        h.append(f"<h3>{escape(utt)} — “{escape(text)}”</h3><div class='spec'>")
+        figures = []
         for s in systems:
             u = next((x for x in s["utterances"] if x["utt_id"] == utt), None)
             if not u or not u.get("ok") or not u.get("wav") or not (run.root / u["wav"]).is_file():
-                h.append(f"<figure><figcaption>{escape(s['system_id'])}: no audio</figcaption></figure>")
+                figures.append({"system_id": s["system_id"], "png_b64": None})
                 continue
             path = run.root / u["wav"]
             y, sr = load_mono(path)
-            png = base64.b64encode(spectrogram_png(y, sr)).decode("ascii")
-            h.append(
-                f"<figure><img alt='spectrogram {escape(s['system_id'])} {escape(utt)}' "
-                f"src='data:image/png;base64,{png}'><figcaption>{escape(s['system_id'])} · "
-                f"{_num(u.get('audio_s'))} s<br><audio controls preload='none' "
-                f"src='{_data_uri(path, 'audio/wav')}'></audio></figcaption></figure>"
-            )
-        h.append("</div>")
-    # ---- hosts
-    h.append("<h2>Hosts and versions</h2>")
-    keys = ["name", "arch", "gpu_name", "compute_capability", "driver", "cuda", "torch", "python"]
-    h.append(
-        _table(
-            ["system", *keys],
-            [[escape(s["system_id"]), *[_num(s["host"].get(k)) for k in keys]] for s in systems],
-            num_from=99,
-        )
-    )
-    h.append(
-        _table(
-            ["system", "config"],
-            [[escape(s["system_id"]), f"<code>{escape(str(s.get('config')))}</code>"] for s in systems],
-            num_from=99,
-        )
-    )
-    # ---- metric docs
-    h.append("<h2>Metric definitions</h2>")
-    h.append(
-        _table(
-            ["metric", "units", "better", "scope", "meaning"],
-            [
-                [
-                    f"<b>{escape(m.label)}</b><br><code>{escape(m.name)}</code>",
-                    escape(m.units),
-                    escape(
-                        {"higher": "higher", "lower": "lower", "target": "near target", "info": "n/a (info)"}[
-                            m.direction
-                        ]
-                    ),
-                    escape(m.scope),
-                    escape(m.description),
-                ]
-                for m in METRICS.values()
-            ]
-            + [
-                ["<b>TTFA</b>", "ms", "lower", "clip", "time from request to the first audio bytes"],
-                ["<b>RTF</b>", "ratio", "lower", "clip", escape(str(rtf_def))],
-                [
-                    "<b>Identity rating</b>",
-                    "1–5",
-                    "higher",
-                    "clip",
-                    "human rating of similarity to the reference voice (blind A/B)",
-                ],
+            figures.append({
+                "system_id": s["system_id"],
+                "png_b64": _b64(spectrogram_png(y, sr)),
+                "audio_s": u.get("audio_s"),
+                "wav_b64": _b64(path.read_bytes()) if with_audio else None,
+            })
+        utterances.append({"utt_id": utt, "text": text, "figures": figures})
+    ref = run.reference
+    return {
+        "with_audio": with_audio,
+        "reference_b64": _b64(ref.read_bytes()) if ref else None,
+        "utterances": utterances,
+    }
+
+
+def hosts_view(systems: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "header": ["system", *HOST_KEYS],
+        "rows": [[s["system_id"], *[s["host"].get(k) for k in HOST_KEYS]] for s in systems],
+        "configs": [{"system_id": s["system_id"], "config": str(s.get("config"))} for s in systems],
+    }
+
+
+def metric_docs(rtf_def: str) -> list[dict[str, Any]]:
+    return [
+        {"label": m.label, "name": m.name, "units": m.units, "better": _BETTER[m.direction], "scope": m.scope,
+         "meaning": m.description}
+        for m in METRICS.values()
+    ] + [
+        {"label": "TTFA", "name": None, "units": "ms", "better": "lower", "scope": "clip",
+         "meaning": "time from request to the first audio bytes"},
+        {"label": "RTF", "name": None, "units": "ratio", "better": "lower", "scope": "clip", "meaning": rtf_def},
+        {"label": "Identity rating", "name": None, "units": "1–5", "better": "higher", "scope": "clip",
+         "meaning": "human rating of similarity to the reference voice (blind A/B)"},
+    ]
+
+
+def context(run: RunDir, embed_audio: bool = False) -> dict[str, Any]:
+    """Everything ``report.html.j2`` shows, as plain data."""
+    doc = run.doc
+    systems = doc["systems"]
+    ratings = _optional(run.scores_dir / "ratings.json")
+    return {
+        "run_id": run.run_id,
+        "header": {k: doc.get(k) for k in ("kind", "started_at", "finished_at", "complete")},
+        "verdict": verdict_view(_optional(run.root / "verdict.json")),
+        "standins": [s["system_id"] for s in systems if s["engine"].get("standin")],
+        "systems": systems_view(systems),
+        "latency": latency_view(run, systems),
+        "gemma": gemma_view(doc.get("gemma")),
+        "ratings": ratings_view(ratings),
+        "objective": objective_view(_optional(run.scores_dir / "objective.json")),
+        "audio": audio_view(run, systems, embed_audio or ratings is not None),
+        "hosts": hosts_view(systems),
+        "metric_docs": metric_docs(rtf_definition(systems)),
+    }
+
+
+def render_html(ctx: dict[str, Any]) -> str:
+    return _env().get_template("report.html.j2").render(ctx)
+
+
+def build(run: RunDir, embed_audio: bool = False) -> tuple[str, str]:
+    """(html, markdown). Labelled audio is embedded only once human ratings exist, or with ``embed_audio``
+    (a report opened before the blind listening test would otherwise un-blind it)."""
+    verdict = _optional(run.root / "verdict.json")
+    objective = _optional(run.scores_dir / "objective.json")
+    ratings = _optional(run.scores_dir / "ratings.json")
+    standins = [s["system_id"] for s in run.doc["systems"] if s["engine"].get("standin")]
+    return render_html(context(run, embed_audio)), markdown(run, verdict, ratings, objective, standins)
+
+
+def markdown_context(
+    run: RunDir, verdict: dict | None, ratings: dict | None, objective: dict | None, standins: list[str]
+) -> dict[str, Any]:
+    """What ``report.md.j2`` shows, as plain data."""
+    return {
+        "run_id": run.run_id,
+        "verdict": verdict and {
+            "outcome": verdict["outcome"],
+            "reasons": verdict.get("reasons", []),
+            "would_change": verdict.get("would_change") or [],
+            "rule": {k: verdict["rule"][k] for k in ("name", "rule_version", "file", "sha256")},
+        },
+        "standins": standins,
+        "systems": [
+            {"system_id": s["system_id"], "weights": s["engine"].get("weights"),
+             **{k: s["summary"].get(k) for k in ("n_ok", "n", "p50_ttfa_ms", "p90_ttfa_ms", "p50_rtf", "p90_rtf")}}
+            for s in run.doc["systems"]
+        ],
+        "gemma": run.doc.get("gemma"),
+        "ratings": ratings and {
+            "per_system": [
+                [k, v["mean"], f"{v['ci95'][0]:.2f}–{v['ci95'][1]:.2f}" if v["ci95"][0] is not None else "–", v["n"]]
+                for k, v in ratings["stats"]["per_system"].items()
             ],
-            num_from=99,
-        )
-    )
-    h.append("</main></body></html>")
-    return "".join(h), markdown(run, verdict, ratings, objective, standins)
+            "pairs": ratings["stats"]["pairs"],
+        },
+        "objective": objective and {
+            "per_system": objective["per_system"],
+            "skipped": objective.get("skipped") or [],
+        },
+    }
 
 
 def markdown(
     run: RunDir, verdict: dict | None, ratings: dict | None, objective: dict | None, standins: list[str]
 ) -> str:
-    doc = run.doc
-    out = [f"## ttsbench: {run.run_id}", ""]
-    out.append(f"**Verdict: `{verdict['outcome']}`**" if verdict else "**Verdict: not decided yet**")
-    if verdict:
-        out += [f"- {r}" for r in verdict.get("reasons", [])]
-        rule = verdict["rule"]
-        out += [
-            "",
-            f"Rule `{rule['name']}` v{rule['rule_version']} (`{rule['file']}`, sha256 `{rule['sha256'][:12]}…`)",
-        ]
-    if standins:
-        out += ["", f"> Stand-ins (not the real engine): {', '.join(standins)}"]
-    out += [
-        "",
-        "| system | weights | ok/n | TTFA p50 ms | TTFA p90 ms | RTF p50 | RTF p90 |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for s in doc["systems"]:
-        sm = s["summary"]
-        out.append(
-            f"| {s['system_id']} | {s['engine'].get('weights')} | {sm.get('n_ok')}/{sm.get('n')} | "
-            f"{_num(sm.get('p50_ttfa_ms'), 1)} | {_num(sm.get('p90_ttfa_ms'), 1)} | {_num(sm.get('p50_rtf'))} | "
-            f"{_num(sm.get('p90_rtf'))} |"
-        )
-    g = doc.get("gemma")
-    if g:
-        out += [
-            "",
-            f"Gemma guard ({g.get('mode')}{', stand-in' if g.get('standin') else ''}): drift "
-            f"{_num(g.get('drift'))}× (gate ≤ {_num(g.get('max_drift'))}×) → **{g.get('gate')}**",
-        ]
-    if ratings:
-        out += ["", "| system | identity mean | 95% CI | n |", "|---|---|---|---|"]
-        for k, v in ratings["stats"]["per_system"].items():
-            ci = f"{v['ci95'][0]:.2f}–{v['ci95'][1]:.2f}" if v["ci95"][0] is not None else "–"
-            out.append(f"| {k} | {_num(v['mean'])} | {ci} | {v['n']} |")
-        out += [
-            f"- {p['a']} vs {p['b']}: Wilcoxon p = {_num(p['wilcoxon_p'], 4)} (n = {p['n_items']})"
-            for p in ratings["stats"]["pairs"]
-        ]
-    else:
-        out += ["", "Human ratings: pending."]
-    if objective:
-        out += [
-            "",
-            "Objective metrics: "
-            + ", ".join(
-                f"{sid}: speaker sim {_num(v.get('mean_speaker_similarity'), 3)}, DNSMOS {_num(v.get('mean_dnsmos_ovrl'))}"  # noqa: E501
-                for sid, v in objective["per_system"].items()
-            ),
-        ]
-        if objective.get("skipped"):
-            out.append("Skipped: " + ", ".join(s["metric"] for s in objective["skipped"]))
-    out += ["", "Full report: `report.html` in the run folder.", ""]
-    return "\n".join(out)
+    ctx = markdown_context(run, verdict, ratings, objective, standins)
+    return _env().get_template("report.md.j2").render(ctx)

@@ -111,9 +111,3 @@ class RunDir:
         fresh[key] = value
         self.doc = fresh
         return self.save()
-
-
-def utc_now_iso() -> str:
-    from datetime import UTC, datetime
-
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -54,6 +54,8 @@ class TtsConfig:
     fault: str | None = None
     early_header: bool = False  # send the WAV header at once, before the first-chunk delay
     verbose: bool = False
+    # vllm-omni speech contract (ttsbench/upstream/contracts/<v>.json): refuse what that version refuses
+    contract: dict | None = None
     # openai: the vllm-omni speech API above; text-json: a STAND-IN *production* server with its own request
     # shape (POST text_json_path with {"text": ...} → one complete WAV), like a homelab's FastAPI wrapper
     api: str = "openai"
@@ -122,10 +124,16 @@ class TtsHandler(JsonHandler):
     cfg: TtsConfig
     t_arrival = 0.0
     t_read = 0.0
+    _head_sent = False
+
+    def end_headers(self) -> None:
+        self._head_sent = True
+        super().end_headers()
 
     def parse_request(self) -> bool:
         # The request line has just been read: this is when the request arrived (headers/body follow).
         self.t_arrival = time.perf_counter()
+        self._head_sent = False
         return super().parse_request()
 
     def do_GET(self) -> None:
@@ -181,7 +189,16 @@ class TtsHandler(JsonHandler):
         if fault == "http-500":
             self.send_error_json(500, "stand-in fault injected: internal server error", "InternalServerError")
             return
-        self._serve(t_arrival, req["input"], plan, fault)
+        try:
+            self._serve(t_arrival, req["input"], plan, fault)
+        except ConnectionError:
+            raise
+        except (subprocess.SubprocessError, OSError, ValueError) as exc:
+            # espeak-ng failed: an error the client can read, never a crashed handler thread
+            if self._head_sent:
+                self.close_connection = True  # mid-stream: the client sees the body end early
+            else:
+                self.send_error_json(500, f"stand-in synthesis failed: {exc}", "InternalServerError")
 
     def _text_json(self, t_arrival: float) -> None:
         """STAND-IN production API: {"text": "..."} (optional "voice") → one complete 16-bit WAV."""
@@ -214,18 +231,47 @@ class TtsHandler(JsonHandler):
         text = req.get("input")
         if not isinstance(text, str) or not text.strip():
             raise ValueError("Input text cannot be empty")
+        bad = next((i for i, ch in enumerate(text) if ord(ch) < 0x20 and ch not in "\t\n\r"), None)
+        if bad is not None:
+            raise ValueError(f"input contains the control character {ord(text[bad]):#06x} at position {bad + 1}")
         fmt = req.get("response_format") or "wav"
         if fmt not in ("wav", "pcm"):
             raise ValueError(f"stand-in supports response_format wav or pcm, not {fmt!r}")
         sf = req.get("stream_format")
         if sf not in (None, "audio", "sse"):
             raise ValueError(f"stream_format must be 'audio' or 'sse', not {sf!r}")
+        if self.cfg.contract is not None:
+            return self._plan_contract(req, fmt, sf)
         if sf is None:
             sf = "sse" if req.get("stream") else "none"
         ref = req.get("ref_audio")
         if ref is not None:
             self._check_ref(ref)
         return fmt, sf
+
+    def _plan_contract(self, req: dict, fmt: str, sf: str | None) -> tuple[str, str]:
+        """The request rules of the vllm-omni version in cfg.contract (for a Voxtral model)."""
+        sp = self.cfg.contract["speech"]
+        if sf is not None and sf not in sp["stream_formats"]:
+            raise ValueError(f"'{sf}' is not a supported stream_format yet. Please use 'audio'.")
+        if sf is None and "stream_format" not in req:
+            sf = sp["default_stream_format"]
+        if sf is None:
+            mode = "sse" if req.get("stream") else "none"
+        elif sf == "audio":
+            mode = "audio" if (req.get("stream") or sp["default_stream_format"] is None) else "none"
+        else:
+            mode = "sse"
+        if mode != "none" and fmt not in sp["stream_response_formats"]:
+            raise ValueError(f"Streaming requires response_format='pcm' or 'wav'. Got response_format='{fmt}'.")
+        if mode != "none" and fmt not in sp["voxtral_stream_response_formats"]:
+            raise ValueError("First audio output must include sample rate metadata for WAV streaming "
+                             f"(vllm-omni {self.cfg.contract['version']}: Voxtral's output carries no sample rate)")
+        if sp["voxtral_needs_voice_or_ref_audio"] and not (req.get("voice") or req.get("ref_audio")):
+            raise ValueError("Either 'voice' (preset speaker) or 'ref_audio' (voice cloning) must be provided")
+        if req.get("ref_audio") is not None:
+            self._check_ref(req["ref_audio"])
+        return fmt, mode
 
     @staticmethod
     def _check_ref(ref: Any) -> None:

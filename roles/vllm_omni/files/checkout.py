@@ -2,7 +2,9 @@
 """Host-side helper of roles/vllm_omni: clone, resolve, check out and cherry-pick, idempotently.
 
 Usage: checkout.py SRC REPO VERSION [PICK ...]
-Prints one JSON line: {"changed", "sha", "picks": [resolved SHAs], "head"} or {"error", "variable", ...}.
+Prints one JSON line: {"changed", "sha", "picks": [resolved SHAs], "applied": [every commit SHA applied], "head"}
+or {"error", "variable", ...}. A ref pick (refs/pull/N/head) applies all the PR's commits: merge-base(base,
+head)..head, oldest first; a conflict aborts and names the files.
 The applied state is remembered in SRC/.git/ttsbench-applied.json; when it matches, nothing is touched.
 """
 
@@ -68,18 +70,28 @@ def main(argv: list[str]) -> int:
         if rsha is None:
             return out({"error": f"cherry-pick {pick!r} not found in {repo}", "variable": "vllm_omni_cherry_picks"}, 2)
         resolved.append(rsha)
-    want = {"sha": sha, "picks": resolved}
+    applied: list[str] = []
+    for pick, rsha in zip(picks, resolved, strict=True):
+        base = git(src, "merge-base", sha, rsha, check=False).stdout.strip() if pick.startswith("refs/") else ""
+        if base and base != rsha:
+            commits = git(src, "rev-list", "--reverse", "--no-merges", f"{base}..{rsha}").stdout.split()
+        else:
+            commits = [rsha]
+        applied += [c for c in commits if c not in applied]
+    want = {"sha": sha, "picks": resolved, "applied": applied}
     state_file = src / ".git" / "ttsbench-applied.json"
     head = git(src, "rev-parse", "--verify", "--quiet", "HEAD", check=False).stdout.strip()
     status = git(src, "status", "--porcelain", "--untracked-files=no").stdout.strip()
     if state_file.is_file():
-        applied = json.loads(state_file.read_text())
-        if applied.get("want") == want and applied.get("head") == head and not status:
+        prev = json.loads(state_file.read_text())
+        if prev.get("want") == want and prev.get("head") == head and not status:
             return out({"changed": changed, **want, "head": head})
     if (src / ".git" / "CHERRY_PICK_HEAD").exists():
         git(src, "cherry-pick", "--abort", check=False)
     git(src, "checkout", "--quiet", "--force", "--detach", sha)
-    for pick, rsha in zip(picks, resolved, strict=True):
+    owner = {c: p for p, r in zip(picks, resolved, strict=True) for c in [r]}
+    for rsha in applied:
+        pick = owner.get(rsha, "commit of " + ", ".join(picks))
         proc = git(src, "cherry-pick", "-x", rsha, check=False)
         if proc.returncode != 0:
             files = git(src, "diff", "--name-only", "--diff-filter=U", check=False).stdout.split()

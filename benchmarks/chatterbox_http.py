@@ -1,0 +1,270 @@
+"""Benchmark: Chatterbox over HTTP — ``serve-chatterbox`` answering bench-http's client over loopback.
+
+What a phone daemon sees: streamed first audio and RTF per request, the fast path at concurrency 1 and 4
+(batched T3 decoding across requests, ``--batch-slots 4``) and upstream (``--fast off``) at concurrency 1.
+Same GPU, same process tree, random-init checkpoint (seed 0), the 10 canonical utterances, the production
+tuning (cfg 0.3, exaggeration 0.3, temperature 0.6), speech tokens capped per sentence at
+``max(25, round(25/14 * chars))`` (``--tokens-per-char``; random-init weights never stop by themselves).
+
+Per level: 2 warm-up requests (excluded), then the timed requests through ``ttsbench.httpbench.run_plan``
+(bench-http's own client and metrics): c=1 one request per utterance; c=4 ``--c4-requests`` (default 20, each
+utterance twice) with at most 4 in flight. ``first_audio_ms`` = bench-http's ttfa (first audio sample byte
+after the WAV header), ``rtf`` = request wall time / audio seconds, ``throughput_audio_s_per_s`` = audio
+seconds of all timed requests / wall seconds of the level.
+
+Device run (the checkout travels; wheels in ``.whl/``)::
+
+    pip install --no-index --no-deps --target /tmp/site .whl/*.whl
+    PYTHONPATH=/tmp/site:python python benchmarks/chatterbox_http.py --checkpoint /tmp/ckpt --out $OUT/http.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKENS_PER_CHAR = 25 / 14
+
+
+def _wait_ready(url: str, proc: subprocess.Popen, timeout_s: float) -> dict:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout_s:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before it was ready")
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=5) as r:
+                doc = json.loads(r.read())
+                if doc.get("model_loaded"):
+                    return doc
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"server not ready after {timeout_s} s")
+
+
+def _health(url: str) -> dict:
+    with urllib.request.urlopen(url + "/health", timeout=10) as r:
+        return json.loads(r.read())
+
+
+async def _level(url: str, utts: list, c: int, n: int) -> dict[str, Any]:
+    from ttsbench.httpbench import RunPlan, RunState, SpeechTarget, run_plan
+    from ttsbench.metrics import percentile
+
+    target = SpeechTarget(url=url + "/v1/audio/speech", response_format="wav", stream="audio", timeout_s=300)
+    await run_plan(target, utts, RunPlan(requests=0, warmup=2, concurrency=(c,)), RunState())
+    state = RunState()
+    t0 = time.perf_counter()
+    await run_plan(target, utts, RunPlan(requests=n, warmup=0, concurrency=(c,)), state)
+    wall = time.perf_counter() - t0
+    rows = state.rows
+    ok = [r for r in rows if r.ok]
+    audio = sum(r.audio_s or 0.0 for r in ok)
+
+    def med(xs: list) -> float | None:
+        xs = [x for x in xs if x is not None]
+        return statistics.median(xs) if xs else None
+
+    return {
+        "requests": len(rows), "ok": len(ok),
+        "errors": [r.error for r in rows if not r.ok][:3],
+        "p50_first_audio_ms": med([r.ttfa_ms for r in ok]),
+        "p90_first_audio_ms": percentile([r.ttfa_ms for r in ok], 90),
+        "p50_rtf": med([r.rtf for r in ok]),
+        "throughput_audio_s_per_s": audio / wall if wall > 0 else None,
+        "audio_s": audio, "wall_s": wall,
+        "rows": [{"utt": r.utt_id, "ttfa_ms": r.ttfa_ms, "rtf": r.rtf, "audio_s": r.audio_s, "total_ms": r.total_ms}
+                 for r in rows],
+    }
+
+
+def run_server(python: str, ckpt: str, ref: Path, port: int, fast: str, levels: list[tuple[int, int]], utts: list,
+               extra: list[str], log: Path) -> dict[str, Any]:
+    url = f"http://127.0.0.1:{port}"
+    argv = [python, "-m", "ttsbench", "serve-chatterbox", "--weights", ckpt, "--weights-label", "random-init",
+            "--reference", str(ref),
+            "--port", str(port), "--fast", fast, "--tokens-per-char", f"{TOKENS_PER_CHAR:.6f}", *extra]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "python"), os.environ.get("PYTHONPATH", "")]),
+           "PYTHONUNBUFFERED": "1"}
+    t0 = time.perf_counter()
+    with log.open("w") as fh:
+        proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=False)
+    out: dict[str, Any] = {"argv": argv[1:]}
+    try:
+        health = _wait_ready(url, proc, 600)
+        out["ready_s"] = time.perf_counter() - t0
+        out["fast_state"] = health.get("fast")
+        for c, n in levels:
+            out[f"c{c}"] = asyncio.run(_level(url, utts, c, n))
+            print(json.dumps({"fast": fast, "c": c, **{k: v for k, v in out[f"c{c}"].items() if k != "rows"}}),
+                  flush=True)
+        out["fast_state_after"] = _health(url).get("fast")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return out
+
+
+def t3_section(ckpt: str, utts: list, slots: int = 4, steps: int = 150) -> dict[str, Any]:
+    """In-process T3 on this GPU, same run: upstream ``T3.inference`` vs the fast path's one-request decode vs
+    ``slots`` requests decoded together (aggregate tokens/s), plus greedy tokens batched vs alone."""
+    import threading
+
+    import torch
+    from chatterbox.tts import ChatterboxTTS
+
+    from ttsbench.chatterbox import fast_equiv as fe
+    from ttsbench.chatterbox.fast import FastChatterbox
+    from ttsbench.chatterbox.fast_batch import BatchT3, T3Scheduler
+    from ttsbench.chatterbox.fast_t3 import SamplingParams
+
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    model = ChatterboxTTS.from_local(ckpt, dev)
+    p = SamplingParams(temperature=0.6, cfg_weight=0.3)
+    greedy = SamplingParams(temperature=0.6, cfg_weight=0.3, greedy=True)
+    fc = FastChatterbox(model, max_len=1024)
+    fc._prepare(0.3)
+    conds = model.conds.t3
+    sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
+    picks = [u for u in utts if u.utt_id in ("u02", "u10", "u05")] or utts[:2]
+    fc.t3.capture_all()
+    out: dict[str, Any] = {"steps": steps, "utterances": [u.utt_id for u in picks]}
+    up, fa = [], []
+    for u in picks:
+        tt = fc.text_tokens(u.text)
+        torch.manual_seed(0)
+        fe.upstream_tokens(model, tt, 8, p)  # warm
+        sync()
+        t0 = time.perf_counter()
+        n = fe.upstream_tokens(model, tt, steps, p).numel()
+        sync()
+        up.append(n / (time.perf_counter() - t0))
+        fc.t3.generate(conds, tt, 8, p)
+        sync()
+        t0 = time.perf_counter()
+        n = fc.t3.generate(conds, tt, steps, p).numel()
+        sync()
+        fa.append(n / (time.perf_counter() - t0))
+    out["upstream_tok_s"] = statistics.median(up)
+    out["fast_tok_s"] = statistics.median(fa)
+    out["fast_vs_upstream"] = out["fast_tok_s"] / out["upstream_tok_s"]
+    batch = BatchT3(fc.t3, slots=slots)
+    out["batch_graphs"] = batch.capture_all(1024)
+    out["batch_graph_error"] = batch.graph_error
+    sched = T3Scheduler(batch, poll=4)
+    try:
+        def run(k: int, params: SamplingParams, res: dict) -> None:
+            u = picks[k % len(picks)]
+            res[k] = torch.cat(list(sched.tokens(conds, fc.text_tokens(u.text), steps, params))).tolist()
+
+        for params, key in ((p, "sampled"), (greedy, "greedy")):
+            res: dict = {}
+            threads = [threading.Thread(target=run, args=(k, params, res)) for k in range(slots)]
+            t0 = time.perf_counter()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            wall = time.perf_counter() - t0
+            out[f"batch{slots}_{key}_aggregate_tok_s"] = sum(len(v) for v in res.values()) / wall
+            if key == "greedy":
+                same = []
+                for k in range(slots):
+                    u = picks[k % len(picks)]
+                    alone = fc.t3.generate(conds, fc.text_tokens(u.text), steps, greedy).view(-1).tolist()
+                    m = min(len(alone), len(res[k]))
+                    first = next((i for i in range(m) if alone[i] != res[k][i]), None)
+                    same.append({"utt": u.utt_id, "steps": m, "first_diff": first,
+                                 "match": sum(a == b for a, b in zip(alone, res[k], strict=False)) / max(m, 1)})
+                out["greedy_batched_vs_alone"] = same
+        out["scheduler_width_steps"] = dict(sched.width_steps)
+    finally:
+        sched.close()
+    out["batch_aggregate_vs_upstream"] = out[f"batch{slots}_sampled_aggregate_tok_s"] / out["upstream_tok_s"]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", required=True, help="random-init checkpoint dir (built there if missing)")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--port", type=int, default=18772)
+    ap.add_argument("--c4-requests", type=int, default=20)
+    ap.add_argument("--skip-upstream", action="store_true")
+    ap.add_argument("--skip-t3", action="store_true", help="skip the in-process T3 section")
+    ap.add_argument("--t3-steps", type=int, default=150)
+    ap.add_argument("--extra", default="--fast-max-len 1024", help="extra serve-chatterbox flags (fast path)")
+    ap.add_argument("--only", default=None, help="comma-separated utterance ids (default: all 10)")
+    ap.add_argument("--cap", type=int, default=None, help="--max-new-tokens for both servers (CPU smoke runs)")
+    ap.add_argument("--logs", default=None, help="folder for the server logs (default: next to --out)")
+    args = ap.parse_args(argv)
+
+    sys.path.insert(0, str(ROOT / "python"))
+    from ttsbench.atomic import write_json_atomic
+    from ttsbench.chatterbox import checkpoint
+    from ttsbench.utterances import load_utterances
+
+    t0 = time.perf_counter()
+    path, _ = checkpoint.make_random_checkpoint(Path(args.checkpoint), seed=0)
+    utts = load_utterances(ROOT / "files" / "utterances.yaml")
+    if args.only:
+        utts = [u for u in utts if u.utt_id in args.only.split(",")]
+    cap = ["--max-new-tokens", str(args.cap)] if args.cap else []
+    logs = Path(args.logs or Path(args.out).parent)
+    logs.mkdir(parents=True, exist_ok=True)
+    import soundfile as sf
+
+    ref = logs / "reference.wav"  # the checkpoint's own default voice: the same synthetic 3 s reference
+    sf.write(str(ref), checkpoint._reference_wav(seed=0), 24000, subtype="PCM_16")
+    doc: dict[str, Any] = {"tokens_per_char": TOKENS_PER_CHAR, "utterances": len(utts)}
+    fast = run_server(sys.executable, str(path), ref, args.port, "on", [(1, len(utts)), (4, args.c4_requests)], utts,
+                      [*args.extra.split(), *cap], logs / "server-fast.log")
+    doc["fast"] = fast
+    doc["c1"] = {k: fast["c1"][k] for k in ("p50_first_audio_ms", "p50_rtf", "throughput_audio_s_per_s")}
+    doc["c4"] = {k: fast["c4"][k] for k in ("p50_first_audio_ms", "p50_rtf", "throughput_audio_s_per_s")}
+    if fast["c1"]["throughput_audio_s_per_s"]:
+        doc["c4"]["throughput_vs_c1"] = fast["c4"]["throughput_audio_s_per_s"] / fast["c1"]["throughput_audio_s_per_s"]
+    write_json_atomic(Path(args.out), doc)
+    if not args.skip_upstream:
+        up = run_server(sys.executable, str(path), ref, args.port + 1, "off", [(1, len(utts))], utts, cap,
+                        logs / "server-upstream.log")
+        doc["upstream"] = up
+        doc["upstream_c1"] = {k: up["c1"][k] for k in ("p50_first_audio_ms", "p50_rtf", "throughput_audio_s_per_s")}
+    if not args.skip_t3:
+        try:
+            doc["t3"] = t3_section(str(path), utts, steps=args.t3_steps)
+        except Exception as exc:  # record, keep the HTTP numbers
+            doc["t3"] = {"error": f"{type(exc).__name__}: {exc}"}
+        write_json_atomic(Path(args.out), doc)
+    doc["targets_met"] = {
+        "c1_first_audio_le_150ms": (doc["c1"]["p50_first_audio_ms"] or 1e9) <= 150,
+        "c1_rtf_le_0.1": (doc["c1"]["p50_rtf"] or 1e9) <= 0.1,
+        "c4_first_audio_le_300ms": (doc["c4"]["p50_first_audio_ms"] or 1e9) <= 300,
+        "c4_throughput_ge_3x_c1": (doc["c4"].get("throughput_vs_c1") or 0) >= 3,
+        "t3_ge_10x_upstream": (doc.get("t3", {}).get("fast_vs_upstream") or 0) >= 10,
+    }
+    doc["wall_s"] = time.perf_counter() - t0
+    write_json_atomic(Path(args.out), doc)
+    t3 = {k: v for k, v in doc.get("t3", {}).items() if not isinstance(v, (list, dict))}
+    print(json.dumps({k: doc[k] for k in ("c1", "c4", "targets_met")} | {"upstream_c1": doc.get("upstream_c1"),
+                                                                         "t3": t3}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
