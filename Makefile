@@ -17,9 +17,9 @@ TEST_ENV := TTSBENCH_CHATTERBOX_PYTHON=$(abspath $(CB_VENV))/bin/python \
 INVENTORY ?= inventory/rehearsal
 
 .PHONY: venv demo test test-fast lint doctor hosts-up hosts-down clean host-torch chatterbox-venv test-checkpoint
-# pytest-xdist: two workers (this is sized for a 2-core box); tests that share machine-wide state stay on one
-# worker in order (tests/conftest.py: xdist groups "testhosts" and "rehearsal").
-XDIST ?= -n 2 --dist loadgroup
+# pytest-xdist for make test-fast (independent tests only); make test's main pass runs two lanes instead
+# (tests/run-suite, tests/conftest.py).
+XDIST ?= -n 2
 # junit XML of every pass (tests/run-suite), read by tests/durations.py for the slowest-tests table at the end.
 REPORTS ?= .test-reports
 # The edit-test loop: unit, lint and contract tests (no playbook runs, no namespace hosts, no chatterbox model).
@@ -55,7 +55,7 @@ demo: venv host-torch
 	$(BIN)/ttsbench demo --playbook $(PLAYBOOK) -i $(INVENTORY)
 
 test: venv chatterbox-venv test-checkpoint
-	$(TEST_ENV) tests/run-suite $(BIN) $(CB_VENV) $(REPORTS) "$(XDIST)"
+	$(TEST_ENV) tests/run-suite $(BIN) $(CB_VENV) $(REPORTS)
 
 test-fast: venv
 	$(BIN)/pytest $(XDIST) -m "$(FAST_MARKS)"
