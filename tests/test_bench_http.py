@@ -258,7 +258,7 @@ def _requests_served(url: str, proc: subprocess.Popen, n: int = 2) -> None:
 def test_server_dying_half_way_keeps_partial_results(tmp_path):
     with standin("tts", "--chunk-ms", "40", "--chunk-pacing-ms", "10") as url:
         proc = _start_bench(url, tmp_path)
-        _requests_served(url, proc)
+        _requests_served(url, proc, 3)
     _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 3, err
     assert "marked complete=false" in err
@@ -272,7 +272,7 @@ def test_server_dying_half_way_keeps_partial_results(tmp_path):
 def test_ctrl_c_keeps_what_was_measured(tmp_path):
     with standin("tts", "--chunk-ms", "40", "--chunk-pacing-ms", "10") as url:
         proc = _start_bench(url, tmp_path)
-        _requests_served(url, proc)
+        _requests_served(url, proc, 3)
         proc.send_signal(signal.SIGINT)
         _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
