@@ -9,30 +9,6 @@ import pytest
 
 import _testhosts
 
-# `make test` runs its main pass as two pytest processes side by side (tests/run-suite), one per core. Tests that
-# share machine-wide state must stay in one process, one after the other:
-# - lane a: inventory/rehearsal (fixed ports, ~/.cache/ttsbench/rehearsal/<host>), plus the local role cycles
-#   (molecule, gemma_guard), which balance the load;
-# - lane b: everything else, among it every test of the network-namespace SSH hosts titan/panda (one set per
-#   machine). (pytest-xdist's loadgroup does not keep xdist_group tests together under pytest 9.2: measured.)
-REHEARSAL_MODULES = {"test_playbooks_e2e.py", "test_ping_rehearsal.py"}
-LANE_A_MODULES = {"test_molecule.py", "test_gemma_guard.py"}
-
-
-def lane_of(item: pytest.Item) -> str:
-    """Which of the two processes of make test's main pass runs this test."""
-    if "testhosts" in getattr(item, "fixturenames", ()) or item.get_closest_marker("testhosts"):
-        return "lane_b"
-    if item.path.name in REHEARSAL_MODULES | LANE_A_MODULES:
-        return "lane_a"
-    return "lane_b"
-
-
-@pytest.hookimpl(tryfirst=True)  # before the mark plugin applies -m
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        item.add_marker(lane_of(item))
-
 
 @pytest.fixture(scope="session")
 def testhosts() -> Iterator[_testhosts.NamespaceHosts]:
