@@ -34,17 +34,26 @@ def main(argv: list[str]) -> int:
     ap.add_argument("reports", nargs="+", type=Path)
     args = ap.parse_args(argv)
     rows: list[tuple[float, str, str]] = []
-    print("== test passes (wall time)")
+    passes: list[str] = []
     for report in args.reports:
         if not report.is_file():
-            print(f"  {report.stem:<12} missing (the pass did not finish)")
+            passes.append(f"  {report.stem:<12} missing (the pass did not finish)")
             continue
         wall, cases = read(report)
-        print(f"  {report.stem:<12} {wall:7.0f} s  {len(cases)} tests")
+        passes.append(f"  {report.stem:<12} {wall:7.0f} s  {len(cases)} tests")
         rows += [(t, o, f"[{report.stem}] {n}") for t, o, n in cases]
+    # slowest first, then per module, then the passes: a CI log's tail keeps the totals
     print(f"== slowest {args.top} tests (seconds, outcome; tests in one xdist pass overlap)")
     for t, outcome, name in sorted(rows, reverse=True)[: args.top]:
         print(f"  {t:7.1f}  {outcome:<8} {name}")
+    modules: dict[str, list[float]] = {}
+    for t, _, name in rows:
+        modules.setdefault(name.split("::")[0], []).append(t)
+    print("== seconds per test module (tests)")
+    for name, times in sorted(modules.items(), key=lambda kv: -sum(kv[1]))[: args.top]:
+        print(f"  {sum(times):7.0f}  {name} ({len(times)})")
+    print("== test passes (wall time)")
+    print("\n".join(passes))
     return 0
 
 

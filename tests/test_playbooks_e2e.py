@@ -97,9 +97,17 @@ def test_bench_chatterbox_rehearsal_and_rerun(rehearsal_runs: Path, tmp_path: Pa
     assert any((first / "logs/panda").glob("*.log"))
 
     snap = _snapshot(first)
-    _run("bench-chatterbox.yml", "inventory/rehearsal", root, tmp_path / "b")
+    # the rerun measures one utterance (what it checks: a new run folder, the first left as it was, installs kept)
+    res = _run("bench-chatterbox.yml", "inventory/rehearsal", root, tmp_path / "b", ttsbench_utterance_ids=["u01"])
     second = _only_run_dir(root, {first})
     assert second != first and second.name.startswith("bench-chatterbox-")
+    rerun = _check_run(second, "bench-chatterbox", {"chatterbox@titan", "chatterbox@panda"})
+    assert all([u["utt_id"] for u in s["utterances"]] == ["u01"] for s in rerun["systems"])
+    # nothing reinstalled: the venvs and packages were already there
+    for task in ("Create the venv", "Install chatterbox-tts without its dependencies",
+                 "Install the inference dependencies under the torch constraints"):
+        done = res.task_results(task)
+        assert done and not any(d["res"].get("changed") for d in done), task
     assert _snapshot(first) == snap, "the first run folder changed when the playbook ran again"
 
 
@@ -143,25 +151,31 @@ def test_failover_drill_rehearsal(rehearsal_runs: Path, tmp_path: Path) -> None:
     root = rehearsal_runs / "failover"
     consumer = REHEARSAL_ROOTS[1] / "consumer/phone-daemon.env"
     restarts = REHEARSAL_ROOTS[1] / "consumer/restarts.log"
-    original = consumer.read_bytes() if consumer.exists() else None
+    # an earlier drill killed after switching the consumer (its backup next to the config) is undone first
+    original = b"# rehearsal consumer (phone daemon stand-in)\nTTS_URL=http://127.0.0.1:18775\nVOICE=production\n"
+    consumer.parent.mkdir(parents=True, exist_ok=True)
+    backup = consumer.with_name(consumer.name + ".ttsbench-drill-backup")
+    backup.write_bytes(original)
+    consumer.write_bytes(original.replace(b":18775", b":18773"))
     n_restarts = len(restarts.read_text().splitlines()) if restarts.exists() else 0
     _run("failover-drill.yml", "inventory/rehearsal", root, tmp_path, drill_confirm="yes")
     run = _only_run_dir(root)
     report = json.loads((run / "failover/drill.json").read_text())
     assert report["passed"] is True
+    assert report["restored"]["interrupted_drill_undone_first"] is True and not backup.exists()
+    assert "had been interrupted" in (run / "failover/drill.md").read_text()
     assert 0 < float(report["recovery_s"]) < 900
     assert report["outage_observed"]["ok"] is False
     assert report["restored"]["consumer_config_restored"] is True and report["restored"]["primary_good_audio"]
     assert "recovery time" in (run / "failover/drill.md").read_text()
-    if original is not None:
-        assert consumer.read_bytes() == original
+    assert consumer.read_bytes() == original
     # the primary is a stand-in production server (command backend, its own {"text": ...} request shape):
     # stopped by the drill, spoken to through the homelab request template, running again afterwards
     assert "127.0.0.1:18775" in consumer.read_text()
     assert report["primary_service"]["backend"] == "command"
     assert report["primary_request_template"].endswith("example-homelab/templates/panda-tts.yml")
     assert "No such process" not in report["outage_observed"].get("error", "")
-    assert len(restarts.read_text().splitlines()) == n_restarts + 2  # switch to standby + fail back
+    assert len(restarts.read_text().splitlines()) == n_restarts + 3  # undo the interrupted one + switch + fail back
     doc = _check_run(run, "failover-drill", {"standin-production@panda", "chatterbox@titan"})
     rows = {s["system_id"]: [u["utt_id"] for u in s["utterances"]] for s in doc["systems"]}
     # the outage probe's expected error is in drill.json only, never counted against the engine
