@@ -107,7 +107,7 @@ def test_bench_chatterbox_rehearsal_and_rerun(rehearsal_runs: Path, tmp_path: Pa
     for task in ("Create the venv", "Install chatterbox-tts without its dependencies",
                  "Install the inference dependencies under the torch constraints"):
         done = res.task_results(task)
-        assert done and not any(d["res"].get("changed") for d in done), task
+        assert done and not any(d.get("res", {}).get("changed") for d in done), task
     assert _snapshot(first) == snap, "the first run folder changed when the playbook ran again"
 
 
