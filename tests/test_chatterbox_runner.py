@@ -97,7 +97,7 @@ def test_runner_writes_wavs_and_results(ckpt: Path, utts: Path, tmp_path: Path):
         host_name="testhost",
         utterances=utts,
         only=["u07"],
-        warmup=0,
+        warmup=1,
         max_new_tokens=TOKENS,
     )
     runner.run(cfg)
@@ -108,7 +108,7 @@ def test_runner_writes_wavs_and_results(ckpt: Path, utts: Path, tmp_path: Path):
     (system,) = doc["systems"]
     assert system["system_id"] == "chatterbox@testhost"
     assert system["engine"]["weights"] == "random-init"
-    assert system["config"]["max_new_tokens"] == TOKENS
+    assert system["config"]["max_new_tokens"] == TOKENS and system["config"]["warmup"] == 1
     assert system["config"]["cfg_weight"] == 0.3 and system["config"]["temperature"] == 0.6
     assert system["config"]["stft_patch"]["reason"] == "not_needed"
     (row,) = system["utterances"]
