@@ -241,7 +241,10 @@ def _start_bench(url: str, run_dir: Path) -> subprocess.Popen:
         "--warmup",
         "0",
     )
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # SIGINT back to its default: a suite started in the background (`cmd &` in a script) inherits SIGINT
+    # ignored, and Python then installs no KeyboardInterrupt handler, so the Ctrl-C test would measure nothing
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _requests_served(url: str, proc: subprocess.Popen, n: int = 2) -> None:
