@@ -7,6 +7,7 @@ by a start command like a real one; the 'Voxtral server' is a sleeping process r
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import signal
@@ -138,6 +139,13 @@ def arm(host: Host, run_id: str = "run-a", **over: float) -> dict:
 
 def test_expired_lease_stops_voxtral_then_starts_llm(host):
     host.start_voxtral()
+    # a PID file left by an earlier run (older than the registration): its PID may be anyone's by now
+    other = subprocess.Popen(["sleep", "60"])
+    stale = host.tmp / "stale.pid"
+    stale.write_text(f"{other.pid}\n")
+    os.utime(stale, (time.time() - 600, time.time() - 600))
+    wd("register", "--state-dir", str(host.state), "--run-id", "run-a", "--name", "old-server",
+       "--pidfile-at-stop", str(stale))
     armed = arm(host)
     assert armed["armed"] and host.lock()["pid"] == armed["pid"] and host.lock()["run_id"] == "run-a"
     t0 = time.monotonic()
@@ -150,7 +158,11 @@ def test_expired_lease_stops_voxtral_then_starts_llm(host):
     assert wait_until(lambda: host.lock() is None, 5) is not None, "the lock was not released"
     st = host.state_json()
     assert st["outcome"] == "resumed" and "lease" in st["reason"] and st["run_id"] == "run-a"
-    assert [s["name"] for s in st["stopped"]] == ["voxtral"] and st["stopped"][0]["outcome"] == "terminated"
+    assert [s["name"] for s in st["stopped"]] == ["old-server", "voxtral"]
+    assert "left alone" in st["stopped"][0]["pidfile"] and other.poll() is None, "killed a stale PID file's process"
+    other.kill()
+    other.wait()
+    assert st["stopped"][1]["outcome"] == "terminated"
     assert len(st["attempts"]) == 1 and st["attempts"][0]["rc"] == 0
     log = (host.state / "watchdog.log").read_text()
     assert log.index("stopped voxtral") < log.index("start attempt 1")
@@ -242,6 +254,18 @@ def test_disarm_ends_watchdog_without_firing_and_frees_memory(host):
 
 
 KEEPER = ROOT / "roles" / "gemma_guard" / "files" / "lease_keeper.py"
+
+
+def test_lease_keeper_owner_is_the_program_not_a_mention():
+    spec = importlib.util.spec_from_file_location("lease_keeper", KEEPER)
+    keeper = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(keeper)
+    assert keeper.runs(["/usr/bin/python3", "/venv/bin/ansible-playbook", "-i", "inv", "p.yml"], "ansible-playbook")
+    assert keeper.runs(["ansible-playbook", "p.yml"], "ansible-playbook")
+    # these may outlive the playbook (a shell loop, a screen session): a lease kept for them never expires
+    assert not keeper.runs(["/bin/sh", "-c", "ansible-playbook -i inv p.yml"], "ansible-playbook")
+    assert not keeper.runs(["SCREEN", "-S", "bench", "ansible-playbook", "p.yml"], "ansible-playbook")
+    assert not keeper.runs(["python3", "-m", "pytest", "-k", "ansible-playbook"], "ansible-playbook")
 
 
 def test_lease_keeper_renews_until_its_controller_dies(tmp_path):

@@ -89,7 +89,10 @@ def log(state_dir: Path, message: str) -> None:
             fh.write(line)
     except OSError:
         pass  # a full disk must not stop the LLM from coming back
-    sys.stderr.write(line)
+    # stderr is watchdog.out on the same disk when run detached: a failed flush there must not end the watchdog
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.write(line)
+        sys.stderr.flush()
 
 
 def proc_start_time(pid: int) -> str | None:
@@ -183,10 +186,7 @@ def stop_registered(state_dir: Path, grace_s: float, timeout_s: float) -> list[d
                 result.update(how="stop command", error=str(exc))
         pid = entry.get("pid")
         if not pid and entry.get("pidfile"):
-            try:
-                pid = int(Path(entry["pidfile"]).read_text().split()[0])
-            except (OSError, ValueError, IndexError):
-                result["pidfile"] = "absent"
+            pid = pid_from_file(Path(entry["pidfile"]), float(entry.get("registered") or 0), result)
         if pid:
             result["pid"] = pid
             result["outcome"] = kill_process(pid, entry.get("pid_start"), grace_s)
@@ -195,6 +195,21 @@ def stop_registered(state_dir: Path, grace_s: float, timeout_s: float) -> list[d
         with contextlib.suppress(OSError):
             path.unlink()
     return done
+
+
+def pid_from_file(pidfile: Path, registered: float, result: dict[str, Any]) -> int | None:
+    """The PID in a file registered before its process started. A file older than the registration was left by an
+    earlier process (its PID may belong to an unrelated process by now): not trusted."""
+    try:
+        mtime = pidfile.stat().st_mtime
+        pid = int(pidfile.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        result["pidfile"] = "absent"
+        return None
+    if mtime < registered - 1:
+        result["pidfile"] = f"older than the registration ({pid}, not started by this run): left alone"
+        return None
+    return pid
 
 
 def kill_process(pid: int, pid_start: str | None, grace_s: float) -> str:
@@ -358,7 +373,8 @@ def cmd_arm(args: argparse.Namespace) -> int:
             print(json.dumps({"armed": True, "pid": lock["pid"], "took_over": taken_over, "run_id": cfg["run_id"],
                               "armed_at": cfg["armed_at"], "lease_mtime": (state_dir / LEASE).stat().st_mtime}))
             return 0
-        if launcher == [] and proc.poll() is not None:
+        # without a launcher the watchdog is proc itself; a launcher (systemd-run) returns 0 at once when it worked
+        if proc.poll() is not None and (not launcher or proc.returncode != 0):
             break
         time.sleep(0.05)
     sys.stderr.write(f"the watchdog did not start; see {state_dir / 'watchdog.out'}\n")

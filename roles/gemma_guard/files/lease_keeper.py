@@ -20,17 +20,24 @@ import time
 from pathlib import Path
 
 
+def runs(argv: list[str], name: str) -> bool:
+    """True when ARGV is the program NAME itself (`NAME ...` or `pythonX NAME ...`), not a process that only
+    mentions it (`sh -c "NAME ..."`, `screen NAME ...`: those may outlive it)."""
+    names = [os.path.basename(a) for a in argv[:2]]
+    return bool(names) and (names[0] == name or (names[0].startswith("python") and names[1:] == [name]))
+
+
 def owner_pid(name: str) -> int:
-    """The outermost ancestor whose command line mentions NAME (ansible-playbook's main process: the forked
-    task workers in between carry the same command line but end after each task)."""
+    """The outermost ancestor that runs NAME (ansible-playbook's main process: the forked task workers in
+    between run the same command line but end after each task)."""
     pid, found = os.getppid(), 0
     while pid > 1:
         try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
             stat = Path(f"/proc/{pid}/stat").read_text()
         except OSError:
             break
-        if name in cmdline:
+        if runs([a for a in argv if a], name):
             found = pid
         pid = int(stat.rsplit(")", 1)[1].split()[1])
     return found
@@ -47,7 +54,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--interval", type=float, default=10.0)
     p.add_argument("--max-s", type=float, required=True)
-    p.add_argument("--owner", default="ansible-playbook", help="command-line word of the process to outlive not")
+    p.add_argument("--owner", default="ansible-playbook",
+                   help="program whose end ends the keeper (the outermost ancestor that runs it)")
     p.add_argument("--owner-pid", type=int, default=0, help="watch this PID instead of looking for --owner")
     p.add_argument("--pidfile", required=True)
     p.add_argument("session", nargs=argparse.REMAINDER, help="-- argv that renews the lease once per stdin line")
@@ -69,12 +77,18 @@ def main() -> int:
     deadline = time.monotonic() + args.max_s
     session: subprocess.Popen[str] | None = None
     next_beat = 0.0
+    next_connect = 0.0
     try:
         while not stop and alive(owner) and time.monotonic() < deadline:
             if session is None or session.poll() is not None:
+                if time.monotonic() < next_connect:  # an unreachable host: one attempt per interval, not a spin
+                    time.sleep(min(0.2, args.interval / 4))
+                    continue
                 if session is not None:
                     sys.stderr.write(f"lease session ended (rc {session.returncode}); reconnecting\n")
                 session = subprocess.Popen(session_argv, stdin=subprocess.PIPE, text=True)
+                next_connect = time.monotonic() + args.interval
+                next_beat = 0.0  # renew at once on a new session
             if time.monotonic() >= next_beat:
                 try:
                     session.stdin.write("renew\n")
