@@ -36,7 +36,6 @@ def test_findings_name_what_to_fix():
     assert g["become"].ok is None
 
 
-@pytest.mark.timeout(300)
 def test_watchdog_firing_and_stale_lock_are_reported():
     fired = {"run_id": "bench-voxtral-1", "fired_at": "2026-12-01T10:00:00Z", "reason": "lease not renewed for 61 s",
              "outcome": "failed", "attempts": [{"rc": 1}, {"rc": 1}, {"rc": 1}]}
@@ -54,6 +53,7 @@ def test_watchdog_firing_and_stale_lock_are_reported():
     assert "llm watchdog" not in {x.check for x in evaluate(BASE)}
 
 
+@pytest.mark.timeout(300)
 def test_doctor_checks_hosts_without_changing_them(tmp_path):
     root = tmp_path / "not-made"  # ttsbench_root that does not exist: the doctor must not create it
     port = free_port()
