@@ -241,15 +241,16 @@ def test_fault_matrix(guarded):
     # 1. SIGKILL while pausing (the host's lock is taken, the LLM about to stop, Voxtral not started)
     killed = _kill_controller_when(guarded, {"gg_test_serve_seconds": 60}, lambda: (state / "lock.json").exists())
     fired = _assert_watchdog_resumed(guarded, killed, voxtral_started=False)
+    once = {"gg_test_install": False}  # the first run installed ttsbench on the host
 
     # 2. SIGKILL while the Voxtral stand-in loads; meanwhile a second run is refused with the first run's id and age
     #    and leaves its pause alone
-    proc = _spawn_cycle(guarded, {"gg_test_serve_seconds": 600})
+    proc = _spawn_cycle(guarded, {"gg_test_serve_seconds": 600, **once})
     try:
         assert wait_until(lambda: _running(_voxtral_pid(guarded) or 0), 240, step=0.05) is not None, \
             _ansible_log(guarded)[-3000:]
         first = json.loads((state / "lock.json").read_text())
-        res = run_playbook(PLAYBOOK, inventory=guarded["inventory"])
+        res = run_playbook(PLAYBOOK, inventory=guarded["inventory"], extravars=once)
         assert not res.ok
         msgs = res.failure_messages()
         assert any(f"run {first['run_id']} paused the LLM" in m and "s ago" in m for m in msgs), msgs
@@ -269,7 +270,7 @@ def test_fault_matrix(guarded):
     results = guarded["root"] / "results.jsonl"
     killed = _kill_controller_when(
         guarded,
-        {"gg_test_bench_seconds": 600, "gemma_guard_start_command": flaky},
+        {"gg_test_bench_seconds": 600, "gemma_guard_start_command": flaky, **once},
         lambda: results.exists() and len(results.read_text().splitlines()) >= 2,
     )
     fired = _assert_watchdog_resumed(guarded, killed, backoff_s=1, previous=fired)
@@ -281,14 +282,14 @@ def test_fault_matrix(guarded):
         pid = _voxtral_pid(guarded)
         return pid is not None and not _running(pid) and not guarded["pidfile"].exists()
 
-    killed = _kill_controller_when(guarded, {"gg_test_bench_seconds": 2}, resuming)
+    killed = _kill_controller_when(guarded, {"gg_test_bench_seconds": 2, **once}, resuming)
     fired = _assert_watchdog_resumed(guarded, killed, previous=fired)
 
     # 5. Ctrl-C during the benchmark (SIGINT to ansible-playbook's foreground process group; its task workers and
     #    the lease keeper run in sessions of their own): no `always:` runs, the keeper sees ansible-playbook end.
     #    Its own results file: the benchmark step of case 3 outlives its killed controller and still writes.
     results = guarded["root"] / "results-ctrl-c.jsonl"
-    proc = _spawn_cycle(guarded, {"gg_test_bench_seconds": 600, "gg_test_results": str(results)})
+    proc = _spawn_cycle(guarded, {"gg_test_bench_seconds": 600, "gg_test_results": str(results), **once})
     try:
         started = wait_until(lambda: results.exists() and len(results.read_text().splitlines()) >= 2, 240, step=0.05)
         assert started is not None, _ansible_log(guarded)[-3000:]
@@ -310,7 +311,7 @@ def test_fault_matrix(guarded):
     try:
         res = run_playbook(PLAYBOOK, inventory=guarded["inventory"], extravars={
             "gg_test_bench_seconds": 60 if mounted else 1, "gg_test_results": str(full / "results.jsonl"),
-            "gg_test_result_pad": 4000})
+            "gg_test_result_pad": 4000, **once})
         assert res.ok is not mounted, res.failure_messages()
         shown = [e["res"].get("msg", "") for e in res.task_results("Report the watchdog's firing in an earlier run")]
         assert any(fired["run_id"] in m and "outcome resumed" in m for m in shown), shown
