@@ -223,6 +223,9 @@ def test_llm_that_never_comes_back_is_reported_failed(host):
 
 def test_second_run_refused_then_stale_lock_taken_over(host):
     first = arm(host, "run-a", lease_timeout_s=30)
+    # the same run arming again (pause.yml included twice): the watchdog it has, no second one
+    again = arm(host, "run-a", lease_timeout_s=30)
+    assert again["already"] and again["pid"] == first["pid"] and again["lease_mtime"] > 0
     time.sleep(1.1)
     res = wd("arm", "--config", str(host.config("run-b", lease_timeout_s=30)), check=False)
     assert res.returncode == 75

@@ -342,7 +342,9 @@ def cmd_arm(args: argparse.Namespace) -> int:
             )
             return EXIT_BUSY
         if lock and lock.get("run_id") == cfg["run_id"] and lock_owner_alive(lock):
-            print(json.dumps({"armed": True, "pid": lock["pid"], "already": True}))
+            lease = state_dir / LEASE
+            print(json.dumps({"armed": True, "pid": lock["pid"], "already": True, "run_id": cfg["run_id"],
+                              "lease_mtime": lease.stat().st_mtime if lease.exists() else 0.0}))
             return 0
         taken_over = lock.get("run_id") if lock else None
         if taken_over:
