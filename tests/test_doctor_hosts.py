@@ -36,6 +36,23 @@ def test_findings_name_what_to_fix():
     assert g["become"].ok is None
 
 
+def test_watchdog_firing_and_stale_lock_are_reported():
+    fired = {"run_id": "bench-voxtral-1", "fired_at": "2026-12-01T10:00:00Z", "reason": "lease not renewed for 61 s",
+             "outcome": "failed", "attempts": [{"rc": 1}, {"rc": 1}, {"rc": 1}]}
+    lock = {"run_id": "bench-voxtral-2", "age_s": 30.0, "pid": 4242, "owner_alive": False}
+    f = {x.check: x for x in evaluate({**BASE, "watchdog": {"last_firing": fired, "lock": lock,
+                                                           "state_dir": "/srv/ttsbench/gemma_guard"}})}
+    assert f["llm watchdog"].ok is False and "bench-voxtral-1" in f["llm watchdog"].detail
+    assert "failed after 3 start attempt(s)" in f["llm watchdog"].detail
+    assert "/srv/ttsbench/gemma_guard/watchdog.log" in f["llm watchdog"].fix
+    assert f["llm paused"].ok is False and "stale lock" in f["llm paused"].detail
+    ok = {x.check: x for x in evaluate({**BASE, "watchdog": {"last_firing": {**fired, "outcome": "resumed"},
+                                                            "lock": {**lock, "owner_alive": True}}})}
+    assert ok["llm watchdog"].ok is None and "resumed after 3" in ok["llm watchdog"].detail
+    assert ok["llm paused"].ok is None and "is armed" in ok["llm paused"].detail
+    assert "llm watchdog" not in {x.check for x in evaluate(BASE)}
+
+
 @pytest.mark.timeout(300)
 def test_doctor_checks_hosts_without_changing_them(tmp_path):
     root = tmp_path / "not-made"  # ttsbench_root that does not exist: the doctor must not create it

@@ -78,7 +78,7 @@ def evaluate(d: dict[str, Any]) -> list[Finding]:
                                           else "install/start docker")))
     out.append(Finding(h, "systemd", None,
                        "systemd is PID 1" if d["systemd"] else "no systemd: process supervision and sleeper "
-                       "dead-man's switch are used"))
+                       "watchdog (setsid) are used"))
     services = d.get("services") or []
     checked = [("llm_service_error", "LLM service", "gpu", 0), ("primary_service_error", "primary TTS service",
                                                                  "tts_primary", -1)]
@@ -109,11 +109,37 @@ def evaluate(d: dict[str, Any]) -> list[Finding]:
         out.append(Finding(h, "voxtral weights", kb >= VOXTRAL_MIN_KB, f"{kb / 1048576:.1f} GB at {path}",
                            "" if kb >= VOXTRAL_MIN_KB else "download mistralai/Voxtral-4B-TTS-2603 into the HF cache "
                            "(huggingface-cli download) or the first run fetches ~7.5 GB"))
+    out += _watchdog(h, d.get("watchdog"))
     if d.get("ports"):
         busy = d.get("ports_busy") or []
         out.append(Finding(h, "ports", not busy, f"free: {[p for p in d['ports'] if p not in busy]} busy: {busy}",
                            "" if not busy else
                            "stop what listens there or change chatterbox_server_port/vllm_omni_port"))
+    return out
+
+
+def _watchdog(h: str, w: dict[str, Any] | None) -> list[Finding]:
+    """gemma_guard's watchdog: a pause in progress, a stale lock, or what its last firing did."""
+    if not w:
+        return []
+    out = []
+    log = f"{w.get('state_dir', '<state_dir>')}/watchdog.log"
+    lock = w.get("lock")
+    if lock:
+        what = f"run {lock.get('run_id')} paused the LLM {lock.get('age_s', 0):.0f} s ago"
+        if lock.get("owner_alive"):
+            out.append(Finding(h, "llm paused", None, f"{what}; its watchdog (pid {lock.get('pid')}) is armed"))
+        else:
+            out.append(Finding(h, "llm paused", False, f"{what} and its watchdog is gone (stale lock)",
+                               f"check the LLM runs (start it by hand if not); the next run takes over; {log}"))
+    fired = w.get("last_firing")
+    if fired:
+        n = len([a for a in fired.get("attempts") or [] if not a.get("already")])
+        what = (f"fired for run {fired.get('run_id')} at {fired.get('fired_at')} ({fired.get('reason')}): "
+                f"{fired.get('outcome')} after {n} start attempt(s)")
+        ok = {"resumed": None, "running": None}.get(fired.get("outcome", ""), False)
+        out.append(Finding(h, "llm watchdog", ok, what,
+                           "" if ok is None else f"the LLM did not come back: start it by hand, see {log}"))
     return out
 
 
