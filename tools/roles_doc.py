@@ -176,10 +176,14 @@ def defaults_used(role: Role, tasks_file: str) -> set[str]:
     return _closure(used, role.defaults)
 
 
+_ANSIBLE_CODE = re.compile(r"\b[CV]\(([^)]*)\)")
+
+
 def _text(value: Any) -> str:
-    if isinstance(value, list):
-        return " ".join(str(v) for v in value)
-    return " ".join(str(value or "").split())
+    """Spec prose as one Markdown table cell: ansible-doc's C(x) as code, <placeholders> and | escaped."""
+    text = " ".join(" ".join(str(v) for v in value).split() if isinstance(value, list) else str(value or "").split())
+    text = text.replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
+    return _ANSIBLE_CODE.sub(r"`\1`", text)
 
 
 def _code(value: str) -> str:
@@ -214,12 +218,11 @@ def render_role(role: Role) -> str:
     if not role.entry_points:
         return "\n".join([*lines, "No argument spec.", ""])
     lines += ["| Entry point | What it does |", "|---|---|"]
-    for entry in role.entry_points:
+    for entry in sorted(role.entry_points, key=lambda e: e.name != "main"):  # main first, then as written
         call = f"`include_role: {{name: {role.name}}}`" if entry.name == "main" else f"`tasks_from: {entry.name}`"
         text = _text(entry.spec.get("short_description"))
         if entry.spec.get("description"):
             text += " " + _text(entry.spec["description"])
-        text = text.replace("|", "\\|")
         lines.append(f"| {call} | {text} |")
     options: dict[str, Mapping[str, Any]] = {}
     takers: dict[str, list[str]] = {}
@@ -231,7 +234,7 @@ def render_role(role: Role) -> str:
     for option in sorted(options):
         spec = options[option]
         where = "all" if len(takers[option]) == len(role.entry_points) else ", ".join(takers[option])
-        description = _text(spec.get("description")).replace("|", "\\|")
+        description = _text(spec.get("description"))
         lines.append(f"| `{option}` | {_type(spec)} | {_default(role, option)} | {where} | {description} |")
     return "\n".join([*lines, ""])
 
