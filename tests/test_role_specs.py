@@ -110,3 +110,30 @@ def test_readme_layout_lists_every_folder_and_role() -> None:
     roles_line = next(line for line in layout.splitlines() if line.startswith("roles/"))
     absent = [r for r in ROLES if r not in roles_line]
     assert not absent, f"README layout's roles/ line misses {absent}"
+
+
+def test_values_the_inventories_and_scenarios_set_pass_the_specs() -> None:
+    """Literal values in inventories, molecule scenarios and playbooks (templated ones are checked at run time)."""
+    specs = {
+        option: spec
+        for name in sorted(set(ROLES) - CONTENTS_OWNED_ELSEWHERE)
+        for entry in ROLES[name].entry_points
+        for option, spec in entry.options.items()
+    }
+    files = [
+        *ROOT.glob("inventory/**/*.yml"),
+        *ROOT.glob("roles/*/molecule/*/*.yml"),
+        *ROOT.glob("playbooks/*.yml"),
+        *ROOT.glob("tests/playbooks/*.yml"),
+    ]
+    checked, wrong = 0, []
+    for path in files:
+        for node in roles_doc.walk(roles_doc.load_yaml(path)):
+            for option, value in node.items():
+                if option not in specs or "{{" in repr(value) or "${" in repr(value):
+                    continue
+                checked += 1
+                result = ArgumentSpecValidator({option: specs[option]}).validate({option: value})
+                wrong += [f"{path.relative_to(ROOT)}: {message}" for message in result.error_messages]
+    assert checked > 30, checked
+    assert not wrong, "\n".join(wrong)

@@ -116,14 +116,15 @@ class RoleCall:
     source: str
 
 
-def _walk(node: Any) -> Iterator[Mapping[str, Any]]:
+def walk(node: Any) -> Iterator[Mapping[str, Any]]:
+    """Every mapping in a loaded YAML document, depth first."""
     if isinstance(node, Mapping):
         yield node
         for value in node.values():
-            yield from _walk(value)
+            yield from walk(value)
     elif isinstance(node, list):
         for value in node:
-            yield from _walk(value)
+            yield from walk(value)
 
 
 def find_role_calls(root: Path) -> list[RoleCall]:
@@ -133,7 +134,7 @@ def find_role_calls(root: Path) -> list[RoleCall]:
         [*root.glob("playbooks/**/*.yml"), *root.glob("roles/**/*.yml"), *root.glob("tests/playbooks/**/*.yml")]
     )
     for path in files:
-        for node in _walk(load_yaml(path)):
+        for node in walk(load_yaml(path)):
             for key in ROLE_TASK_KEYS & node.keys():
                 args = node[key]
                 if not isinstance(args, Mapping) or "tasks_from" not in args:
