@@ -16,7 +16,7 @@ TEST_ENV := TTSBENCH_CHATTERBOX_PYTHON=$(abspath $(CB_VENV))/bin/python \
   TTSBENCH_HOST_TORCH_PYTHON=$(HOST_TORCH)/bin/python TTSBENCH_CHATTERBOX_CHECKPOINT=$(TEST_CHECKPOINT)
 INVENTORY ?= inventory/rehearsal
 
-.PHONY: venv demo test test-fast lint doctor hosts-up hosts-down clean host-torch chatterbox-venv test-checkpoint
+.PHONY: venv demo test test-fast lint roles-doc doctor hosts-up hosts-down clean host-torch chatterbox-venv test-checkpoint
 # pytest-xdist for make test-fast (independent tests only); make test's main pass is one process
 # (tests/run-suite says why).
 XDIST ?= -n 2
@@ -61,9 +61,13 @@ test-fast: venv
 	$(BIN)/pytest $(XDIST) -m "$(FAST_MARKS)"
 
 lint: venv
-	$(BIN)/ruff check python tests
+	$(BIN)/ruff check python tests tools
 	$(BIN)/yamllint -s .
 	$(BIN)/ansible-lint --profile production
+
+# docs/roles.md's role reference, from roles/*/meta/argument_specs.yml (tests/test_role_specs.py checks it).
+roles-doc: venv
+	$(BIN)/python tools/roles_doc.py
 
 hosts-up:
 	tests/hosts/testhosts up

@@ -28,8 +28,8 @@ def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
 
 
 def test_ruff() -> None:
-    res = _run([_tool("ruff"), "check", "python", "tests", "benchmarks"] if (ROOT / "benchmarks").is_dir()
-               else [_tool("ruff"), "check", "python", "tests"])
+    paths = [p for p in ("python", "tests", "benchmarks", "tools") if (ROOT / p).is_dir()]
+    res = _run([_tool("ruff"), "check", *paths])
     assert res.returncode == 0, res.stdout + res.stderr
 
 
