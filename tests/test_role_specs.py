@@ -36,6 +36,7 @@ def validate_all(cases: list[tuple[dict, dict]]) -> list[list[str]]:
 def test_importing_this_module_left_ansible_out_of_the_test_process() -> None:
     assert "ansible" not in sys.modules or not type(sys.intern).__module__.startswith("ansible")
 
+
 # roles/gemma_guard is being reworked in parallel (issue 19). Its specs are keyed without the extension
 # (`preflight`), so Ansible never checks them for `tasks_from: preflight.yml`, and deadman_disarm.yml has none.
 # Drop an entry here once the role keys its entry points as they are called.
@@ -157,5 +158,7 @@ def test_values_the_inventories_and_scenarios_set_pass_the_specs() -> None:
                 cases.append(({option: specs[option]}, {option: value}))
                 where.append(path.relative_to(ROOT))
     assert len(cases) > 30, len(cases)
-    wrong = [f"{path}: {message}" for path, errors in zip(where, validate_all(cases)) for message in errors]
+    wrong = [
+        f"{path}: {message}" for path, errors in zip(where, validate_all(cases), strict=True) for message in errors
+    ]
     assert not wrong, "\n".join(wrong)
