@@ -35,7 +35,9 @@ def ckpt() -> Path:
 def model(ckpt: Path):
     from chatterbox.tts import ChatterboxTTS
 
-    return ChatterboxTTS.from_local(ckpt, "cpu")
+    from ttsbench.chatterbox.loading import load_model
+
+    return load_model(lambda: ChatterboxTTS.from_local(ckpt, "cpu"))
 
 
 @pytest.fixture(scope="module")

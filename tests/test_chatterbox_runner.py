@@ -54,7 +54,16 @@ def test_synthesis_same_with_and_without_stft_patch(ckpt: Path, tmp_path: Path):
 
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
+    from ttsbench.chatterbox.loading import load_skipping_random_init
+
     model = ChatterboxTTS.from_local(ckpt, "cpu")
+    # what runner/server/smoke load (random init skipped) is upstream's model, parameter for parameter
+    quick, missing = load_skipping_random_init(lambda: ChatterboxTTS.from_local(ckpt, "cpu"))
+    assert missing == []
+    for key in ("t3", "s3gen", "ve"):
+        ours, theirs = getattr(quick, key).state_dict(), getattr(model, key).state_dict()
+        assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in theirs), key
+    del quick
     runner.cap_tokens(model, TOKENS)
     ref = reference_wav(tmp_path / "ref.wav", 2.0)
 

@@ -134,6 +134,8 @@ def make_random_checkpoint(
     from chatterbox.models.voice_encoder import VoiceEncoder
     from chatterbox.tts import ChatterboxTTS
 
+    from ttsbench.chatterbox.loading import load_skipping_random_init
+
     dest = Path(ckpt_dir)
     if not force and is_complete(dest, seed):
         return dest, False
@@ -152,7 +154,9 @@ def make_random_checkpoint(
         _save_state(S3Gen(), tmp / "s3gen.safetensors")
         (tmp / "tokenizer.json").write_text(tokenizer_json(), encoding="utf-8")
         # default voice: run chatterbox's own prepare_conditionals on a synthetic reference
-        model = ChatterboxTTS.from_local(tmp, "cpu")
+        model, missing = load_skipping_random_init(lambda: ChatterboxTTS.from_local(tmp, "cpu"))
+        if missing:
+            raise RuntimeError(f"the checkpoint just written lacks parameters: {missing[:5]}")
         ref = tmp / "reference.wav"
         sf.write(str(ref), _reference_wav(seed=seed), 24000, subtype="PCM_16")
         torch.manual_seed(seed)

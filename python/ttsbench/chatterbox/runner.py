@@ -113,18 +113,19 @@ def load_model(cfg: RunnerConfig) -> tuple[Any, str]:
     from chatterbox.tts import ChatterboxTTS
 
     from ttsbench.chatterbox.checkpoint import make_random_checkpoint, require_complete
+    from ttsbench.chatterbox.loading import load_model as load
 
     if cfg.weights == "hub":
-        return ChatterboxTTS.from_pretrained(cfg.device), "hub"
+        return load(lambda: ChatterboxTTS.from_pretrained(cfg.device)), "hub"
     if cfg.weights == "random-init":
         ckpt, _ = make_random_checkpoint(cfg.checkpoint_dir, seed=cfg.seed)
-        return ChatterboxTTS.from_local(ckpt, cfg.device), "random-init"
+        return load(lambda: ChatterboxTTS.from_local(ckpt, cfg.device)), "random-init"
     ckpt = require_complete(Path(cfg.weights))
     from ttsbench.chatterbox.checkpoint import read_marker
 
     marker = read_marker(ckpt) or {}
     label = "random-init" if marker.get("weights") == "random-init" else "local"
-    return ChatterboxTTS.from_local(ckpt, cfg.device), label
+    return load(lambda: ChatterboxTTS.from_local(ckpt, cfg.device)), label
 
 
 def cap_tokens(model: Any, max_new_tokens: int) -> None:

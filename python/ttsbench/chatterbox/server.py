@@ -165,10 +165,12 @@ class Engine:
         self.device = device
         t0 = time.perf_counter()
         self.stft_state = apply_stft_patch(cfg.stft_patch, device)
+        from ttsbench.chatterbox.loading import load_model
+
         if weights_dir is None:
-            model = ChatterboxTTS.from_pretrained(device)
+            model = load_model(lambda: ChatterboxTTS.from_pretrained(device))
         else:
-            model = ChatterboxTTS.from_local(weights_dir, device)
+            model = load_model(lambda: ChatterboxTTS.from_local(weights_dir, device))
         if cfg.max_new_tokens or cfg.tokens_per_char:
             self._install_cap(model)
         if cfg.reference:
