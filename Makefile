@@ -17,8 +17,8 @@ TEST_ENV := TTSBENCH_CHATTERBOX_PYTHON=$(abspath $(CB_VENV))/bin/python \
 INVENTORY ?= inventory/rehearsal
 
 .PHONY: venv demo test test-fast lint roles-doc doctor hosts-up hosts-down clean host-torch chatterbox-venv test-checkpoint
-# pytest-xdist for make test-fast (independent tests only); make test's main pass is one process
-# (tests/run-suite says why).
+# pytest-xdist for make test-fast (independent tests only); make test runs two lanes of its own
+# (tests/run-suite says which tests share state).
 XDIST ?= -n 2
 # junit XML of every pass (tests/run-suite), read by tests/durations.py for the slowest-tests table at the end.
 REPORTS ?= .test-reports
