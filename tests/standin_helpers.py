@@ -51,7 +51,7 @@ def standin(kind: str, *args: str, realtime: bool = False) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60  # a readiness wait, not a timing: the other test lane loads the CPU
         while True:
             try:
                 if httpx.get(f"{url}/health", timeout=1).status_code == 200:
