@@ -7,7 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import given, settings  # noqa: E402
+from hypothesis import example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from ttsbench.chatterbox import realdft, stft_patch  # noqa: E402
@@ -174,6 +174,7 @@ def test_kaldi_fbank_rebound_matches_torchaudio(seconds, seed, bins):
 
 @settings(max_examples=10, deadline=None)
 @given(seconds=st.floats(0.2, 1.5), seed=st.integers(0, 2**16))
+@example(seconds=1.0, seed=17649)  # a bin near a spectral null (CI 2026-12-02): see the dB comment below
 def test_perth_magphase_round_trip_matches_perth(seconds, seed):
     pytest.importorskip("perth")
     from perth.perth_net.perth_net_implicit.audio_processor import AudioProcessor
@@ -186,9 +187,19 @@ def test_perth_magphase_round_trip_matches_perth(seconds, seed):
         mag, phase = stft_patch._perth_signal_to_magphase(ap, sig)
         back = stft_patch._perth_magphase_to_signal(ap, mag, phase)
     assert audit.ops == {}
-    assert _rel(mag, mag_ref) <= 1e-5
-    # phase is only defined where the magnitude is not ~0; compare the unit phasors there
-    assert _rel(torch.cos(phase), torch.cos(phase_ref)) <= 1e-4 and _rel(torch.sin(phase), torch.sin(phase_ref)) <= 1e-4
+    # The DFT's fp32 error is relative to the whole spectrum, so the linear magnitudes match to 1e-5; perth's
+    # dB scale (20·log10) magnifies it at bins near a spectral null (seed 17649: one bin 3700× below the typical
+    # magnitude is 0.7 dB off), so the normalised dB spectrogram as a whole is held to 1e-4.
+    from perth.perth_net.perth_net_implicit import utils as perth_utils
+
+    def linear(m: torch.Tensor) -> torch.Tensor:
+        return 10.0 ** (perth_utils.denormalize_spectrogram(default_hp, m.double()) / 20)
+
+    assert _rel(linear(mag), linear(mag_ref)) <= 1e-5
+    assert _rel(mag, mag_ref) <= 1e-4
+    # phase is ill-conditioned where the magnitude is ~0: compare the spectra themselves, |X|·(cos φ, sin φ)
+    for part in (torch.cos, torch.sin):
+        assert _rel(linear(mag) * part(phase.double()), linear(mag_ref) * part(phase_ref.double())) <= 1e-5
     ref = ap.magphase_to_signal(mag_ref, phase_ref)
     assert back.shape == ref.shape and _rel(back, ref) <= 1e-5
 
