@@ -56,10 +56,12 @@ def main(argv: list[str]) -> int:
         target = dist / built[0].name
         new_sha = sha256(built[0])
         changed = not target.is_file() or sha256(target) != new_sha
-        if changed:
-            tmp_target = target.with_suffix(".whl.tmp")
-            shutil.copyfile(built[0], tmp_target)
-            os.replace(tmp_target, target)
+        if changed:  # a unique temporary name: two plays (or test lanes) may build at the same time
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=dist)
+            os.close(fd)
+            shutil.copyfile(built[0], tmp_name)
+            os.chmod(tmp_name, 0o644)
+            os.replace(tmp_name, target)
     print(json.dumps({"wheel": str(target), "sha256": new_sha, "changed": changed}))
     return 0
 
