@@ -9,13 +9,12 @@ usage: chatterbox-venv python benchmarks/model_load.py CHECKPOINT_DIR [--device 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
+
+import cpu_machine
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,22 +52,14 @@ def main() -> None:
         for k, v in times.items()
     ]
     doc = {
-        "machine": {
-            "os_cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "torch": torch.__version__,
-        },
+        "machine": cpu_machine.machine(torch),
         "device": args.device,
         "checkpoint": str(args.checkpoint),
         "rows": rows,
     }
     for r in rows:
         print(f"{r['load']:<22} median {r['median_s']:6.2f} s   runs {r['runs_s']}")
-    out = ROOT / "docs/benchmarks/model-load.json"
-    out.write_text(json.dumps(doc, indent=2) + "\n")
-    print(f"wrote {out}")
+    cpu_machine.write("model-load", doc)
 
 
 if __name__ == "__main__":

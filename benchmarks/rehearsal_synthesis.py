@@ -6,14 +6,14 @@ usage: chatterbox-venv python benchmarks/rehearsal_synthesis.py CHECKPOINT_DIR
 """
 from __future__ import annotations
 
-import json
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import cpu_machine
 
 ROOT = Path(__file__).resolve().parents[1]
 OLD_TEXT = ("Hello, this is the rehearsal reference voice. It speaks a few calm sentences so that the voice "
@@ -62,15 +62,11 @@ def main() -> None:
                 total = time.perf_counter() - t0
             rows.append({"setting": label, "max_new_tokens": tokens, "total_s": round(total, 2),
                          "audio_s": round(wav.shape[-1] / 24000, 2), **{k: round(v, 2) for k, v in stages.items()}})
-    doc = {"machine": {"cpu_count": torch.get_num_threads(), "platform": platform.platform(),
-                       "processor": platform.processor() or platform.machine(), "torch": torch.__version__},
-           "weights": "random-init", "device": "cpu", "rows": rows}
+    doc = {"machine": cpu_machine.machine(torch), "weights": "random-init", "device": "cpu", "rows": rows}
     for r in rows:
         parts = "  ".join(f"{k} {r[k]:.1f}" for k in ("conditionals_s", "t3_s", "s3gen_flow_s", "hift_s"))
         print(f"{r['setting']:<28} total {r['total_s']:6.1f} s  {parts}  audio {r['audio_s']} s")
-    out = ROOT / "docs/benchmarks/rehearsal-synthesis.json"
-    out.write_text(json.dumps(doc, indent=2) + "\n")
-    print(f"wrote {out}")
+    cpu_machine.write("rehearsal-synthesis", doc)
 
 
 if __name__ == "__main__":
