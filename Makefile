@@ -61,7 +61,8 @@ test-fast: venv
 	$(BIN)/pytest $(XDIST) -m "$(FAST_MARKS)"
 
 lint: venv
-	$(BIN)/ruff check python tests tools
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/yamllint -s .
 	$(BIN)/ansible-lint --profile production
 

@@ -101,10 +101,18 @@ def upstream_run(model: Any, text: str, cap: int, p: SamplingParams, seed: int) 
         del model.t3.inference, model.s3gen.inference
     audio = wav.squeeze(0).float().numpy()
     audio_s = len(audio) / SR
-    return {"tokens": ntok[0], "t3_s": stage["t3"], "s3gen_s": stage["s3gen"], "total_s": total,
-            "audio_s": audio_s, "rtf": total / audio_s, "t3_tok_s": ntok[0] / stage["t3"],
-            "s3gen_ms_per_audio_s": 1000 * stage["s3gen"] / audio_s, "first_audio_ms": 1000 * total,
-            "rms": float(np.sqrt(np.mean(audio**2)))}
+    return {
+        "tokens": ntok[0],
+        "t3_s": stage["t3"],
+        "s3gen_s": stage["s3gen"],
+        "total_s": total,
+        "audio_s": audio_s,
+        "rtf": total / audio_s,
+        "t3_tok_s": ntok[0] / stage["t3"],
+        "s3gen_ms_per_audio_s": 1000 * stage["s3gen"] / audio_s,
+        "first_audio_ms": 1000 * total,
+        "rms": float(np.sqrt(np.mean(audio**2))),
+    }
 
 
 def fast_run(fc: FastChatterbox, text: str, cap: int, p: SamplingParams, seed: int) -> dict:
@@ -123,12 +131,23 @@ def fast_run(fc: FastChatterbox, text: str, cap: int, p: SamplingParams, seed: i
     chunks = list(fc.stream(text, p, cap, exaggeration=0.3, first_chunk_tokens=FIRST, timings=st))
     stream_total = time.perf_counter() - t1
     stream_audio_s = sum(len(c) for c in chunks) / SR
-    return {"tokens": tm.t3_tokens, "t3_s": tm.t3_s, "s3gen_s": tm.s3gen_s, "watermark_s": tm.watermark_s,
-            "total_s": total, "audio_s": audio_s, "rtf": total / audio_s, "t3_tok_s": tm.t3_tokens / tm.t3_s,
-            "s3gen_ms_per_audio_s": 1000 * tm.s3gen_s / audio_s, "rms": float(np.sqrt(np.mean(audio**2))),
-            "first_audio_ms": 1000 * (st.first_chunk_s or stream_total), "stream_total_s": stream_total,
-            "stream_rtf": stream_total / max(stream_audio_s, 1e-9), "stream_chunks": len(chunks),
-            "stream_audio_s": stream_audio_s}
+    return {
+        "tokens": tm.t3_tokens,
+        "t3_s": tm.t3_s,
+        "s3gen_s": tm.s3gen_s,
+        "watermark_s": tm.watermark_s,
+        "total_s": total,
+        "audio_s": audio_s,
+        "rtf": total / audio_s,
+        "t3_tok_s": tm.t3_tokens / tm.t3_s,
+        "s3gen_ms_per_audio_s": 1000 * tm.s3gen_s / audio_s,
+        "rms": float(np.sqrt(np.mean(audio**2))),
+        "first_audio_ms": 1000 * (st.first_chunk_s or stream_total),
+        "stream_total_s": stream_total,
+        "stream_rtf": stream_total / max(stream_audio_s, 1e-9),
+        "stream_chunks": len(chunks),
+        "stream_audio_s": stream_audio_s,
+    }
 
 
 def t3_only(fast: FastT3, model: Any, text: str, cap: int, p: SamplingParams, seed: int) -> dict:
@@ -171,21 +190,40 @@ def main() -> int:
     bw = next((v for k, v in BANDWIDTH.items() if k in name), 3.35e12)
     doc: dict[str, Any] = {
         "device": f"{name} (sm_{''.join(map(str, torch.cuda.get_device_capability(0)))}), torch {torch.__version__}",
-        "host": platform.node(), "weights": "random-init (seed 0)", "checkpoint_built_here": built,
-        "tuning": {"cfg_weight": 0.3, "exaggeration": 0.3, "temperature": 0.6, "min_p": 0.05, "top_p": 1.0,
-                   "repetition_penalty": 1.2, "seed": 0},
+        "host": platform.node(),
+        "weights": "random-init (seed 0)",
+        "checkpoint_built_here": built,
+        "tuning": {
+            "cfg_weight": 0.3,
+            "exaggeration": 0.3,
+            "temperature": 0.6,
+            "min_p": 0.05,
+            "top_p": 1.0,
+            "repetition_penalty": 1.2,
+            "seed": 0,
+        },
         "token_cap": f"round(25 * max(1, len(text) / {CHARS_PER_S}))",
         "first_audio_definition": "upstream: whole waveform (no streaming); fast: first streamed chunk "
-                                  "(first 12 valid speech tokens decoded + vocoded + watermarked)",
+        "(first 12 valid speech tokens decoded + vocoded + watermarked)",
         "rtf_definition": "wall seconds / audio seconds (whole-utterance call, watermark included)",
     }
     t0 = time.perf_counter()
     fc = FastChatterbox(model, max_len=1024)
-    doc["fast_config"] = {"dtype": "fp32", "max_len": 1024, "kv_bucket": 128, "check_every": fc.t3.check_every,
-                          "first_chunk_tokens": FIRST, "chunk_tokens": 50, "context_tokens": 8, "crossfade_ms": 10,
-                          "compiled_layers": fc.t3.compiled, "compile_error": fc.t3.compile_error,
-                          "gemv": fc.t3.gemv, "gemv_error": fc.t3.gemv_error,
-                          "init_s": time.perf_counter() - t0}
+    doc["fast_config"] = {
+        "dtype": "fp32",
+        "max_len": 1024,
+        "kv_bucket": 128,
+        "check_every": fc.t3.check_every,
+        "first_chunk_tokens": FIRST,
+        "chunk_tokens": 50,
+        "context_tokens": 8,
+        "crossfade_ms": 10,
+        "compiled_layers": fc.t3.compiled,
+        "compile_error": fc.t3.compile_error,
+        "gemv": fc.t3.gemv,
+        "gemv_error": fc.t3.gemv_error,
+        "init_s": time.perf_counter() - t0,
+    }
     # warm-up (cuDNN/cuBLAS autotune, caches) for both paths; the fast one captures its graphs here
     upstream_run(model, "Sure, I can help with that.", 20, p, 0)
     doc["fast_config"]["warmup"] = fc.warmup(p, exaggeration=0.3, first_chunk_tokens=FIRST)
@@ -214,11 +252,16 @@ def main() -> int:
     got = fc.vocode(toks).float()  # new shape: step 0 eager, then capture + replays
     torch.manual_seed(1)
     got2 = fc.vocode(toks).float()  # same shape again: every step replays the cached graph
-    eq["s3gen"] = {"tokens": int(toks.numel()), "max_abs": float((got - ref).abs().max()),
-                   "rel_err": float((got - ref).norm() / ref.norm()),
-                   "cached_graph_max_abs": float((got2 - ref).abs().max()),
-                   "graphed_calls": fc.euler.graphed_calls, "captures": fc.euler.captures,
-                   "graph_error": fc.euler.error, "s3_graphs": fc.s3graphs.state()}
+    eq["s3gen"] = {
+        "tokens": int(toks.numel()),
+        "max_abs": float((got - ref).abs().max()),
+        "rel_err": float((got - ref).norm() / ref.norm()),
+        "cached_graph_max_abs": float((got2 - ref).abs().max()),
+        "graphed_calls": fc.euler.graphed_calls,
+        "captures": fc.euler.captures,
+        "graph_error": fc.euler.error,
+        "s3_graphs": fc.s3graphs.state(),
+    }
     # the first streamed chunk's vocoding (prompt + FIRST tokens): CFM-step graph only vs + flow-encoder graph
     first = toks[:FIRST]
     outs, ms = {}, {}
@@ -236,8 +279,11 @@ def main() -> int:
         outs[label], ms[label] = w.float(), med(times)
     fc.graph_s3 = True
     a, b = outs["cfm_graph_only"], outs["cfm_and_encoder_graphs"]
-    eq["first_chunk_s3_graphs"] = {"tokens": FIRST, "max_abs": float((b - a).abs().max()),
-                                   "rel_err": float((b - a).norm() / a.norm())}
+    eq["first_chunk_s3_graphs"] = {
+        "tokens": FIRST,
+        "max_abs": float((b - a).abs().max()),
+        "rel_err": float((b - a).norm() / a.norm()),
+    }
     doc["first_chunk_vocode_ms"] = ms
     doc["equivalence"] = eq
     print(json.dumps(eq)[:3000], flush=True)
@@ -257,9 +303,20 @@ def main() -> int:
         peak["fast"] = max(peak.get("fast", 0.0), torch.cuda.max_memory_allocated() / 2**20)
         row["fast_bf16_t3"] = t3_only(fb, model, text, cap, p, 0)
         rows.append(row)
-        print(uid, json.dumps({k: (v if not isinstance(v, dict) else {kk: round(vv, 4) if isinstance(vv, float)
-                                                                         else vv for kk, vv in v.items()})
-                               for k, v in row.items()}), flush=True)
+        print(
+            uid,
+            json.dumps(
+                {
+                    k: (
+                        v
+                        if not isinstance(v, dict)
+                        else {kk: round(vv, 4) if isinstance(vv, float) else vv for kk, vv in v.items()}
+                    )
+                    for k, v in row.items()
+                }
+            ),
+            flush=True,
+        )
     doc["utterances"] = rows
 
     def summary(key: str) -> dict:
@@ -275,8 +332,10 @@ def main() -> int:
     doc["fast_bf16"] = {"t3_tok_s": med([r["fast_bf16_t3"]["t3_tok_s"] for r in rows])}
     if not args.skip_upstream:
         doc["upstream"] = summary("upstream")
-        doc["speedup"] = {k: (doc["upstream"][k] / doc["fast"][k]) if k != "t3_tok_s"
-                          else doc["fast"][k] / doc["upstream"][k] for k in ("rtf", "t3_tok_s", "first_audio_ms")}
+        doc["speedup"] = {
+            k: (doc["upstream"][k] / doc["fast"][k]) if k != "t3_tok_s" else doc["fast"][k] / doc["upstream"][k]
+            for k in ("rtf", "t3_tok_s", "first_audio_ms")
+        }
         dur = [abs(r["fast"]["audio_s"] / r["upstream"]["audio_s"] - 1) for r in rows]
         rms = [abs(r["fast"]["rms"] / r["upstream"]["rms"] - 1) for r in rows]
         tot_dur = sum(r["fast"]["audio_s"] for r in rows) / sum(r["upstream"]["audio_s"] for r in rows) - 1
@@ -284,15 +343,21 @@ def main() -> int:
         tot_rms = mean_rms(r["fast"]["rms"] for r in rows) / mean_rms(r["upstream"]["rms"] for r in rows) - 1
         doc["equivalence"]["sampled_audio_stats"] = {
             "what": "same seed, sampling on; |fast/upstream - 1| of duration and RMS",
-            "median_duration_rel": med(dur), "median_rms_rel": med(rms),
-            "total_duration_rel": tot_dur, "mean_rms_rel": tot_rms}
+            "median_duration_rel": med(dur),
+            "median_rms_rel": med(rms),
+            "total_duration_rel": tot_dur,
+            "mean_rms_rel": tot_rms,
+        }
     wb = fc.t3.weight_bytes_per_step()
     wb16 = fb.weight_bytes_per_step()
     floor_ms = 1000 * wb / bw
     floor16_ms = 1000 * wb16 / bw
     doc["bandwidth_floor"] = {
-        "bandwidth_bytes_s": bw, "t3_weight_bytes_per_step_fp32": wb, "t3_weight_bytes_per_step_bf16": wb16,
-        "floor_ms_per_token_fp32": floor_ms, "floor_ms_per_token_bf16": floor16_ms,
+        "bandwidth_bytes_s": bw,
+        "t3_weight_bytes_per_step_fp32": wb,
+        "t3_weight_bytes_per_step_bf16": wb16,
+        "floor_ms_per_token_fp32": floor_ms,
+        "floor_ms_per_token_bf16": floor16_ms,
         "fast_ms_per_token_fp32": 1000 / doc["fast"]["t3_tok_s"],
         "fast_ratio_to_floor_fp32": (1000 / doc["fast"]["t3_tok_s"]) / floor_ms,
         "fast_ratio_to_floor_bf16": (1000 / doc["fast_bf16"]["t3_tok_s"]) / floor16_ms,
@@ -301,14 +366,24 @@ def main() -> int:
     if "upstream" in doc:
         doc["bandwidth_floor"]["upstream_ratio_to_floor"] = (1000 / doc["upstream"]["t3_tok_s"]) / floor_ms
     doc["fast_config"]["final_state"] = {
-        "compiled_layers": fc.t3.compiled, "compile_error": fc.t3.compile_error, "graph_error": fc.t3.graph_error,
-        "gemv": fc.t3.gemv, "gemv_error": fc.t3.gemv_error, "t3_graphs": len(fc.t3._graphs),
-        "cfm_captures": fc.euler.captures, "cfm_error": fc.euler.error, "s3_graphs": fc.s3graphs.state()}
+        "compiled_layers": fc.t3.compiled,
+        "compile_error": fc.t3.compile_error,
+        "graph_error": fc.t3.graph_error,
+        "gemv": fc.t3.gemv,
+        "gemv_error": fc.t3.gemv_error,
+        "t3_graphs": len(fc.t3._graphs),
+        "cfm_captures": fc.euler.captures,
+        "cfm_error": fc.euler.error,
+        "s3_graphs": fc.s3graphs.state(),
+    }
     doc["targets"] = {"rtf": 0.1, "first_audio_ms": 150, "t3_tok_s_speedup": 10}
     doc["wall_s"] = time.perf_counter() - t_start
     write_json_atomic(args.out, doc)  # the project's one JSON writer
-    print(json.dumps({k: doc.get(k) for k in ("device", "upstream", "fast", "fast_bf16", "speedup",
-                                                "bandwidth_floor")}, indent=1))
+    print(
+        json.dumps(
+            {k: doc.get(k) for k in ("device", "upstream", "fast", "fast_bf16", "speedup", "bandwidth_floor")}, indent=1
+        )
+    )
     return 0
 
 

@@ -77,26 +77,58 @@ async def _level(url: str, utts: list, c: int, n: int) -> dict[str, Any]:
         return statistics.median(xs) if xs else None
 
     return {
-        "requests": len(rows), "ok": len(ok),
+        "requests": len(rows),
+        "ok": len(ok),
         "errors": [r.error for r in rows if not r.ok][:3],
         "p50_first_audio_ms": med([r.ttfa_ms for r in ok]),
         "p90_first_audio_ms": percentile([r.ttfa_ms for r in ok], 90),
         "p50_rtf": med([r.rtf for r in ok]),
         "throughput_audio_s_per_s": audio / wall if wall > 0 else None,
-        "audio_s": audio, "wall_s": wall,
-        "rows": [{"utt": r.utt_id, "ttfa_ms": r.ttfa_ms, "rtf": r.rtf, "audio_s": r.audio_s, "total_ms": r.total_ms}
-                 for r in rows],
+        "audio_s": audio,
+        "wall_s": wall,
+        "rows": [
+            {"utt": r.utt_id, "ttfa_ms": r.ttfa_ms, "rtf": r.rtf, "audio_s": r.audio_s, "total_ms": r.total_ms}
+            for r in rows
+        ],
     }
 
 
-def run_server(python: str, ckpt: str, ref: Path, port: int, fast: str, levels: list[tuple[int, int]], utts: list,
-               extra: list[str], log: Path) -> dict[str, Any]:
+def run_server(
+    python: str,
+    ckpt: str,
+    ref: Path,
+    port: int,
+    fast: str,
+    levels: list[tuple[int, int]],
+    utts: list,
+    extra: list[str],
+    log: Path,
+) -> dict[str, Any]:
     url = f"http://127.0.0.1:{port}"
-    argv = [python, "-m", "ttsbench", "serve-chatterbox", "--weights", ckpt, "--weights-label", "random-init",
-            "--reference", str(ref),
-            "--port", str(port), "--fast", fast, "--tokens-per-char", f"{TOKENS_PER_CHAR:.6f}", *extra]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "python"), os.environ.get("PYTHONPATH", "")]),
-           "PYTHONUNBUFFERED": "1"}
+    argv = [
+        python,
+        "-m",
+        "ttsbench",
+        "serve-chatterbox",
+        "--weights",
+        ckpt,
+        "--weights-label",
+        "random-init",
+        "--reference",
+        str(ref),
+        "--port",
+        str(port),
+        "--fast",
+        fast,
+        "--tokens-per-char",
+        f"{TOKENS_PER_CHAR:.6f}",
+        *extra,
+    ]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "python"), os.environ.get("PYTHONPATH", "")]),
+        "PYTHONUNBUFFERED": "1",
+    }
     t0 = time.perf_counter()
     with log.open("w") as fh:
         proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=False)
@@ -107,8 +139,9 @@ def run_server(python: str, ckpt: str, ref: Path, port: int, fast: str, levels: 
         out["fast_state"] = health.get("fast")
         for c, n in levels:
             out[f"c{c}"] = asyncio.run(_level(url, utts, c, n))
-            print(json.dumps({"fast": fast, "c": c, **{k: v for k, v in out[f"c{c}"].items() if k != "rows"}}),
-                  flush=True)
+            print(
+                json.dumps({"fast": fast, "c": c, **{k: v for k, v in out[f"c{c}"].items() if k != "rows"}}), flush=True
+            )
         out["fast_state_after"] = _health(url).get("fast")
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -168,6 +201,7 @@ def t3_section(ckpt: str, utts: list, slots: int = 4, steps: int = 150) -> dict[
     out["batch_graph_error"] = batch.graph_error
     sched = T3Scheduler(batch, poll=4)
     try:
+
         def run(k: int, params: SamplingParams, res: dict) -> None:
             u = picks[k % len(picks)]
             res[k] = torch.cat(list(sched.tokens(conds, fc.text_tokens(u.text), steps, params))).tolist()
@@ -189,8 +223,14 @@ def t3_section(ckpt: str, utts: list, slots: int = 4, steps: int = 150) -> dict[
                     alone = fc.t3.generate(conds, fc.text_tokens(u.text), steps, greedy).view(-1).tolist()
                     m = min(len(alone), len(res[k]))
                     first = next((i for i in range(m) if alone[i] != res[k][i]), None)
-                    same.append({"utt": u.utt_id, "steps": m, "first_diff": first,
-                                 "match": sum(a == b for a, b in zip(alone, res[k], strict=False)) / max(m, 1)})
+                    same.append(
+                        {
+                            "utt": u.utt_id,
+                            "steps": m,
+                            "first_diff": first,
+                            "match": sum(a == b for a, b in zip(alone, res[k], strict=False)) / max(m, 1),
+                        }
+                    )
                 out["greedy_batched_vs_alone"] = same
         out["scheduler_width_steps"] = dict(sched.width_steps)
     finally:
@@ -232,8 +272,17 @@ def main(argv: list[str] | None = None) -> int:
     ref = logs / "reference.wav"  # the checkpoint's own default voice: the same synthetic 3 s reference
     sf.write(str(ref), checkpoint._reference_wav(seed=0), 24000, subtype="PCM_16")
     doc: dict[str, Any] = {"tokens_per_char": TOKENS_PER_CHAR, "utterances": len(utts)}
-    fast = run_server(sys.executable, str(path), ref, args.port, "on", [(1, len(utts)), (4, args.c4_requests)], utts,
-                      [*args.extra.split(), *cap], logs / "server-fast.log")
+    fast = run_server(
+        sys.executable,
+        str(path),
+        ref,
+        args.port,
+        "on",
+        [(1, len(utts)), (4, args.c4_requests)],
+        utts,
+        [*args.extra.split(), *cap],
+        logs / "server-fast.log",
+    )
     doc["fast"] = fast
     doc["c1"] = {k: fast["c1"][k] for k in ("p50_first_audio_ms", "p50_rtf", "throughput_audio_s_per_s")}
     doc["c4"] = {k: fast["c4"][k] for k in ("p50_first_audio_ms", "p50_rtf", "throughput_audio_s_per_s")}
@@ -241,8 +290,17 @@ def main(argv: list[str] | None = None) -> int:
         doc["c4"]["throughput_vs_c1"] = fast["c4"]["throughput_audio_s_per_s"] / fast["c1"]["throughput_audio_s_per_s"]
     write_json_atomic(Path(args.out), doc)
     if not args.skip_upstream:
-        up = run_server(sys.executable, str(path), ref, args.port + 1, "off", [(1, len(utts))], utts, cap,
-                        logs / "server-upstream.log")
+        up = run_server(
+            sys.executable,
+            str(path),
+            ref,
+            args.port + 1,
+            "off",
+            [(1, len(utts))],
+            utts,
+            cap,
+            logs / "server-upstream.log",
+        )
         doc["upstream"] = up
         doc["upstream_c1"] = {k: up["c1"][k] for k in ("p50_first_audio_ms", "p50_rtf", "throughput_audio_s_per_s")}
     if not args.skip_t3:
@@ -261,8 +319,12 @@ def main(argv: list[str] | None = None) -> int:
     doc["wall_s"] = time.perf_counter() - t0
     write_json_atomic(Path(args.out), doc)
     t3 = {k: v for k, v in doc.get("t3", {}).items() if not isinstance(v, (list, dict))}
-    print(json.dumps({k: doc[k] for k in ("c1", "c4", "targets_met")} | {"upstream_c1": doc.get("upstream_c1"),
-                                                                         "t3": t3}), flush=True)
+    print(
+        json.dumps(
+            {k: doc[k] for k in ("c1", "c4", "targets_met")} | {"upstream_c1": doc.get("upstream_c1"), "t3": t3}
+        ),
+        flush=True,
+    )
     return 0
 
 

@@ -228,9 +228,7 @@ def main() -> int:
             )
         )
     print(
-        "bare asyncio protocol (floor), c=1: p50 {p50:.3f}  p99 {p99:.3f}  min {min:.3f}  max {max:.3f}".format(
-            **floor
-        )
+        "bare asyncio protocol (floor), c=1: p50 {p50:.3f}  p99 {p99:.3f}  min {min:.3f}  max {max:.3f}".format(**floor)
     )
     print(f"load average (1/5/15 min) before {load_before}, after {load_after}")
     c1 = table["1"]

@@ -4,6 +4,7 @@ Compares the rehearsal's old settings (7.5 s reference, 40 tokens) with the curr
 tokens): conditionals, T3, S3Gen flow, HiFT. Prints a table and writes docs/benchmarks/rehearsal-synthesis.json.
 usage: chatterbox-venv python benchmarks/rehearsal_synthesis.py CHECKPOINT_DIR
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -16,8 +17,9 @@ from typing import Any
 import cpu_machine
 
 ROOT = Path(__file__).resolve().parents[1]
-OLD_TEXT = ("Hello, this is the rehearsal reference voice. It speaks a few calm sentences so that the voice "
-            "can be cloned.")
+OLD_TEXT = (
+    "Hello, this is the rehearsal reference voice. It speaks a few calm sentences so that the voice can be cloned."
+)
 NEW_TEXT = "Hello, this is the rehearsal reference voice."
 
 
@@ -57,11 +59,23 @@ def main() -> None:
             for _ in range(2):  # the second call is the one reported (first-call allocations excluded)
                 stages.clear()
                 t0 = time.perf_counter()
-                wav = model.generate("Hello, this is a failover check.", audio_prompt_path=str(ref),
-                                     exaggeration=0.3, cfg_weight=0.3, temperature=0.6)
+                wav = model.generate(
+                    "Hello, this is a failover check.",
+                    audio_prompt_path=str(ref),
+                    exaggeration=0.3,
+                    cfg_weight=0.3,
+                    temperature=0.6,
+                )
                 total = time.perf_counter() - t0
-            rows.append({"setting": label, "max_new_tokens": tokens, "total_s": round(total, 2),
-                         "audio_s": round(wav.shape[-1] / 24000, 2), **{k: round(v, 2) for k, v in stages.items()}})
+            rows.append(
+                {
+                    "setting": label,
+                    "max_new_tokens": tokens,
+                    "total_s": round(total, 2),
+                    "audio_s": round(wav.shape[-1] / 24000, 2),
+                    **{k: round(v, 2) for k, v in stages.items()},
+                }
+            )
     doc = {"machine": cpu_machine.machine(torch), "weights": "random-init", "device": "cpu", "rows": rows}
     for r in rows:
         parts = "  ".join(f"{k} {r[k]:.1f}" for k in ("conditionals_s", "t3_s", "s3gen_flow_s", "hift_s"))

@@ -224,8 +224,14 @@ def synthesis_case(device: str, checkpoint: Path, max_tokens: int, reps: int) ->
             ms = (time.perf_counter() - t0) * 1000.0
         finally:
             state.restore()
-        runs[mode].append({"total_ms": ms, "t3_ms": stage["t3"], "s3gen_ms": stage["s3gen"],
-                           "watermark_and_rest_ms": ms - stage["t3"] - stage["s3gen"]})
+        runs[mode].append(
+            {
+                "total_ms": ms,
+                "t3_ms": stage["t3"],
+                "s3gen_ms": stage["s3gen"],
+                "watermark_and_rest_ms": ms - stage["t3"] - stage["s3gen"],
+            }
+        )
         wavs[mode].append(wav)
 
     prev = torch.backends.cudnn.allow_tf32
@@ -287,8 +293,11 @@ def synthesis_case(device: str, checkpoint: Path, max_tokens: int, reps: int) ->
     h["patched_method"] = "conv" if realdft._use_conv(None, N_FFT) else "matmul"
     h["patched_ms"] = h[f"{h['patched_method']}_ms"]
     out["hift_only"] = h
-    print(f"synthesis native {out['native_ms']:.1f} ms  patched {out['patched_ms']:.1f} ms  rel_err {out['rel_err']}  "
-          f"nat-nat {out['native_vs_native_rel_err']}\n  stages {out['stages_ms']}\n  hift {h}", flush=True)
+    print(
+        f"synthesis native {out['native_ms']:.1f} ms  patched {out['patched_ms']:.1f} ms  rel_err {out['rel_err']}  "
+        f"nat-nat {out['native_vs_native_rel_err']}\n  stages {out['stages_ms']}\n  hift {h}",
+        flush=True,
+    )
     return out
 
 
@@ -328,8 +337,26 @@ def _env() -> dict[str, str]:
 
 def bench_http(url: str, run_dir: Path, timeout_s: float = 300) -> dict:
     """``ttsbench bench-http`` (one utterance, no warm-up) against ``url``: rc, its summary line, ok."""
-    argv = [sys.executable, "-m", "ttsbench", "bench-http", url, "--only", "u01", "--warmup", "0", "--run-dir",
-            str(run_dir), "--engine", "chatterbox", "--host-label", "bench", "--no-progress", "--timeout", "240"]
+    argv = [
+        sys.executable,
+        "-m",
+        "ttsbench",
+        "bench-http",
+        url,
+        "--only",
+        "u01",
+        "--warmup",
+        "0",
+        "--run-dir",
+        str(run_dir),
+        "--engine",
+        "chatterbox",
+        "--host-label",
+        "bench",
+        "--no-progress",
+        "--timeout",
+        "240",
+    ]
     res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, env=_env(), check=False)
     tail = (res.stdout + res.stderr).strip().splitlines()
     return {"rc": res.returncode, "ok": res.returncode == 0, "output": tail[-3:]}
@@ -368,9 +395,11 @@ def _segment(name: str, fn: Callable[[dict], None], kc_dir: Path, audit_too: boo
     rec["complex_ops_computed"] = audit.computed() if audit_too else "not audited (other threads)"
     rec["complex_ops_moved"] = audit.moved() if audit_too else None
     rec["nvrtc_compiled"] = sorted(set(sa.jiterator_cache_files(kc_dir)) - before)
-    print(f"  [{name}] ok={rec['ok']} cufft={sum(rec.get('cufft_kernels', {}).values())} "
-          f"nvrtc={len(rec['nvrtc_compiled'])} complex={rec['complex_ops_computed']} {rec.get('error', '')}",
-          flush=True)
+    print(
+        f"  [{name}] ok={rec['ok']} cufft={sum(rec.get('cufft_kernels', {}).values())} "
+        f"nvrtc={len(rec['nvrtc_compiled'])} complex={rec['complex_ops_computed']} {rec.get('error', '')}",
+        flush=True,
+    )
     return rec
 
 
@@ -435,9 +464,17 @@ def child_profile(args: argparse.Namespace) -> dict:
 
     def server(rec: dict) -> None:
         port = _free_port()
-        cfg = ServerConfig(weights=str(args.checkpoint), weights_label="random-init", reference=str(args.ref),
-                           device=args.device, port=port, stft_patch=args.patch, max_new_tokens=args.hazard_tokens,
-                           seed=0, voice="ref")
+        cfg = ServerConfig(
+            weights=str(args.checkpoint),
+            weights_label="random-init",
+            reference=str(args.ref),
+            device=args.device,
+            port=port,
+            stft_patch=args.patch,
+            max_new_tokens=args.hazard_tokens,
+            seed=0,
+            voice="ref",
+        )
         engine = Engine(cfg)
         engine.load()
         rec["server_stft_patch"] = engine.stft_state
@@ -470,8 +507,10 @@ def child_nvrtc(args: argparse.Namespace) -> dict:
     state = stft_patch.apply(args.patch, args.device)
     out["patch"] = state.as_dict()
     model = _load(args.checkpoint, args.device, args.hazard_tokens)
-    for name, fn in (("generate", lambda: _generate(model, args.ref)),
-                     ("fast", lambda: _fast_run(_fast(model), args.hazard_tokens))):
+    for name, fn in (
+        ("generate", lambda: _generate(model, args.ref)),
+        ("fast", lambda: _fast_run(_fast(model), args.hazard_tokens)),
+    ):
         if name not in args.segments:
             continue
         try:
@@ -488,9 +527,26 @@ def child_nvrtc(args: argparse.Namespace) -> dict:
 def run_child(args: argparse.Namespace, kind: str, patch: str, timeout_s: float, env: dict | None = None) -> dict:
     with tempfile.TemporaryDirectory() as d:
         res_path = Path(d) / "child.json"
-        argv = [sys.executable, str(Path(__file__).resolve()), "--child", kind, "--patch", patch, "--device",
-                args.device, "--checkpoint", str(args.checkpoint), "--ref", str(args.ref), "--hazard-tokens",
-                str(args.hazard_tokens), "--child-out", str(res_path), "--segments", args.segments]
+        argv = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--child",
+            kind,
+            "--patch",
+            patch,
+            "--device",
+            args.device,
+            "--checkpoint",
+            str(args.checkpoint),
+            "--ref",
+            str(args.ref),
+            "--hazard-tokens",
+            str(args.hazard_tokens),
+            "--child-out",
+            str(res_path),
+            "--segments",
+            args.segments,
+        ]
         child_env = {**_env(), **(env or {})}
         try:
             res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, env=child_env, check=False)
@@ -505,8 +561,16 @@ def run_child(args: argparse.Namespace, kind: str, patch: str, timeout_s: float,
 def find_nvrtc(roots: list[Path] | None = None) -> list[Path]:
     """Every libnvrtc* file or link under ``roots`` (default: the places a CUDA torch finds it)."""
     if not roots:
-        roots = [Path(torch.__file__).resolve().parent.parent, Path(sys.prefix), Path("/usr/local"), Path("/usr/lib"),
-                 Path("/usr/lib64"), Path("/lib"), Path("/opt"), *(Path(p) for p in sys.path if p and Path(p).is_dir())]
+        roots = [
+            Path(torch.__file__).resolve().parent.parent,
+            Path(sys.prefix),
+            Path("/usr/local"),
+            Path("/usr/lib"),
+            Path("/usr/lib64"),
+            Path("/lib"),
+            Path("/opt"),
+            *(Path(p) for p in sys.path if p and Path(p).is_dir()),
+        ]
     found: set[Path] = set()
     for root in roots:
         for dirpath, _dirs, files in os.walk(root):
@@ -545,9 +609,26 @@ def server_with_nvrtc_gone(args: argparse.Namespace, log_dir: Path) -> dict:
     import urllib.request
 
     port = _free_port()
-    argv = [sys.executable, "-m", "ttsbench", "serve-chatterbox", "--weights", str(args.checkpoint), "--reference",
-            str(args.ref), "--device", args.device, "--port", str(port), "--seed", "0", "--max-new-tokens",
-            str(args.hazard_tokens), "--stft-patch", "auto"]
+    argv = [
+        sys.executable,
+        "-m",
+        "ttsbench",
+        "serve-chatterbox",
+        "--weights",
+        str(args.checkpoint),
+        "--reference",
+        str(args.ref),
+        "--device",
+        args.device,
+        "--port",
+        str(port),
+        "--seed",
+        "0",
+        "--max-new-tokens",
+        str(args.hazard_tokens),
+        "--stft-patch",
+        "auto",
+    ]
     url = f"http://127.0.0.1:{port}"
     out: dict[str, Any] = {}
     log = (log_dir / "server.log").open("w")
@@ -557,8 +638,11 @@ def server_with_nvrtc_gone(args: argparse.Namespace, log_dir: Path) -> dict:
         while True:
             if proc.poll() is not None:
                 log.flush()
-                return {"ok": False, "error": f"server exited {proc.returncode}",
-                        "log": (log_dir / "server.log").read_text()[-2000:]}
+                return {
+                    "ok": False,
+                    "error": f"server exited {proc.returncode}",
+                    "log": (log_dir / "server.log").read_text()[-2000:],
+                }
             try:
                 with urllib.request.urlopen(url + "/health", timeout=2) as r:
                     out["health_stft_patch"] = json.loads(r.read())["stft_patch"]
@@ -590,8 +674,9 @@ def hazard(args: argparse.Namespace, doc: dict, save: Callable[[], None]) -> Non
         kc = work / f"kernel-cache-{patch}"
         kc.mkdir()
         print(f"profile, patch {patch}", flush=True)
-        profile[f"patch_{patch}"] = run_child(args, "profile", patch, args.child_timeout,
-                                              {"PYTORCH_KERNEL_CACHE_PATH": str(kc)})
+        profile[f"patch_{patch}"] = run_child(
+            args, "profile", patch, args.child_timeout, {"PYTORCH_KERNEL_CACHE_PATH": str(kc)}
+        )
     doc["profile"] = profile
     on = profile["patch_on"].get("segments", {})
     doc["cufft_kernels_with_patch"] = sum(sum(s.get("cufft_kernels", {}).values()) for s in on.values()) if on else None
@@ -610,18 +695,20 @@ def hazard(args: argparse.Namespace, doc: dict, save: Callable[[], None]) -> Non
         off = run_child(args, "nvrtc", "off", args.child_timeout)
         auto = run_child(args, "nvrtc", "auto", args.child_timeout)
         srv = server_with_nvrtc_gone(args, work) if "server" in args.segments else {}
-        nv.update({
-            "patch_off": off.get("generate") if off.get("generate") != "ok" else "no failure: generate ran",
-            "patch_off_fast": off.get("fast"),
-            "patch_off_selftest": off.get("selftest"),
-            "patch_on_generate": auto.get("generate", auto.get("error")),
-            "patch_on_fast": auto.get("fast", auto.get("error")),
-            "patch_on_server": "ok" if srv.get("ok") else srv.get("error") or srv.get("bench_http"),
-            "auto_decision": (auto.get("patch") or {}).get("reason"),
-            "auto_state": auto.get("patch"),
-            "auto_nvrtc_mapped": auto.get("nvrtc_mapped"),
-            "server": srv,
-        })
+        nv.update(
+            {
+                "patch_off": off.get("generate") if off.get("generate") != "ok" else "no failure: generate ran",
+                "patch_off_fast": off.get("fast"),
+                "patch_off_selftest": off.get("selftest"),
+                "patch_on_generate": auto.get("generate", auto.get("error")),
+                "patch_on_fast": auto.get("fast", auto.get("error")),
+                "patch_on_server": "ok" if srv.get("ok") else srv.get("error") or srv.get("bench_http"),
+                "auto_decision": (auto.get("patch") or {}).get("reason"),
+                "auto_state": auto.get("patch"),
+                "auto_nvrtc_mapped": auto.get("nvrtc_mapped"),
+                "server": srv,
+            }
+        )
     finally:
         nv["restore_errors"] = restore(moved)
         nv["restored"] = not nv["restore_errors"] and all(s.exists() for s, _ in moved)
@@ -649,8 +736,13 @@ def main() -> int:
     ap.add_argument("--no-synthesis", action="store_true", help="skip the timed whole synthesis")
     ap.add_argument("--hazard", action="store_true", help="profile cuFFT/NVRTC/complex ops, patch off and on")
     ap.add_argument("--hide-nvrtc", action="store_true", help="also run with every libnvrtc* moved away (restored)")
-    ap.add_argument("--nvrtc-roots", type=Path, nargs="*", default=None,
-                    help="where to look for libnvrtc* (default: torch's, the prefix's and the system's lib folders)")
+    ap.add_argument(
+        "--nvrtc-roots",
+        type=Path,
+        nargs="*",
+        default=None,
+        help="where to look for libnvrtc* (default: torch's, the prefix's and the system's lib folders)",
+    )
     ap.add_argument("--hazard-tokens", type=int, default=30, help="speech-token cap of the hazard runs")
     ap.add_argument("--out", type=Path, default=Path("docs/benchmarks/stft-patch.json"))
     ap.add_argument("--segments", default="generate,fast,server", help="hazard segments to run (comma-separated)")

@@ -34,8 +34,9 @@ def chatterbox_python() -> str:
     for cand in candidates:
         if not cand or not Path(cand).exists():
             continue
-        res = subprocess.run([cand, "-c", "import chatterbox.tts, soundfile"], capture_output=True, timeout=300,
-                             check=False)
+        res = subprocess.run(
+            [cand, "-c", "import chatterbox.tts, soundfile"], capture_output=True, timeout=300, check=False
+        )
         if res.returncode == 0:
             return cand
     _unavailable("no python with chatterbox-tts (set TTSBENCH_CHATTERBOX_PYTHON)")
@@ -68,13 +69,29 @@ def reference_wav(path: Path, seconds: float) -> Path:
 
 def serve_argv(ckpt: Path, ref: Path, port: int, *extra: str) -> list[str]:
     """``serve-chatterbox`` on CPU with the random-init checkpoint (seed 0) in the chatterbox venv."""
-    return [chatterbox_python(), "-m", "ttsbench", "serve-chatterbox", "--weights", str(ckpt), "--reference",
-            str(ref), "--device", "cpu", "--port", str(port), "--seed", "0", *extra]
+    return [
+        chatterbox_python(),
+        "-m",
+        "ttsbench",
+        "serve-chatterbox",
+        "--weights",
+        str(ckpt),
+        "--reference",
+        str(ref),
+        "--device",
+        "cpu",
+        "--port",
+        str(port),
+        "--seed",
+        "0",
+        *extra,
+    ]
 
 
 @contextlib.contextmanager
-def serve_chatterbox(argv: list[str], port: int, log_path: Path, headers: dict[str, str] | None = None,
-                     timeout_s: float = 600) -> Iterator[str]:
+def serve_chatterbox(
+    argv: list[str], port: int, log_path: Path, headers: dict[str, str] | None = None, timeout_s: float = 600
+) -> Iterator[str]:
     """Start ``argv`` (a serve-chatterbox command), wait until /health answers 200, yield its URL, stop it."""
     import httpx
 

@@ -176,9 +176,7 @@ def run_module(
         "runner_on_unreachable": "unreachable",
         "runner_on_skipped": "skipped",
     }
-    res = AdhocResult(
-        status=str(r.status), rc=int(r.rc if r.rc is not None else -1), stats=dict(r.stats or {})
-    )
+    res = AdhocResult(status=str(r.status), rc=int(r.rc if r.rc is not None else -1), stats=dict(r.stats or {}))
     for ev in r.events:
         kind = outcome_of.get(ev.get("event", ""))
         if kind is None:

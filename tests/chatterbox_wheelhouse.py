@@ -23,8 +23,9 @@ DEFAULTS = ROOT / "roles" / "chatterbox" / "defaults" / "main.yml"
 
 
 def _probe(python: str) -> dict:
-    out = subprocess.run([python, str(ROOT / "roles/chatterbox/files/torch_probe.py")], capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        [python, str(ROOT / "roles/chatterbox/files/torch_probe.py")], capture_output=True, text=True, check=True
+    ).stdout
     info = json.loads(out)
     if "error" in info:
         raise SystemExit(f"{python} cannot import torch: {info['error']}")
@@ -35,35 +36,68 @@ def build(dest: Path, host_python: str) -> Path:
     defaults = yaml.safe_load(DEFAULTS.read_text())
     recipe = ROOT / "files" / "chatterbox" / "inference-requirements.txt"
     lines = defaults["chatterbox_inference_requirements"] or [
-        line.split("#", 1)[0].strip() for line in recipe.read_text().splitlines()]
+        line.split("#", 1)[0].strip() for line in recipe.read_text().splitlines()
+    ]
     reqs = [r for r in lines if r] + list(defaults["chatterbox_ttsbench_requirements"])
     version = defaults["chatterbox_version"]
     info = _probe(host_python)
-    key = json.dumps({"reqs": reqs, "chatterbox": version, "torch": info["torch"], "dirs": info["site_dirs"]},
-                     sort_keys=True)
+    key = json.dumps(
+        {"reqs": reqs, "chatterbox": version, "torch": info["torch"], "dirs": info["site_dirs"]}, sort_keys=True
+    )
     stamp = dest / ".stamp.json"
     if stamp.is_file() and stamp.read_text() == key:
         return dest
     dest.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="cb-wheelhouse-") as tmp:
         t = Path(tmp)
-        subprocess.run(["/usr/bin/python3",
-                        "-m", "venv", str(t / "venv")], check=True)
-        purelib = subprocess.run([str(t / "venv/bin/python"), "-c",
-                                  "import sysconfig;print(sysconfig.get_paths()['purelib'])"],
-                                 capture_output=True, text=True, check=True).stdout.strip()
+        subprocess.run(["/usr/bin/python3", "-m", "venv", str(t / "venv")], check=True)
+        purelib = subprocess.run(
+            [str(t / "venv/bin/python"), "-c", "import sysconfig;print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         Path(purelib, "zz-ttsbench-host-torch.pth").write_text("\n".join(info["site_dirs"]) + "\n")
         cons = t / "constraints.txt"
         audio = f"torchaudio=={info['torchaudio']}\n" if info["torchaudio"] else ""
         cons.write_text(f"torch=={info['torch']}\n" + audio)
         (t / "req.txt").write_text("\n".join(reqs) + "\n")
         report = t / "report.json"
-        subprocess.run([str(t / "venv/bin/python"), "-m", "pip", "install", "-q", "--dry-run", "--report",
-                        str(report), "-r", str(t / "req.txt"), "-c", str(cons)], check=True)
-        pins = [f"{i['metadata']['name']}=={i['metadata']['version']}"
-                for i in json.loads(report.read_text())["install"]]
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(dest),
-                        f"chatterbox-tts=={version}", *pins], check=True)
+        subprocess.run(
+            [
+                str(t / "venv/bin/python"),
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--dry-run",
+                "--report",
+                str(report),
+                "-r",
+                str(t / "req.txt"),
+                "-c",
+                str(cons),
+            ],
+            check=True,
+        )
+        pins = [
+            f"{i['metadata']['name']}=={i['metadata']['version']}" for i in json.loads(report.read_text())["install"]
+        ]
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--no-deps",
+                "-d",
+                str(dest),
+                f"chatterbox-tts=={version}",
+                *pins,
+            ],
+            check=True,
+        )
     stamp.write_text(key)
     return dest
 

@@ -45,6 +45,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     skipped = reporter.stats.get("skipped", []) if reporter else []
     if skipped or session.testscollected == 0:
         if reporter:
-            reporter.write_line(f"TTSBENCH_REQUIRE_CHATTERBOX=1: {len(skipped)} skipped, "
-                                f"{session.testscollected} collected — the chatterbox venv must run them all")
+            reporter.write_line(
+                f"TTSBENCH_REQUIRE_CHATTERBOX=1: {len(skipped)} skipped, "
+                f"{session.testscollected} collected — the chatterbox venv must run them all"
+            )
         session.exitstatus = 1

@@ -6,6 +6,7 @@ Reads every ``job_events/*.json`` below the folder (ansible-runner artifacts; th
 test's tmp folder), pairs each task's ``*_on_start`` event with its end events per host, and prints the slowest
 tasks and each playbook run's total. A development aid for keeping the suite fast (issue 12); no test needs it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,8 +15,14 @@ from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
 
-END_EVENTS = {"runner_on_ok", "runner_on_failed", "runner_on_skipped", "runner_on_unreachable",
-              "runner_item_on_ok", "runner_item_on_failed"}
+END_EVENTS = {
+    "runner_on_ok",
+    "runner_on_failed",
+    "runner_on_skipped",
+    "runner_on_unreachable",
+    "runner_item_on_ok",
+    "runner_item_on_failed",
+}
 
 
 def _events(job_events: Path) -> list[dict]:
@@ -56,7 +63,7 @@ def main() -> None:
     for job_events in sorted(args.folder.rglob("job_events")):
         total, rows = profile(job_events)
         print(f"== {job_events.parent}: {total:.1f} s")
-        for s, t in rows[:args.top]:
+        for s, t in rows[: args.top]:
             print(f"  {s:7.1f}  {t}")
 
 

@@ -29,8 +29,12 @@ from scoring_runs import HAVE_ESPEAK, make_run
 from ttsbench.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
-SETTINGS = settings(max_examples=30, deadline=4000, derandomize=True,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=30,
+    deadline=4000,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -39,10 +43,14 @@ pytestmark = pytest.mark.timeout(300)
 def valid_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not HAVE_ESPEAK:
         pytest.skip("espeak-ng builds the valid run folder")
-    return make_run(tmp_path_factory.mktemp("valid"), kind="bench-voxtral", systems={
-        "voxtral@titan": ("voxtral", "titan", ["-v", "en-us", "-s", "165"]),
-        "chatterbox@panda": ("chatterbox", "panda", ["-v", "en-gb", "-s", "140"]),
-    })
+    return make_run(
+        tmp_path_factory.mktemp("valid"),
+        kind="bench-voxtral",
+        systems={
+            "voxtral@titan": ("voxtral", "titan", ["-v", "en-us", "-s", "165"]),
+            "chatterbox@panda": ("chatterbox", "panda", ["-v", "en-gb", "-s", "140"]),
+        },
+    )
 
 
 def _snapshot(root: Path) -> dict[str, tuple[str, int]]:
@@ -111,16 +119,43 @@ WRONG: dict[str, list[Any]] = {  # values the schema (or the semantic checks) fo
     "summary.n": [-1, "x", 1.5, None],
     "summary.p50_ttfa_ms": ["x", []],
 }
-REQUIRED_TOP = ["schema_version", "run_id", "kind", "started_at", "finished_at", "complete", "systems", "gemma",
-                "scores", "verdict"]
-REQUIRED_ROW = ["utt_id", "text", "wav", "ok", "error", "http_status", "ttfa_ms", "t_first_nonsilent_ms",
-                "total_ms", "audio_s", "rtf", "sample_rate", "concurrency"]
+REQUIRED_TOP = [
+    "schema_version",
+    "run_id",
+    "kind",
+    "started_at",
+    "finished_at",
+    "complete",
+    "systems",
+    "gemma",
+    "scores",
+    "verdict",
+]
+REQUIRED_ROW = [
+    "utt_id",
+    "text",
+    "wav",
+    "ok",
+    "error",
+    "http_status",
+    "ttfa_ms",
+    "t_first_nonsilent_ms",
+    "total_ms",
+    "audio_s",
+    "rtf",
+    "sample_rate",
+    "concurrency",
+]
 
 
 def _set(doc: dict, where: str, value: Any, si: int, ri: int) -> None:
     scope, _, key = where.rpartition(".")
-    target = {"": doc, "system": doc["systems"][si], "row": doc["systems"][si]["utterances"][ri],
-              "summary": doc["systems"][si]["summary"]}[scope]
+    target = {
+        "": doc,
+        "system": doc["systems"][si],
+        "row": doc["systems"][si]["utterances"][ri],
+        "summary": doc["systems"][si]["summary"],
+    }[scope]
     target[key] = value
 
 
@@ -173,8 +208,16 @@ def broken_results(draw: st.DrawFn, doc: dict, text: str) -> tuple[str, Callable
     return "random bytes", lambda run: (run / "results.json").write_bytes(b"\xff" + raw)
 
 
-RUN_COMMANDS = [["validate"], ["run-folder", "check"], ["run-folder", "finish"], ["score"], ["verdict"], ["report"],
-                ["ratings", "import", "@RUN", "@RATINGS"], ["run-folder", "merge", "@GOOD", "@RUN"]]
+RUN_COMMANDS = [
+    ["validate"],
+    ["run-folder", "check"],
+    ["run-folder", "finish"],
+    ["score"],
+    ["verdict"],
+    ["report"],
+    ["ratings", "import", "@RUN", "@RATINGS"],
+    ["run-folder", "merge", "@GOOD", "@RUN"],
+]
 
 
 def test_invalid_run_folders_are_refused_cleanly(valid_run: Path, tmp_path: Path) -> None:
@@ -207,8 +250,11 @@ def test_invalid_run_folders_are_refused_cleanly(valid_run: Path, tmp_path: Path
 @st.composite
 def broken_rules(draw: st.DrawFn, text: str) -> str:
     lines = text.splitlines(keepends=True)
-    keyed = [i for i, ln in enumerate(lines) if ln.strip() and not ln.lstrip().startswith(("#", "-"))
-             and ":" in ln and not ln.startswith(" " * 6)]
+    keyed = [
+        i
+        for i, ln in enumerate(lines)
+        if ln.strip() and not ln.lstrip().startswith(("#", "-")) and ":" in ln and not ln.startswith(" " * 6)
+    ]
     kind = draw(st.sampled_from(["dup", "tab", "nul", "drop", "unknown", "not_mapping"]))
     if kind == "dup":  # a key line repeated right after itself: a duplicate key in that mapping
         i = draw(st.sampled_from(keyed))
@@ -256,8 +302,22 @@ def broken_utterances(draw: st.DrawFn) -> str:
     lines = UTTERANCES.splitlines(keepends=True)
     entries = [i for i, ln in enumerate(lines) if ln.startswith("  - id: ")]
     i = draw(st.sampled_from(entries))
-    kind = draw(st.sampled_from(["dup_key", "dup_id", "tab", "nul_literal", "nul_escape", "empty", "not_str",
-                                 "bad_id", "no_list", "truncate_flow"]))
+    kind = draw(
+        st.sampled_from(
+            [
+                "dup_key",
+                "dup_id",
+                "tab",
+                "nul_literal",
+                "nul_escape",
+                "empty",
+                "not_str",
+                "bad_id",
+                "no_list",
+                "truncate_flow",
+            ]
+        )
+    )
     if kind == "dup_key":
         return "".join(lines[: i + 1]) + "    id: again\n" + "".join(lines[i + 1 :])
     if kind == "dup_id":
@@ -289,8 +349,9 @@ def test_invalid_utterance_files_are_refused_cleanly(tmp_path: Path) -> None:
     @given(body=broken_utterances())
     def check(body: str) -> None:
         f.write_text(body, encoding="utf-8")
-        rc, err = _run_cli(["bench-http", "http://127.0.0.1:9", "--utterances", str(f), "--run-dir", str(run_dir),
-                            "--no-progress"])
+        rc, err = _run_cli(
+            ["bench-http", "http://127.0.0.1:9", "--utterances", str(f), "--run-dir", str(run_dir), "--no-progress"]
+        )
         _assert_clean_refusal(rc, err, "bench-http")
         assert not run_dir.exists()
 

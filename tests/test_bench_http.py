@@ -159,9 +159,7 @@ def test_unreachable_server(tmp_path):
 def test_faulty_responses(tmp_path, fault, needle, stream):
     with standin("tts") as url:
         # during warm-up: abort, nothing written
-        r = bench(
-            url, tmp_path / "w", "--only", "u01", "--stream", stream, "--header", f"X-Standin-Fault={fault}"
-        )
+        r = bench(url, tmp_path / "w", "--only", "u01", "--stream", stream, "--header", f"X-Standin-Fault={fault}")
         _one_line_error(r, "warm-up", needle, "nothing written")
         assert not (tmp_path / "w").exists()
         # during timed requests: rows carry the error, results are kept, exit non-zero
@@ -243,8 +241,13 @@ def _start_bench(url: str, run_dir: Path) -> subprocess.Popen:
     )
     # SIGINT back to its default: a suite started in the background (`cmd &` in a script) inherits SIGINT
     # ignored, and Python then installs no KeyboardInterrupt handler, so the Ctrl-C test would measure nothing
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    return subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
 
 
 def _requests_served(url: str, proc: subprocess.Popen, n: int = 2) -> None:
@@ -333,12 +336,36 @@ def test_unsupported_stream_format_is_refused_before_any_request(tmp_path):
     from standin_helpers import free_port
 
     # the port is closed: reaching the network would say "cannot connect" instead
-    r = bench(f"http://127.0.0.1:{free_port()}", tmp_path / "run", "--only", "u01", "--engine", "voxtral",
-              "--voice", "neutral_female", "--vllm-omni-version", "0.30.0", "--response-format", "wav")
+    r = bench(
+        f"http://127.0.0.1:{free_port()}",
+        tmp_path / "run",
+        "--only",
+        "u01",
+        "--engine",
+        "voxtral",
+        "--voice",
+        "neutral_female",
+        "--vllm-omni-version",
+        "0.30.0",
+        "--response-format",
+        "wav",
+    )
     _one_line_error(r, "cannot stream 'wav' for voxtral", "--response-format pcm")
     assert not (tmp_path / "run").exists()
-    r = bench(f"http://127.0.0.1:{free_port()}", tmp_path / "run", "--only", "u01", "--engine", "voxtral",
-              "--voice", "neutral_female", "--vllm-omni-version", "0.18.0", "--stream", "sse")
+    r = bench(
+        f"http://127.0.0.1:{free_port()}",
+        tmp_path / "run",
+        "--only",
+        "u01",
+        "--engine",
+        "voxtral",
+        "--voice",
+        "neutral_female",
+        "--vllm-omni-version",
+        "0.18.0",
+        "--stream",
+        "sse",
+    )
     _one_line_error(r, "stream_format='sse'")
 
 
@@ -348,12 +375,31 @@ def test_voxtral_streams_pcm_against_the_release_contract(tmp_path, version):
 
     with standin("tts", "--contract", _contract_path(version)) as url:
         # what the release refuses, the contract stand-in refuses too (WAV streaming: Voxtral has no "sr" output)
-        resp = httpx.post(f"{url}/v1/audio/speech", json={"input": "hi", "voice": "neutral_female",
-                                                          "response_format": "wav", "stream": True,
-                                                          "stream_format": "audio"})
+        resp = httpx.post(
+            f"{url}/v1/audio/speech",
+            json={
+                "input": "hi",
+                "voice": "neutral_female",
+                "response_format": "wav",
+                "stream": True,
+                "stream_format": "audio",
+            },
+        )
         assert resp.status_code == 400 and "sample rate metadata for WAV streaming" in resp.text
-        r = bench(url, tmp_path, "--only", "u03", "--warmup", "0", "--engine", "voxtral", "--voice",
-                  "neutral_female", "--vllm-omni-version", version)
+        r = bench(
+            url,
+            tmp_path,
+            "--only",
+            "u03",
+            "--warmup",
+            "0",
+            "--engine",
+            "voxtral",
+            "--voice",
+            "neutral_female",
+            "--vllm-omni-version",
+            version,
+        )
     assert r.returncode == 0, r.stderr
     system = _doc(tmp_path)["systems"][0]
     row = system["utterances"][0]

@@ -95,8 +95,22 @@ class ScriptedServer:
 
 def _wav_header(sr: int = SR, tag: int = 1, bits: int = 16, data: int = 0xFFFFFFFF) -> bytes:
     block = bits // 8
-    return struct.pack("<4sI4s4sIHHIIHH4sI", b"RIFF", 0xFFFFFFFF, b"WAVE", b"fmt ", 16, tag, 1, sr, sr * block,
-                       block, bits, b"data", data)
+    return struct.pack(
+        "<4sI4s4sIHHIIHH4sI",
+        b"RIFF",
+        0xFFFFFFFF,
+        b"WAVE",
+        b"fmt ",
+        16,
+        tag,
+        1,
+        sr,
+        sr * block,
+        block,
+        bits,
+        b"data",
+        data,
+    )
 
 
 def _tone(n: int = SR // 2) -> np.ndarray:
@@ -154,8 +168,12 @@ def test_wav_inside_sse_when_pcm_asked_is_refused_too() -> None:
 
     async def handler(_r, w, _req):
         pcm = (_tone() * 32767).astype("<i2").tobytes()
-        w.write(_head("text/event-stream") + _chunk(event(_wav_header()[:7])) + _chunk(event(_wav_header()[7:] + pcm))
-                + b"0\r\n\r\n")
+        w.write(
+            _head("text/event-stream")
+            + _chunk(event(_wav_header()[:7]))
+            + _chunk(event(_wav_header()[7:] + pcm))
+            + b"0\r\n\r\n"
+        )
         await w.drain()
 
     m, _samples, _wall = _one(handler, {"response_format": "pcm", "stream": "sse"})
@@ -225,8 +243,10 @@ def test_empty_close_delimited_body_is_an_empty_response() -> None:
     [
         (b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n", "HTTP 500: (empty body)"),
         # the error body never ends: reported as the HTTP error, not as "timed out"
-        (b"HTTP/1.1 500 Internal Server Error\r\nTransfer-Encoding: chunked\r\n\r\n5\r\noops!\r\n",
-         "HTTP 500: (no body within 1 s)"),
+        (
+            b"HTTP/1.1 500 Internal Server Error\r\nTransfer-Encoding: chunked\r\n\r\n5\r\noops!\r\n",
+            "HTTP 500: (no body within 1 s)",
+        ),
         (b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 9\r\n\r\nwarming", "HTTP 503: (no body within 1 s)"),
     ],
 )
@@ -278,8 +298,24 @@ def test_content_type_that_cannot_be_the_asked_audio_is_refused(ctype: str, kw: 
 def _bench(url: str, run_dir: Path, *extra: str) -> tuple[int, str]:
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        rc = main(["bench-http", url, "--run-dir", str(run_dir), "--engine", "raw", "--host-label", "local",
-                   "--no-progress", "--only", "u01", "--warmup", "0", *extra])
+        rc = main(
+            [
+                "bench-http",
+                url,
+                "--run-dir",
+                str(run_dir),
+                "--engine",
+                "raw",
+                "--host-label",
+                "local",
+                "--no-progress",
+                "--only",
+                "u01",
+                "--warmup",
+                "0",
+                *extra,
+            ]
+        )
     return rc, err.getvalue()
 
 
@@ -326,15 +362,20 @@ def test_failure_names_the_utterance_and_the_request(tmp_path: Path) -> None:
     with ScriptedServer(handler) as srv:
         rc, err = _bench(srv.url, tmp_path / "t", "--response-format", "pcm")
         assert rc == 1
-        assert (f"first: u01 (request 0 at concurrency 1: POST {srv.url}/v1/audio/speech stream=audio "
-                "response_format=pcm): HTTP 500: boom") in err
+        assert (
+            f"first: u01 (request 0 at concurrency 1: POST {srv.url}/v1/audio/speech stream=audio "
+            "response_format=pcm): HTTP 500: boom"
+        ) in err
         rc, err = _bench(srv.url, tmp_path / "w", "--warmup", "1")
         assert rc == 3 and "u01 (warm-up request 0: POST" in err and "HTTP 500: boom" in err
 
 
 def _tree(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.mark.parametrize(
@@ -391,4 +432,3 @@ def test_reference_is_copied_into_the_run_folder(tmp_path: Path) -> None:
         n = len(srv.requests)
         rc, err = _bench(srv.url, tmp_path / "run", "--reference", str(ref), "--engine", "other")
         assert rc == 2 and "different reference voice" in err and len(srv.requests) == n
-

@@ -127,8 +127,19 @@ def test_s3gen_solver_and_streaming(model, fast: FastChatterbox) -> None:
     whole = fast.synthesize("Okay.", greedy, max_new_tokens=10, exaggeration=0.3)
     tm = StreamTimings()
     torch.manual_seed(0)
-    chunks = list(fast.stream("Okay.", greedy, max_new_tokens=10, exaggeration=0.3, first_chunk_tokens=4,
-                              chunk_tokens=4, context_tokens=2, poll_tokens=2, timings=tm))
+    chunks = list(
+        fast.stream(
+            "Okay.",
+            greedy,
+            max_new_tokens=10,
+            exaggeration=0.3,
+            first_chunk_tokens=4,
+            chunk_tokens=4,
+            context_tokens=2,
+            poll_tokens=2,
+            timings=tm,
+        )
+    )
     assert len(chunks) >= 3 and tm.first_chunk_s is not None and tm.t3_tokens == 10
     assert sum(len(c) for c in chunks) == len(whole) and len(whole) % SAMPLES_PER_TOKEN == 0
     assert all(np.isfinite(c).all() for c in chunks)
@@ -137,8 +148,9 @@ def test_s3gen_solver_and_streaming(model, fast: FastChatterbox) -> None:
 def test_runner_fast_flag_writes_results(tmp_path: Path, ckpt: Path) -> None:
     utts = tmp_path / "u.yaml"
     utts.write_text("utterances:\n  - id: u07\n    text: Okay.\n")
-    cfg = runner.RunnerConfig(weights=str(ckpt), out=tmp_path / "run", utterances=utts, warmup=0,
-                              max_new_tokens=6, fast=True)
+    cfg = runner.RunnerConfig(
+        weights=str(ckpt), out=tmp_path / "run", utterances=utts, warmup=0, max_new_tokens=6, fast=True
+    )
     run_dir = runner.run(cfg)
     doc = json.loads((run_dir / "results.json").read_text())
     system = doc["systems"][0]
@@ -175,15 +187,30 @@ def test_server_streams_through_the_fast_path(tmp_path: Path) -> None:
 
     ref = _chatterbox_env.reference_wav(tmp_path / "voice.wav", 2.0)
     port = free_port()
-    argv = _chatterbox_env.serve_argv(_chatterbox_env.checkpoint(), ref, port, "--max-new-tokens", "8",
-                                      "--fast", "on", "--first-chunk-tokens", "4", "--batch-slots", "2",
-                                      "--fast-max-len", "256")
+    argv = _chatterbox_env.serve_argv(
+        _chatterbox_env.checkpoint(),
+        ref,
+        port,
+        "--max-new-tokens",
+        "8",
+        "--fast",
+        "on",
+        "--first-chunk-tokens",
+        "4",
+        "--batch-slots",
+        "2",
+        "--fast-max-len",
+        "256",
+    )
     bodies: dict[int, bytes] = {}
 
     def speak(url: str, i: int) -> None:
-        with httpx.stream("POST", url + "/v1/audio/speech", timeout=600,
-                          json={"input": ["One.", "Two more words."][i], "response_format": "wav",
-                                "stream": True}) as r:
+        with httpx.stream(
+            "POST",
+            url + "/v1/audio/speech",
+            timeout=600,
+            json={"input": ["One.", "Two more words."][i], "response_format": "wav", "stream": True},
+        ) as r:
             assert r.status_code == 200
             bodies[i] = b"".join(r.iter_raw())
 
@@ -219,8 +246,9 @@ def test_sync_free_chunk_mask_and_encoder_wrapper(model, fast: FastChatterbox) -
         got = upsample_encoder.add_optional_chunk_mask(xs, masks.clone(), False, False, 0, 0, -1)
         # an all-False row becomes all True, as upstream intends (upstream itself raises NameError there:
         # chatterbox 0.1.7's mask.py calls logging.warning without importing logging)
-        empty = upsample_encoder.add_optional_chunk_mask(xs, torch.zeros(2, 1, 4, dtype=torch.bool), False, False,
-                                                         0, 0, -1)
+        empty = upsample_encoder.add_optional_chunk_mask(
+            xs, torch.zeros(2, 1, 4, dtype=torch.bool), False, False, 0, 0, -1
+        )
     assert torch.equal(got, want) and upsample_encoder.add_optional_chunk_mask is add_optional_chunk_mask
     assert bool(empty.all())
 
@@ -290,7 +318,7 @@ def test_batched_decode_equals_per_request_decode(model, fast: FastChatterbox) -
                 if not sched._busy:
                     break
                 time.sleep(0.1)
-            assert not sched._busy and sched.steps - before <= 6, (sched.steps - before)
+            assert not sched._busy and sched.steps - before <= 6, sched.steps - before
         finally:
             sched.close()
         assert sched.error is None

@@ -25,17 +25,30 @@ ROLE = ROOT / "roles" / "chatterbox"
 @pytest.mark.slow
 def test_molecule_default_scenario(testhosts) -> None:
     host_torch = os.environ.get("TTSBENCH_HOST_TORCH_PYTHON") or str(
-        _chatterbox_env.CACHE / "host-torch" / "bin" / "python")
+        _chatterbox_env.CACHE / "host-torch" / "bin" / "python"
+    )
     if not Path(host_torch).exists():
         pytest.skip(f"no host-torch interpreter at {host_torch} (set TTSBENCH_HOST_TORCH_PYTHON)")
     _chatterbox_env.checkpoint()  # a ready random-init checkpoint to copy (skips when absent)
     bindir = str(Path(sys.executable).parent)
-    env = {**os.environ, "PATH": bindir + os.pathsep + os.environ.get("PATH", ""),
-           "TTSBENCH_TESTHOSTS_STATE": str(testhosts.state_dir), "TTSBENCH_HOST_TORCH_PYTHON": host_torch,
-           "TTSBENCH_CHATTERBOX_CHECKPOINT": str(_chatterbox_env.checkpoint()), "ANSIBLE_FORCE_COLOR": "0",
-           "NO_COLOR": "1"}
-    res = subprocess.run([str(Path(bindir) / "molecule"), "test", "-s", "default"], cwd=ROLE, env=env,
-                         capture_output=True, text=True, timeout=2400, check=False)
+    env = {
+        **os.environ,
+        "PATH": bindir + os.pathsep + os.environ.get("PATH", ""),
+        "TTSBENCH_TESTHOSTS_STATE": str(testhosts.state_dir),
+        "TTSBENCH_HOST_TORCH_PYTHON": host_torch,
+        "TTSBENCH_CHATTERBOX_CHECKPOINT": str(_chatterbox_env.checkpoint()),
+        "ANSIBLE_FORCE_COLOR": "0",
+        "NO_COLOR": "1",
+    }
+    res = subprocess.run(
+        [str(Path(bindir) / "molecule"), "test", "-s", "default"],
+        cwd=ROLE,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=2400,
+        check=False,
+    )
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-8000:]
     # idempotence really ran and found nothing to change; verify really ran its assertions

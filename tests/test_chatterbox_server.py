@@ -63,14 +63,17 @@ def test_token_is_enforced(server: dict) -> None:
     import httpx
 
     assert httpx.get(server["url"] + "/health", timeout=10).status_code == 401
-    r = httpx.post(server["url"] + "/v1/audio/speech", json={"input": "Hi."}, timeout=10,
-                   headers={"Authorization": "Bearer wrong"})
+    r = httpx.post(
+        server["url"] + "/v1/audio/speech", json={"input": "Hi."}, timeout=10, headers={"Authorization": "Bearer wrong"}
+    )
     assert r.status_code == 401 and r.json()["error"]["code"] == 401
 
 
 def test_whole_wav_is_24khz_and_not_silent(server: dict) -> None:
-    r = server["client"].post("/v1/audio/speech", json={"input": "Hello there.", "model": "chatterbox",
-                                                       "voice": "voice", "response_format": "wav"})
+    r = server["client"].post(
+        "/v1/audio/speech",
+        json={"input": "Hello there.", "model": "chatterbox", "voice": "voice", "response_format": "wav"},
+    )
     assert r.status_code == 200, r.text
     assert r.headers["content-type"] == "audio/wav"
     x, sr = _decode_wav(r.content)
@@ -81,8 +84,9 @@ def test_whole_wav_is_24khz_and_not_silent(server: dict) -> None:
 
 def test_streamed_wav_decodes_one_chunk_per_sentence(server: dict) -> None:
     chunks = []
-    with server["client"].stream("POST", "/v1/audio/speech",
-                                 json={"input": "One. Two.", "response_format": "wav", "stream": True}) as r:
+    with server["client"].stream(
+        "POST", "/v1/audio/speech", json={"input": "One. Two.", "response_format": "wav", "stream": True}
+    ) as r:
         assert r.status_code == 200
         assert r.headers.get("transfer-encoding") == "chunked"
         chunks = list(r.iter_raw())
@@ -168,9 +172,28 @@ def test_refuses_weights_dir_missing_a_file(tmp_path: Path) -> None:
 def test_smoke_command_reports_facts(tmp_path: Path) -> None:
     python = _chatterbox_env.chatterbox_python()
     ckpt = _chatterbox_env.checkpoint()
-    res = subprocess.run([python, "-m", "ttsbench", "chatterbox-smoke", "--weights", str(ckpt), "--device", "cpu",
-                          "--max-new-tokens", MAX_TOKENS, "--text", "Hi.", "--out", str(tmp_path / "s.wav")],
-                         capture_output=True, text=True, timeout=900, env=_chatterbox_env.env_for_checkout())
+    res = subprocess.run(
+        [
+            python,
+            "-m",
+            "ttsbench",
+            "chatterbox-smoke",
+            "--weights",
+            str(ckpt),
+            "--device",
+            "cpu",
+            "--max-new-tokens",
+            MAX_TOKENS,
+            "--text",
+            "Hi.",
+            "--out",
+            str(tmp_path / "s.wav"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=_chatterbox_env.env_for_checkout(),
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     facts = json.loads(res.stdout.strip().splitlines()[-1])
     assert facts["ok"] and facts["sample_rate"] == 24000 and facts["finite"] and facts["rms"] > 0

@@ -15,8 +15,9 @@ def _parse(cfg: ServerConfig, req: dict) -> tuple:
     return Handler._parse(SimpleNamespace(cfg=cfg), json.dumps(req).encode())  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(("model", "voice"), [("tts-1", "alloy"), ("gpt-4o-mini-tts", "nova"), (None, "voice"),
-                                              ("chatterbox", None)])
+@pytest.mark.parametrize(
+    ("model", "voice"), [("tts-1", "alloy"), ("gpt-4o-mini-tts", "nova"), (None, "voice"), ("chatterbox", None)]
+)
 def test_lenient_default_takes_openai_names(model, voice):
     cfg = ServerConfig(voice="voice")
     req = {"input": "Hi.", **({"model": model} if model else {}), **({"voice": voice} if voice else {})}
@@ -41,6 +42,18 @@ def test_cli_flags_reach_the_config():
 
     ap = argparse.ArgumentParser()
     serve_chatterbox.register(ap.add_subparsers())
-    args = ap.parse_args(["serve-chatterbox", "--reference", "r.wav", "--strict", "--accept-model", "tts-1",
-                          "--voice-alias", "alloy", "--voice-alias", "nova"])
+    args = ap.parse_args(
+        [
+            "serve-chatterbox",
+            "--reference",
+            "r.wav",
+            "--strict",
+            "--accept-model",
+            "tts-1",
+            "--voice-alias",
+            "alloy",
+            "--voice-alias",
+            "nova",
+        ]
+    )
     assert args.strict and args.accept_model == ["tts-1"] and args.voice_alias == ["alloy", "nova"]

@@ -122,8 +122,11 @@ def test_rfft_matches_torch(shape, n, dim, norm, seed):
 
 
 @settings(max_examples=30, deadline=None)
-@given(shape=st.sampled_from([(9,), (4, 17), (2, 3, 5)]), seed=st.integers(0, 2**16),
-       scale=st.sampled_from([1e-6, 1.0, 1e3]))
+@given(
+    shape=st.sampled_from([(9,), (4, 17), (2, 3, 5)]),
+    seed=st.integers(0, 2**16),
+    scale=st.sampled_from([1e-6, 1.0, 1e3]),
+)
 def test_real_complex_abs_angle_index_match_torch(shape, seed, scale):
     g = torch.Generator().manual_seed(seed)
     re, im = torch.randn(*shape, generator=g) * scale, torch.randn(*shape, generator=g) * scale
@@ -149,8 +152,10 @@ def test_proxy_stft_complex_istft_match_torch(cfg, extra, seed):
     win = torch.hann_window(n_fft)
     with ComplexOpAudit() as audit:
         ri = proxy.view_as_real(proxy.stft(x, n_fft, hop, n_fft, window=win, return_complex=True))
-        mag, phase = torch.rand(2, n_fft // 2 + 1, ri.shape[-2], generator=g), torch.randn(2, n_fft // 2 + 1,
-                                                                                           ri.shape[-2], generator=g)
+        mag, phase = (
+            torch.rand(2, n_fft // 2 + 1, ri.shape[-2], generator=g),
+            torch.randn(2, n_fft // 2 + 1, ri.shape[-2], generator=g),
+        )
         y = proxy.istft(proxy.complex(mag * torch.cos(phase), mag * torch.sin(phase)), n_fft, hop, n_fft, window=win)
     assert audit.ops == {}
     assert _rel(ri, torch.view_as_real(torch.stft(x, n_fft, hop, n_fft, window=win, return_complex=True))) <= 1e-5
@@ -220,8 +225,13 @@ def test_call_sites_match_native_and_compute_no_complex():
 
     def run():
         with torch.inference_mode():
-            return [mel_spectrogram(wav24), log_mel_spectrogram(wav16), *hift._stft(excite),
-                    hift._istft(mag, phase), xvector.extract_feature([wav16])[0]]
+            return [
+                mel_spectrogram(wav24),
+                log_mel_spectrogram(wav16),
+                *hift._stft(excite),
+                hift._istft(mag, phase),
+                xvector.extract_feature([wav16])[0],
+            ]
 
     native = run()
     with stft_patch.apply("on", "cpu") as state, ComplexOpAudit() as audit:
@@ -306,12 +316,16 @@ def test_audit_reads_cufft_kernels_spectral_ops_and_jiterator_cache(tmp_path):
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         torch.stft(torch.randn(1, 400), 64, 16, window=torch.hann_window(64), return_complex=True).abs()
     assert sa.spectral_op_names(prof).get("aten::stft") == 1 and sa.cufft_kernels(prof) == {}
-    fake = SimpleNamespace(events=lambda: [
-        SimpleNamespace(name="void vector_fft_r2c<512u, EPT<8u>>(kernel_arguments_t<unsigned int>)",
-                        device_type="DeviceType.CUDA"),
-        SimpleNamespace(name="void at::native::vectorized_elementwise_kernel<4>", device_type="DeviceType.CUDA"),
-        SimpleNamespace(name="aten::_fft_r2c", device_type="DeviceType.CPU"),
-    ])
+    fake = SimpleNamespace(
+        events=lambda: [
+            SimpleNamespace(
+                name="void vector_fft_r2c<512u, EPT<8u>>(kernel_arguments_t<unsigned int>)",
+                device_type="DeviceType.CUDA",
+            ),
+            SimpleNamespace(name="void at::native::vectorized_elementwise_kernel<4>", device_type="DeviceType.CUDA"),
+            SimpleNamespace(name="aten::_fft_r2c", device_type="DeviceType.CPU"),
+        ]
+    )
     assert sa.cufft_kernels(fake) == {"void vector_fft_r2c<512u, EPT<8u>>(kernel_arguments_t<unsigned int>)": 1}
     assert sa.jiterator_cache_files(tmp_path / "none") == []
     (tmp_path / "abs_kernel_vectorized2_arch9.0_nvrtc13.0_sass").write_bytes(b"x")

@@ -27,9 +27,7 @@ def _run(args: list[str], path: str | None = None) -> subprocess.CompletedProces
     env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
     # like ttsbench.runner: the venv's bin (ansible-playbook) is on PATH even when not activated
     env["PATH"] = path if path is not None else BINDIR + os.pathsep + os.environ.get("PATH", "")
-    return subprocess.run(
-        [*_ttsbench_argv(), *args], capture_output=True, text=True, timeout=120, check=False, env=env
-    )
+    return subprocess.run([*_ttsbench_argv(), *args], capture_output=True, text=True, timeout=120, check=False, env=env)
 
 
 def test_version_prints_the_installed_version():

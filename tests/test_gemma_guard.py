@@ -84,9 +84,7 @@ def guarded(tmp_path: Path):
 def _start_llm(env: dict) -> None:
     """The agent venv may not exist yet (a cycle run installs it): start with the controller's ttsbench."""
     ttsbench = Path(sys.executable).with_name("ttsbench")
-    subprocess.run(
-        ["/bin/sh", "-c", env["start"].replace(f"{agent_venv()}/bin/ttsbench", str(ttsbench))], check=True
-    )
+    subprocess.run(["/bin/sh", "-c", env["start"].replace(f"{agent_venv()}/bin/ttsbench", str(ttsbench))], check=True)
     assert wait_until(lambda: healthy(env["url"] + "/health"), 20) is not None
 
 
@@ -133,9 +131,7 @@ def test_drift_over_the_gate_fails_after_resuming(guarded):
     # Slow the stand-in down from the benchmark step, so post-flight p50 drifts far beyond 1.2x baseline.
     # (The stand-in restarts on resume with its start latency, so change latency in the start command.)
     slow = guarded["start"].replace("--latency-ms 20", "--latency-ms 120")
-    res = run_playbook(
-        PLAYBOOK, inventory=guarded["inventory"], extravars={"gemma_guard_start_command": slow}
-    )
+    res = run_playbook(PLAYBOOK, inventory=guarded["inventory"], extravars={"gemma_guard_start_command": slow})
     assert not res.ok
     rec = json.loads(guarded["record"].read_text())
     assert rec["gate"] == "fail" and rec["drift"] > 1.2
@@ -208,8 +204,9 @@ def _voxtral_pid(guarded) -> int | None:
         return None
 
 
-def _assert_watchdog_resumed(guarded, killed_at: float, voxtral_started: bool = True, backoff_s: float = 0,
-                             previous: dict | None = None) -> dict:
+def _assert_watchdog_resumed(
+    guarded, killed_at: float, voxtral_started: bool = True, backoff_s: float = 0, previous: dict | None = None
+) -> dict:
     state = guarded["root"] / "gemma_guard"
     back = wait_until(lambda: healthy(guarded["url"] + "/health"), HEARTBEAT_TIMEOUT + START_S + backoff_s + 10)
     assert back is not None, (state / "watchdog.log").read_text() if (state / "watchdog.log").exists() else "no log"
@@ -247,8 +244,9 @@ def test_fault_matrix(guarded):
     #    and leaves its pause alone
     proc = _spawn_cycle(guarded, {"gg_test_serve_seconds": 600, **once})
     try:
-        assert wait_until(lambda: _running(_voxtral_pid(guarded) or 0), 240, step=0.05) is not None, \
-            _ansible_log(guarded)[-3000:]
+        assert wait_until(lambda: _running(_voxtral_pid(guarded) or 0), 240, step=0.05) is not None, _ansible_log(
+            guarded
+        )[-3000:]
         first = json.loads((state / "lock.json").read_text())
         res = run_playbook(PLAYBOOK, inventory=guarded["inventory"], extravars=once)
         assert not res.ok
@@ -306,12 +304,21 @@ def test_fault_matrix(guarded):
     #    written is kept, the LLM is resumed normally and the record carries the previous run's firing
     full = guarded["tmp"] / "full"
     full.mkdir()
-    mounted = os.geteuid() == 0 and subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(full)], check=False).returncode == 0
+    mounted = (
+        os.geteuid() == 0
+        and subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(full)], check=False).returncode == 0
+    )
     try:
-        res = run_playbook(PLAYBOOK, inventory=guarded["inventory"], extravars={
-            "gg_test_bench_seconds": 60 if mounted else 1, "gg_test_results": str(full / "results.jsonl"),
-            "gg_test_result_pad": 4000, **once})
+        res = run_playbook(
+            PLAYBOOK,
+            inventory=guarded["inventory"],
+            extravars={
+                "gg_test_bench_seconds": 60 if mounted else 1,
+                "gg_test_results": str(full / "results.jsonl"),
+                "gg_test_result_pad": 4000,
+                **once,
+            },
+        )
         assert res.ok is not mounted, res.failure_messages()
         shown = [e["res"].get("msg", "") for e in res.task_results("Report the watchdog's firing in an earlier run")]
         assert any(fired["run_id"] in m and "outcome resumed" in m for m in shown), shown
@@ -322,8 +329,9 @@ def test_fault_matrix(guarded):
         assert rec["post_p50_ms"] > 0 and rec["watchdog_fired"] is None
         assert rec["previous_firing"]["run_id"] == fired["run_id"]
         if mounted:  # the results written before the disk filled are kept, each line whole
-            lines = [json.loads(line) for line in (full / "results.jsonl").read_text().splitlines()
-                     if line.endswith("}")]
+            lines = [
+                json.loads(line) for line in (full / "results.jsonl").read_text().splitlines() if line.endswith("}")
+            ]
             assert [r["i"] for r in lines[:2]] == [0, 1]
     finally:
         if mounted:

@@ -29,8 +29,9 @@ pytestmark = [pytest.mark.testhosts, pytest.mark.timing]
 
 
 def _in_titan(*argv: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", "netns", "exec", "ttsb-titan", *argv], capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    return subprocess.run(
+        ["ip", "netns", "exec", "ttsb-titan", *argv], capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 def _healthy_in_titan(url: str) -> bool:
@@ -86,13 +87,30 @@ def test_ssh_dropped_mid_benchmark_watchdog_resumes_llm(testhosts, tmp_path):
     assert _in_titan("/bin/sh", "-c", start).returncode == 0
     assert wait_until(lambda: _healthy_in_titan(url + "/health"), 30) is not None
 
-    env = dict(os.environ, ANSIBLE_CONFIG=str(_testhosts.ROOT / "ansible.cfg"),
-               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    env = dict(
+        os.environ,
+        ANSIBLE_CONFIG=str(_testhosts.ROOT / "ansible.cfg"),
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    )
     log = open(tmp_path / "ansible.log", "w")  # noqa: SIM115 - the child writes it
     # ttsbench is already in the agent venv (checked above; the namespace hosts see the same path)
-    proc = subprocess.Popen(["ansible-playbook", "-i", str(inv), str(PLAYBOOK), "-e", "gg_test_bench_seconds=600",
-                             "-e", "gg_test_install=false"],
-                            cwd=_testhosts.ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            "ansible-playbook",
+            "-i",
+            str(inv),
+            str(PLAYBOOK),
+            "-e",
+            "gg_test_bench_seconds=600",
+            "-e",
+            "gg_test_install=false",
+        ],
+        cwd=_testhosts.ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     results = root / "results.jsonl"
     state = root / "gemma_guard"
     link = f"{_testhosts.NETNS_PREFIX}titan"
@@ -103,9 +121,13 @@ def test_ssh_dropped_mid_benchmark_watchdog_resumes_llm(testhosts, tmp_path):
         assert _running(voxtral) and not _healthy_in_titan(url + "/health")
         subprocess.run(["ip", "link", "set", "dev", link, "down"], check=True)  # the SSH connection drops
         dropped = time.monotonic()
-        fired = wait_until(lambda: (state / "state.json").exists()
-                           and json.loads((state / "state.json").read_text()).get("outcome") != "running",
-                           HEARTBEAT_TIMEOUT + START_S + 20)
+        fired = wait_until(
+            lambda: (
+                (state / "state.json").exists()
+                and json.loads((state / "state.json").read_text()).get("outcome") != "running"
+            ),
+            HEARTBEAT_TIMEOUT + START_S + 20,
+        )
         assert fired is not None, (state / "watchdog.log").read_text()
         assert _healthy_in_titan(url + "/health"), (state / "watchdog.log").read_text()
         assert time.monotonic() - dropped <= HEARTBEAT_TIMEOUT + START_S

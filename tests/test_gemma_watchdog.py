@@ -48,7 +48,7 @@ class Host:
         self.start_argv = [
             "/bin/sh",
             "-c",
-            f'n=$(($(cat {self.attempts} 2>/dev/null || echo 0) + 1)); echo $n > {self.attempts};'
+            f"n=$(($(cat {self.attempts} 2>/dev/null || echo 0) + 1)); echo $n > {self.attempts};"
             f' v=$(cat {self.vox_pid} 2>/dev/null); if [ -n "$v" ] && [ -r /proc/$v/stat ]'
             f' && ! grep -q ") Z" /proc/$v/stat;'  # a zombie holds no memory (PID 1 here may not reap)
             f' then echo "voxtral still holds the memory" >&2; exit 7; fi;'
@@ -79,11 +79,21 @@ class Host:
 
     def start_voxtral(self, run_id: str = "run-a") -> int:
         # detached like a served model (not our child: no zombie left for `kill -0` to see)
-        subprocess.run(["/bin/sh", "-c", f"setsid sleep 300 >/dev/null 2>&1 < /dev/null & echo $! > {self.vox_pid}"],
-                       check=True)
+        subprocess.run(
+            ["/bin/sh", "-c", f"setsid sleep 300 >/dev/null 2>&1 < /dev/null & echo $! > {self.vox_pid}"], check=True
+        )
         self.voxtral = int(self.vox_pid.read_text())
-        wd("register", "--state-dir", str(self.state), "--run-id", run_id, "--name", "voxtral",
-           "--pidfile", str(self.vox_pid))
+        wd(
+            "register",
+            "--state-dir",
+            str(self.state),
+            "--run-id",
+            run_id,
+            "--name",
+            "voxtral",
+            "--pidfile",
+            str(self.vox_pid),
+        )
         return self.voxtral
 
     def voxtral_stopped(self) -> bool:
@@ -144,8 +154,17 @@ def test_expired_lease_stops_voxtral_then_starts_llm(host):
     stale = host.tmp / "stale.pid"
     stale.write_text(f"{other.pid}\n")
     os.utime(stale, (time.time() - 600, time.time() - 600))
-    wd("register", "--state-dir", str(host.state), "--run-id", "run-a", "--name", "old-server",
-       "--pidfile-at-stop", str(stale))
+    wd(
+        "register",
+        "--state-dir",
+        str(host.state),
+        "--run-id",
+        "run-a",
+        "--name",
+        "old-server",
+        "--pidfile-at-stop",
+        str(stale),
+    )
     armed = arm(host)
     assert armed["armed"] and host.lock()["pid"] == armed["pid"] and host.lock()["run_id"] == "run-a"
     t0 = time.monotonic()
@@ -177,8 +196,11 @@ def test_renewed_lease_holds_until_max_pause(host):
     host.start_voxtral()
     arm(host, lease_timeout_s=1.0, max_pause_s=3.0)
     t0 = time.monotonic()
-    renewer = subprocess.Popen([PYTHON, str(SCRIPT), "renew", "--lease", str(host.state / "lease"), "--stdin"],
-                               stdin=subprocess.PIPE, text=True)
+    renewer = subprocess.Popen(
+        [PYTHON, str(SCRIPT), "renew", "--lease", str(host.state / "lease"), "--stdin"],
+        stdin=subprocess.PIPE,
+        text=True,
+    )
     try:
         while time.monotonic() - t0 < 2.5:  # past the lease timeout twice over: renewals keep it paused
             renewer.stdin.write("beat\n")
@@ -274,9 +296,27 @@ def test_lease_keeper_owner_is_the_program_not_a_mention():
 def test_lease_keeper_renews_until_its_controller_dies(tmp_path):
     lease = tmp_path / "lease"
     owner = subprocess.Popen(["sleep", "60"])  # stands for ansible-playbook on the controller
-    keeper = subprocess.Popen([PYTHON, str(KEEPER), "--interval", "0.2", "--max-s", "60", "--owner-pid", str(owner.pid),
-                               "--pidfile", str(tmp_path / "keeper.pid"), "--",
-                               PYTHON, str(SCRIPT), "renew", "--lease", str(lease), "--stdin"])
+    keeper = subprocess.Popen(
+        [
+            PYTHON,
+            str(KEEPER),
+            "--interval",
+            "0.2",
+            "--max-s",
+            "60",
+            "--owner-pid",
+            str(owner.pid),
+            "--pidfile",
+            str(tmp_path / "keeper.pid"),
+            "--",
+            PYTHON,
+            str(SCRIPT),
+            "renew",
+            "--lease",
+            str(lease),
+            "--stdin",
+        ]
+    )
     try:
         assert wait_until(lease.exists, 5) is not None
         first = lease.stat().st_mtime
@@ -300,9 +340,24 @@ def test_lease_keeper_reconnects_a_dropped_session_and_refuses_without_owner(tmp
     # a session that drops after each renewal (like an SSH connection that keeps failing): renewed on reconnect
     flaky = ["/bin/sh", "-c", f"read line && touch {lease}"]
     owner = subprocess.Popen(["sleep", "60"])
-    keeper = subprocess.Popen([PYTHON, str(KEEPER), "--interval", "0.2", "--max-s", "60", "--owner-pid", str(owner.pid),
-                               "--pidfile", str(tmp_path / "keeper.pid"), "--", *flaky], stderr=subprocess.PIPE,
-                              text=True)
+    keeper = subprocess.Popen(
+        [
+            PYTHON,
+            str(KEEPER),
+            "--interval",
+            "0.2",
+            "--max-s",
+            "60",
+            "--owner-pid",
+            str(owner.pid),
+            "--pidfile",
+            str(tmp_path / "keeper.pid"),
+            "--",
+            *flaky,
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert wait_until(lease.exists, 5) is not None
         first = lease.stat().st_mtime
@@ -316,8 +371,12 @@ def test_lease_keeper_reconnects_a_dropped_session_and_refuses_without_owner(tmp
                 p.kill()
                 p.wait()
     # started outside ansible-playbook and without --owner-pid: refuses (nobody would end it)
-    res = subprocess.run([PYTHON, str(KEEPER), "--max-s", "5", "--pidfile", str(tmp_path / "k2.pid"), "--", "true"],
-                         capture_output=True, text=True, timeout=30)
+    res = subprocess.run(
+        [PYTHON, str(KEEPER), "--max-s", "5", "--pidfile", str(tmp_path / "k2.pid"), "--", "true"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert res.returncode == 2 and "ansible-playbook" in res.stderr
 
 

@@ -34,15 +34,28 @@ PLAY = """
 
 def play(tmp: Path, run: Path, **extra: object) -> subprocess.CompletedProcess:
     (tmp / "play.yml").write_text(PLAY)
-    ev = {"ttsbench_run_dir": str(run), "ttsbench_run_python": sys.executable,
-          "ttsbench_run_hooks": [["verdict"], ["report"]], **extra}
-    env = {**os.environ, "ANSIBLE_ROLES_PATH": str(project_root() / "roles"), "ANSIBLE_NOCOLOR": "1",
-           "PYTHONPATH": os.pathsep.join([str(project_root() / "python"), os.environ.get("PYTHONPATH", "")]),
-           "ANSIBLE_LOCALHOST_WARNING": "0", "ANSIBLE_INVENTORY_UNPARSED_WARNING": "0"}
+    ev = {
+        "ttsbench_run_dir": str(run),
+        "ttsbench_run_python": sys.executable,
+        "ttsbench_run_hooks": [["verdict"], ["report"]],
+        **extra,
+    }
+    env = {
+        **os.environ,
+        "ANSIBLE_ROLES_PATH": str(project_root() / "roles"),
+        "ANSIBLE_NOCOLOR": "1",
+        "PYTHONPATH": os.pathsep.join([str(project_root() / "python"), os.environ.get("PYTHONPATH", "")]),
+        "ANSIBLE_LOCALHOST_WARNING": "0",
+        "ANSIBLE_INVENTORY_UNPARSED_WARNING": "0",
+    }
     bindir = Path(sys.executable).parent
     return subprocess.run(
         [str(bindir / "ansible-playbook"), "-i", "localhost,", str(tmp / "play.yml"), "-e", json.dumps(ev)],
-        capture_output=True, text=True, env=env, timeout=300, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
     )
 
 

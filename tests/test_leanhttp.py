@@ -94,11 +94,17 @@ def test_body_framings_and_keep_alive(framing: str) -> None:
     def response(req: bytes) -> list[bytes]:
         assert req.startswith(b"POST /v1/audio/speech HTTP/1.1\r\n") and b"\r\nHost: 127.0.0.1:" in req
         if framing == "chunked":
-            return [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", _chunked(BODY, [300, 468])[:50],
-                    _chunked(BODY, [300, 468])[50:]]
+            return [
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                _chunked(BODY, [300, 468])[:50],
+                _chunked(BODY, [300, 468])[50:],
+            ]
         if framing == "length":
-            return [b"HTTP/1.1 100 Continue\r\n\r\n", f"HTTP/1.1 200 OK\r\nContent-Length: {len(BODY)}\r\n\r\n".encode()
-                    + BODY[:10], BODY[10:]]
+            return [
+                b"HTTP/1.1 100 Continue\r\n\r\n",
+                f"HTTP/1.1 200 OK\r\nContent-Length: {len(BODY)}\r\n\r\n".encode() + BODY[:10],
+                BODY[10:],
+            ]
         return [b"HTTP/1.0 200 OK\r\n\r\n" + BODY]
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -150,8 +156,11 @@ def test_stale_keep_alive_connection_is_retried_once() -> None:
         (b"HTTP/1.1 200 OK\r\nContent-Le", "head", "mid-header"),
         (b"SSH-2.0-OpenSSH\r\n\r\n", "head", "not an HTTP/1.x response"),
         (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 40, "body", "40 of 100 bytes"),
-        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n" + b"x" * 16 + b"\r\n", "body",
-         "end of the chunked body"),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n" + b"x" * 16 + b"\r\n",
+            "body",
+            "end of the chunked body",
+        ),
     ],
 )
 def test_truncated_or_foreign_responses(wire: bytes, where: str, needle: str) -> None:

@@ -14,9 +14,7 @@ def test_rehearsal_smoke_writes_facts_per_host_and_is_idempotent(tmp_path):
     home.mkdir()
     env = {"HOME": str(home)}
 
-    first = run_playbook(
-        "rehearsal-smoke.yml", "inventory/rehearsal", envvars=env, private_data_dir=tmp_path / "r1"
-    )
+    first = run_playbook("rehearsal-smoke.yml", "inventory/rehearsal", envvars=env, private_data_dir=tmp_path / "r1")
     assert first.ok, first.failure_messages()
     assert set(first.stats.get("ok", {})) == set(HOSTS)
     assert all(first.changed_by_host().get(h, 0) > 0 for h in HOSTS), first.changed_by_host()
@@ -26,8 +24,6 @@ def test_rehearsal_smoke_writes_facts_per_host_and_is_idempotent(tmp_path):
         assert data["host"] == host
         assert data["arch"] and data["python"].startswith("3.")
 
-    second = run_playbook(
-        "rehearsal-smoke.yml", "inventory/rehearsal", envvars=env, private_data_dir=tmp_path / "r2"
-    )
+    second = run_playbook("rehearsal-smoke.yml", "inventory/rehearsal", envvars=env, private_data_dir=tmp_path / "r2")
     assert second.ok, second.failure_messages()
     assert {h: second.changed_by_host().get(h, 0) for h in HOSTS} == dict.fromkeys(HOSTS, 0)

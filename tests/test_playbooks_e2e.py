@@ -32,11 +32,13 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _run(playbook: str, inventory: str, runs_root: Path, tmp: Path, check: bool = False,
-         **extra: object) -> PlaybookResult:
+def _run(
+    playbook: str, inventory: str, runs_root: Path, tmp: Path, check: bool = False, **extra: object
+) -> PlaybookResult:
     ev = {"ttsbench_runs_root": str(runs_root), **extra}
-    res = run_playbook(playbook, inventory, ev, check=check, envvars=_env(), private_data_dir=tmp / "runner",
-                       timeout=3000)
+    res = run_playbook(
+        playbook, inventory, ev, check=check, envvars=_env(), private_data_dir=tmp / "runner", timeout=3000
+    )
     assert res.ok, f"{playbook} on {inventory}: {res.status}\n" + "\n".join(res.failure_messages()[:10])
     return res
 
@@ -48,8 +50,11 @@ def _only_run_dir(runs_root: Path, before: set[Path] | None = None) -> Path:
 
 
 def _snapshot(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _check_run(run_dir: Path, kind: str, systems: set[str]) -> dict:
@@ -104,8 +109,11 @@ def test_bench_chatterbox_rehearsal_and_rerun(rehearsal_runs: Path, tmp_path: Pa
     rerun = _check_run(second, "bench-chatterbox", {"chatterbox@titan", "chatterbox@panda"})
     assert all([u["utt_id"] for u in s["utterances"]] == ["u01"] for s in rerun["systems"])
     # nothing reinstalled: the venvs and packages were already there
-    for task in ("Create the venv", "Install chatterbox-tts without its dependencies",
-                 "Install the inference dependencies under the torch constraints"):
+    for task in (
+        "Create the venv",
+        "Install chatterbox-tts without its dependencies",
+        "Install the inference dependencies under the torch constraints",
+    ):
         done = res.task_results(task)
         assert done and not any(d.get("res", {}).get("changed") for d in done), task
     assert _snapshot(first) == snap, "the first run folder changed when the playbook ran again"
@@ -123,8 +131,11 @@ def test_check_mode_changes_nothing(rehearsal_runs: Path, tmp_path: Path) -> Non
 
 def _listing(folder: Path) -> dict[str, tuple[int, int]]:
     skip = ("/standin-llm/", "/logs/", "/gemma_guard/")
-    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")
-            if p.is_file() and not any(s in str(p) for s in skip)}
+    return {
+        str(p): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in folder.rglob("*")
+        if p.is_file() and not any(s in str(p) for s in skip)
+    }
 
 
 def test_bench_voxtral_rehearsal(rehearsal_runs: Path, tmp_path: Path) -> None:
@@ -179,8 +190,10 @@ def test_failover_drill_rehearsal(rehearsal_runs: Path, tmp_path: Path) -> None:
     doc = _check_run(run, "failover-drill", {"standin-production@panda", "chatterbox@titan"})
     rows = {s["system_id"]: [u["utt_id"] for u in s["utterances"]] for s in doc["systems"]}
     # the outage probe's expected error is in drill.json only, never counted against the engine
-    assert rows == {"standin-production@panda": ["primary-before", "primary-after"],
-                    "chatterbox@titan": ["standby-first-good"]}
+    assert rows == {
+        "standin-production@panda": ["primary-before", "primary-after"],
+        "chatterbox@titan": ["standby-first-good"],
+    }
     primary = next(s for s in doc["systems"] if s["system_id"] == "standin-production@panda")
     assert primary["engine"]["standin"] is True
     assert primary["config"]["request_template"]["body"] == {"text": "{text}"}
@@ -188,8 +201,13 @@ def test_failover_drill_rehearsal(rehearsal_runs: Path, tmp_path: Path) -> None:
 
 def test_failover_drill_needs_confirmation(rehearsal_runs: Path, tmp_path: Path) -> None:
     root = rehearsal_runs / "unconfirmed"
-    res = run_playbook("failover-drill.yml", "inventory/rehearsal", {"ttsbench_runs_root": str(root)},
-                       private_data_dir=tmp_path, envvars=_env())
+    res = run_playbook(
+        "failover-drill.yml",
+        "inventory/rehearsal",
+        {"ttsbench_runs_root": str(root)},
+        private_data_dir=tmp_path,
+        envvars=_env(),
+    )
     assert not res.ok
     assert any("drill_confirm=yes" in m for m in res.failure_messages())
     assert not root.exists() or list(root.iterdir()) == []
@@ -208,23 +226,49 @@ def testhosts_wheelhouses() -> Path:
     stamp = agent / ".deps.json"
     if not stamp.is_file() or json.loads(stamp.read_text()) != deps:
         agent.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "-d", str(agent),
-                        "setuptools", "wheel", *deps], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--only-binary=:all:",
+                "-d",
+                str(agent),
+                "setuptools",
+                "wheel",
+                *deps,
+            ],
+            check=True,
+        )
         stamp.write_text(json.dumps(deps))
     host_torch = os.environ.get("TTSBENCH_HOST_TORCH_PYTHON") or str(HOME / ".cache/ttsbench/host-torch/bin/python")
-    subprocess.run([sys.executable, str(project_root() / "tests/chatterbox_wheelhouse.py"), str(cache / "chatterbox"),
-                    host_torch], check=True)
+    subprocess.run(
+        [sys.executable, str(project_root() / "tests/chatterbox_wheelhouse.py"), str(cache / "chatterbox"), host_torch],
+        check=True,
+    )
     return cache
 
 
 @pytest.mark.testhosts
-@pytest.mark.parametrize("playbook,kind,systems,extra", [
-    ("bench-chatterbox.yml", "bench-chatterbox", {"chatterbox@titan", "chatterbox@panda"}, {}),
-    ("bench-voxtral.yml", "bench-voxtral", {"voxtral@titan", "chatterbox@panda"}, {}),
-    ("failover-drill.yml", "failover-drill", {"chatterbox@titan", "chatterbox@panda"}, {"drill_confirm": "yes"}),
-])
-def test_playbooks_over_ssh(testhosts: object, testhosts_wheelhouses: Path, tmp_path: Path, playbook: str,
-                            kind: str, systems: set[str], extra: dict) -> None:
+@pytest.mark.parametrize(
+    "playbook,kind,systems,extra",
+    [
+        ("bench-chatterbox.yml", "bench-chatterbox", {"chatterbox@titan", "chatterbox@panda"}, {}),
+        ("bench-voxtral.yml", "bench-voxtral", {"voxtral@titan", "chatterbox@panda"}, {}),
+        ("failover-drill.yml", "failover-drill", {"chatterbox@titan", "chatterbox@panda"}, {"drill_confirm": "yes"}),
+    ],
+)
+def test_playbooks_over_ssh(
+    testhosts: object,
+    testhosts_wheelhouses: Path,
+    tmp_path: Path,
+    playbook: str,
+    kind: str,
+    systems: set[str],
+    extra: dict,
+) -> None:
     root = tmp_path / "runs"
     _run(playbook, "inventory/testhosts", root, tmp_path, **extra)
     run = _only_run_dir(root)

@@ -55,8 +55,13 @@ def test_bad_templates_are_rejected_on_load(tmp_path, text, name, needle):
 
 
 def test_rendering_fills_placeholders_and_drops_unset_optional_fields(tmp_path):
-    t = reqtemplate.load(_write(tmp_path, 'path: /say/{voice}\nheaders: {X-Voice: "v={voice}"}\n'
-                                'body: {"text": "{text}", "speaker": "{voice}", "opts": ["{model}", "x {{y}}"]}\n'))
+    t = reqtemplate.load(
+        _write(
+            tmp_path,
+            'path: /say/{voice}\nheaders: {X-Voice: "v={voice}"}\n'
+            'body: {"text": "{text}", "speaker": "{voice}", "opts": ["{model}", "x {{y}}"]}\n',
+        )
+    )
     req = t.render("http://h:1/", reqtemplate.values('Hi "there"', voice="a b", model=None))
     assert req.url == "http://h:1/say/a%20b"
     assert req.headers["X-Voice"] == "v=a b" and req.headers["Content-Type"] == "application/json"
@@ -78,8 +83,14 @@ def test_openai_preset_matches_the_flag_request():
 
     for stream in ("audio", "none"):
         for fmt in ("wav", "pcm"):
-            target = SpeechTarget(url="http://x/v1/audio/speech", model="m", voice="v", response_format=fmt,
-                                  stream=stream, payload_extra={"seed": 3})
+            target = SpeechTarget(
+                url="http://x/v1/audio/speech",
+                model="m",
+                voice="v",
+                response_format=fmt,
+                stream=stream,
+                payload_extra={"seed": 3},
+            )
             t = reqtemplate.openai(response_format=fmt, stream=stream, extra={"seed": 3})
             req = t.render("http://x", reqtemplate.values("hello", voice="v", model="m"))
             assert json.loads(req.body) == target.payload("hello")
@@ -131,8 +142,10 @@ def _kinds_server() -> Iterator[str]:
             body, ctype = {
                 "/wav": (wav, "audio/wav"),
                 "/pcm": (pcm, "application/octet-stream"),
-                "/b64": (json.dumps({"result": {"audio": base64.b64encode(wav).decode()}}).encode(),
-                         "application/json"),
+                "/b64": (
+                    json.dumps({"result": {"audio": base64.b64encode(wav).decode()}}).encode(),
+                    "application/json",
+                ),
                 "/url": (json.dumps({"url": "/files/a.wav"}).encode(), "application/json"),
                 "/notaudio": (b'{"detail": "queued"}', "application/json"),
             }[self.path]
@@ -160,12 +173,32 @@ KINDS = {
 def test_every_response_kind_gives_the_audio_in_bench_http_and_probe(tmp_path, kind):
     tpl = _write(tmp_path, KINDS[kind])
     with _kinds_server() as url:
-        r = subprocess.run(ttsbench_cmd("bench-http", url, "--request-template", tpl,
-                                        "--run-dir", str(tmp_path / "run"), "--only", "u01", "--warmup", "0",
-                                        "--host-label", "local", "--no-progress"),
-                           capture_output=True, text=True, timeout=60)
-        p = subprocess.run(ttsbench_cmd("probe-tts", url, "--request-template", tpl, "--min-duration-s", "0.9"),
-                           capture_output=True, text=True, timeout=60)
+        r = subprocess.run(
+            ttsbench_cmd(
+                "bench-http",
+                url,
+                "--request-template",
+                tpl,
+                "--run-dir",
+                str(tmp_path / "run"),
+                "--only",
+                "u01",
+                "--warmup",
+                "0",
+                "--host-label",
+                "local",
+                "--no-progress",
+            ),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        p = subprocess.run(
+            ttsbench_cmd("probe-tts", url, "--request-template", tpl, "--min-duration-s", "0.9"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert r.returncode == 0, r.stderr
     system = json.loads((tmp_path / "run" / "results.json").read_text())["systems"][0]
     row = system["utterances"][0]
@@ -178,11 +211,27 @@ def test_every_response_kind_gives_the_audio_in_bench_http_and_probe(tmp_path, k
 def test_json_where_audio_is_expected_is_a_clear_error(tmp_path):
     tpl = _write(tmp_path, "path: /notaudio\nbody: {text: '{text}'}\nresponse: {kind: wav}\n")
     with _kinds_server() as url:
-        r = subprocess.run(ttsbench_cmd("bench-http", url, "--request-template", tpl, "--run-dir", str(tmp_path / "r"),
-                                        "--only", "u01", "--warmup", "1", "--no-progress"),
-                           capture_output=True, text=True, timeout=60)
-        p = subprocess.run(ttsbench_cmd("probe-tts", url, "--request-template", tpl), capture_output=True, text=True,
-                           timeout=60)
+        r = subprocess.run(
+            ttsbench_cmd(
+                "bench-http",
+                url,
+                "--request-template",
+                tpl,
+                "--run-dir",
+                str(tmp_path / "r"),
+                "--only",
+                "u01",
+                "--warmup",
+                "1",
+                "--no-progress",
+            ),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        p = subprocess.run(
+            ttsbench_cmd("probe-tts", url, "--request-template", tpl), capture_output=True, text=True, timeout=60
+        )
     assert r.returncode == 3 and "server answered application/json, not audio" in r.stderr, r.stderr
     assert not (tmp_path / "r").exists()
     out = json.loads(p.stdout)
@@ -194,13 +243,38 @@ def test_homelab_example_template_measures_the_text_json_standin(tmp_path):
     only its own request shape."""
     tpl = str(HOMELAB / "panda-tts.yml")
     with standin("tts", "--api", "text-json", "--first-chunk-delay-ms", "100") as url:
-        r = subprocess.run(ttsbench_cmd("bench-http", url, "--request-template", tpl, "--run-dir", str(tmp_path),
-                                        "--only", "u01", "-n", "2", "--warmup", "1", "--host-label", "panda",
-                                        "--engine", "production", "--standin", "--no-progress"),
-                           capture_output=True, text=True, timeout=60)
+        r = subprocess.run(
+            ttsbench_cmd(
+                "bench-http",
+                url,
+                "--request-template",
+                tpl,
+                "--run-dir",
+                str(tmp_path),
+                "--only",
+                "u01",
+                "-n",
+                "2",
+                "--warmup",
+                "1",
+                "--host-label",
+                "panda",
+                "--engine",
+                "production",
+                "--standin",
+                "--no-progress",
+            ),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         openai = subprocess.run(ttsbench_cmd("probe-tts", url), capture_output=True, text=True, timeout=60)
-        dry = subprocess.run(ttsbench_cmd("probe-tts", url, "--request-template", tpl, "--dry-run"),
-                             capture_output=True, text=True, timeout=60)
+        dry = subprocess.run(
+            ttsbench_cmd("probe-tts", url, "--request-template", tpl, "--dry-run"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert r.returncode == 0, r.stderr
     system = json.loads((tmp_path / "results.json").read_text())["systems"][0]
     assert system["config"]["request_template"]["body"] == {"text": "{text}"}
@@ -212,6 +286,10 @@ def test_homelab_example_template_measures_the_text_json_standin(tmp_path):
 
 def test_bad_template_fails_before_any_request(tmp_path):
     tpl = _write(tmp_path, 'path: /tts\nbody: {"text": "{text}", "v": "{voise}"}\n')
-    r = subprocess.run(ttsbench_cmd("probe-tts", "http://127.0.0.1:9", "--request-template", tpl, "--dry-run"),
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        ttsbench_cmd("probe-tts", "http://127.0.0.1:9", "--request-template", tpl, "--dry-run"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 2 and "unknown placeholder(s) {voise}" in r.stderr and not r.stdout

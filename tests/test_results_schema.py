@@ -52,10 +52,7 @@ def _doc() -> dict:
 
 
 def test_summary_keys_and_values():
-    rows = [
-        RequestMetrics(f"u{i}", "t", ok=True, ttfa_ms=float(i), rtf=i / 10, audio_s=1.0)
-        for i in range(1, 101)
-    ]
+    rows = [RequestMetrics(f"u{i}", "t", ok=True, ttfa_ms=float(i), rtf=i / 10, audio_s=1.0) for i in range(1, 101)]
     s = summarize([*rows, RequestMetrics("bad", "t", error="x")])
     assert (s["n"], s["n_ok"], s["n_error"]) == (101, 100, 1)
     assert s["p50_ttfa_ms"] == pytest.approx(50.5) and s["p99_ttfa_ms"] == pytest.approx(99.01)

@@ -24,15 +24,35 @@ def _part(folder: Path, engine: str, host: str, n: int = 2, silent: bool = False
         wav = f"wavs/{engine}/{host}/{utt}.wav"
         t = np.arange(24000) / 24000
         write_wav_atomic(folder / wav, np.zeros_like(t) if silent else 0.3 * np.sin(2 * np.pi * 220 * t), 24000)
-        rows.append({"utt_id": utt, "text": "x", "wav": wav, "ok": True, "error": None, "http_status": 200,
-                     "ttfa_ms": 100.0, "t_first_nonsilent_ms": 100.0, "total_ms": 500.0, "audio_s": 1.0,
-                     "rtf": 0.5, "sample_rate": 24000, "concurrency": 1})
+        rows.append(
+            {
+                "utt_id": utt,
+                "text": "x",
+                "wav": wav,
+                "ok": True,
+                "error": None,
+                "http_status": 200,
+                "ttfa_ms": 100.0,
+                "t_first_nonsilent_ms": 100.0,
+                "total_ms": 500.0,
+                "audio_s": 1.0,
+                "rtf": 0.5,
+                "sample_rate": 24000,
+                "concurrency": 1,
+            }
+        )
     from ttsbench.metrics import RequestMetrics, summarize
 
-    doc["systems"] = [{"system_id": f"{engine}@{host}",
-                       "engine": {"name": engine, "version": None, "install": None, "standin": False, "weights": "n/a"},
-                       "host": results.remote_host(host), "config": {},
-                       "utterances": rows, "summary": summarize([RequestMetrics(**r) for r in rows])}]
+    doc["systems"] = [
+        {
+            "system_id": f"{engine}@{host}",
+            "engine": {"name": engine, "version": None, "install": None, "standin": False, "weights": "n/a"},
+            "host": results.remote_host(host),
+            "config": {},
+            "utterances": rows,
+            "summary": summarize([RequestMetrics(**r) for r in rows]),
+        }
+    ]
     results.write_results(folder, doc)
     return folder
 
@@ -56,9 +76,13 @@ def test_unknown_kind_is_refused(tmp_path: Path) -> None:
 
 def test_merge_copies_wavs_and_applies_overrides(tmp_path: Path) -> None:
     run = runfolder.create_run_dir(tmp_path / "runs", "bench-voxtral", NOW)
-    ids = runfolder.merge_part(run, _part(tmp_path / "p1", "voxtral", "titan"),
-                               engine={"weights": "n/a", "standin": "True"}, host={"arch": "x86_64"},
-                               config={"gemma_mode": "pause"})
+    ids = runfolder.merge_part(
+        run,
+        _part(tmp_path / "p1", "voxtral", "titan"),
+        engine={"weights": "n/a", "standin": "True"},
+        host={"arch": "x86_64"},
+        config={"gemma_mode": "pause"},
+    )
     runfolder.merge_part(run, _part(tmp_path / "p2", "chatterbox", "panda"), engine={"weights": "random-init"})
     doc = results.load_results(run)
     assert ids == ["voxtral@titan"]
@@ -93,8 +117,15 @@ def test_gemma_records_combine_worst_host(tmp_path: Path) -> None:
     run = runfolder.create_run_dir(tmp_path / "runs", "bench-chatterbox", NOW)
     g = run / "gemma"
     g.mkdir()
-    base = {"mode": "parallel", "backend": "command", "standin": "True", "baseline_p50_ms": "100.0",
-            "during_p50_ms": "None", "max_drift": "1.2", "paused_s": None}
+    base = {
+        "mode": "parallel",
+        "backend": "command",
+        "standin": "True",
+        "baseline_p50_ms": "100.0",
+        "during_p50_ms": "None",
+        "max_drift": "1.2",
+        "paused_s": None,
+    }
     (g / "titan.json").write_text(json.dumps({**base, "post_p50_ms": 110.0, "drift": 1.1, "gate": "pass"}))
     (g / "spark2.json").write_text(json.dumps({**base, "post_p50_ms": 150.0, "drift": 1.5, "gate": "fail"}))
     rec = runfolder.record_gemma(run, sorted(g.glob("*.json")))
@@ -131,8 +162,9 @@ def test_merge_brings_the_parts_reference_voice(tmp_path: Path) -> None:
         (lambda d: d["systems"][0]["utterances"][0].update(total_ms=-3.0), "negative"),
     ],
 )
-@pytest.mark.parametrize("command", [["run-folder", "check"], ["run-folder", "finish"], ["validate"],
-                                     ["score"], ["verdict"], ["report"]])
+@pytest.mark.parametrize(
+    "command", [["run-folder", "check"], ["run-folder", "finish"], ["validate"], ["score"], ["verdict"], ["report"]]
+)
 def test_commands_refuse_an_invalid_run_folder_first(tmp_path: Path, capsys, breakit, needle, command) -> None:
     from ttsbench.cli import main
 
@@ -189,8 +221,20 @@ def test_gemma_record_with_nan_is_an_error_not_a_traceback(tmp_path: Path, capsy
 
     run = runfolder.create_run_dir(tmp_path / "runs", "bench-voxtral", NOW)
     rec = tmp_path / "titan.json"
-    rec.write_text(json.dumps({"mode": "pause", "backend": "docker", "standin": False, "baseline_p50_ms": 190,
-                               "during_p50_ms": "nan", "post_p50_ms": 200, "drift": 1.05, "gate": "pass"}))
+    rec.write_text(
+        json.dumps(
+            {
+                "mode": "pause",
+                "backend": "docker",
+                "standin": False,
+                "baseline_p50_ms": 190,
+                "during_p50_ms": "nan",
+                "post_p50_ms": 200,
+                "drift": 1.05,
+                "gate": "pass",
+            }
+        )
+    )
     before = (run / "results.json").read_bytes()
     assert main(["run-folder", "gemma", str(run), str(rec)]) == 2
     err = capsys.readouterr().err.strip().splitlines()

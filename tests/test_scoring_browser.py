@@ -113,9 +113,7 @@ def _rate_in_page(page, session: Session, score: int) -> None:
     n = len(session.items)
     for k in range(n):
         key = page.evaluate("S.items[S.idx].item")  # the page's current item (an opaque key)
-        page.wait_for_function(
-            f"['A', 'B'].every(l => document.getElementById('audio-' + l).dataset.item === '{key}')"
-        )
+        page.wait_for_function(f"['A', 'B'].every(l => document.getElementById('audio-' + l).dataset.item === '{key}')")
         assert page.locator("#score-A-3").is_disabled()  # not playable-before-rating
         for lab in "AB":
             page.evaluate(f"""() => {{ const a = document.getElementById('audio-{lab}');
@@ -177,9 +175,12 @@ def test_listening_page_blind_two_raters(browser, tmp_path):
         page.wait_for_selector("#rate:not([hidden])")
         assert "Practice" in page.locator("#practice").inner_text()
         # the page itself may not rate a clip that was not played
-        code = page.evaluate("""async (item) => (await fetch('/api/rate', {method: 'POST', headers: {
+        code = page.evaluate(
+            """async (item) => (await fetch('/api/rate', {method: 'POST', headers: {
             'Content-Type': 'application/json', 'X-Ttsbench-Token': TOKEN},
-            body: JSON.stringify({item, scores: {A: 3, B: 3}})})).status""", alice.items[0].key)
+            body: JSON.stringify({item, scores: {A: 3, B: 3}})})).status""",
+            alice.items[0].key,
+        )
         assert code == 409
         _rate_in_page(page, alice, 4)
         assert not (run / "scores").exists(), "something was written before submit"

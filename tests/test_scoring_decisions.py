@@ -114,9 +114,7 @@ def test_ratings_import_bad_input_writes_nothing(run10, tmp_path, capsys):
 
 def test_ratings_import_yaml_and_no_silent_overwrite(run10, tmp_path, capsys):
     y = tmp_path / "r.yaml"
-    y.write_text(
-        "".join(f"- {{utt_id: {u}, system: {s}, score: {x}}}\n" for u, s, x, _ in ratings_rows([4], [5]))
-    )
+    y.write_text("".join(f"- {{utt_id: {u}, system: {s}, score: {x}}}\n" for u, s, x, _ in ratings_rows([4], [5])))
     assert main(["ratings", "import", str(run10), str(y)]) == 0
     doc = json.loads((run10 / "scores" / "ratings.json").read_text())
     assert doc["stats"]["per_system"]["chatterbox@titan"]["mean"] == 4.0
@@ -160,9 +158,7 @@ def test_redundancy_diverges(run10, tmp_path):
 
 
 def test_redundancy_blackwell_blocker_needs_no_ratings(tmp_path):
-    cfg = {
-        "chatterbox@titan": {"install_ok": False, "install_blocker": {"kind": "blackwell", "estimate_h": 6}}
-    }
+    cfg = {"chatterbox@titan": {"install_ok": False, "install_blocker": {"kind": "blackwell", "estimate_h": 6}}}
     run = make_run(tmp_path, texts=dict(list(TEN.items())[:2]), config=cfg)
     assert verdict(run)["outcome"] == "deferred_blackwell_port_cost"
 
@@ -210,8 +206,7 @@ def test_verdict_bad_rule_file_keeps_old_verdict(run10, tmp_path, capsys):
     before = (run10 / "verdict.json").read_bytes()
     bad = tmp_path / "bad.yaml"
     bad.write_text(
-        "rule_version: 1\nname: x\ninputs: {}\noutcomes:\n  - outcome: a\n    when: 'zz > 1'\n"
-        "default: {outcome: b}\n"
+        "rule_version: 1\nname: x\ninputs: {}\noutcomes:\n  - outcome: a\n    when: 'zz > 1'\ndefault: {outcome: b}\n"
     )
     assert main(["verdict", str(run10), "--rules", str(bad)]) == 2
     assert "bad.yaml:6: condition uses undeclared input(s) zz" in capsys.readouterr().err

@@ -38,9 +38,11 @@ def fresh_run(tmp_path):
 
 
 def scores_files(run: Path) -> list[str]:
-    return sorted(str(p.relative_to(run)) for p in (run / "scores").rglob("*") if p.is_file()) if (
-        run / "scores"
-    ).exists() else []
+    return (
+        sorted(str(p.relative_to(run)) for p in (run / "scores").rglob("*") if p.is_file())
+        if (run / "scores").exists()
+        else []
+    )
 
 
 def test_session_design_practice_catch_balance_shuffle(run):
@@ -239,7 +241,7 @@ def test_tost_matches_two_one_sided_t_tests():
 
 def test_terminal_mode_plays_then_rates(fresh_run, tmp_path):
     player = tmp_path / "player"
-    player.write_text("#!/bin/sh\necho \"$1\" >> " + str(tmp_path / "played.txt") + "\n")
+    player.write_text('#!/bin/sh\necho "$1" >> ' + str(tmp_path / "played.txt") + "\n")
     player.chmod(0o755)
     s = Session(RunDir.open(fresh_run), SYSTEMS, rater="term")
     lines: list[str] = []

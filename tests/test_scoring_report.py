@@ -44,7 +44,7 @@ def test_hostile_strings_are_escaped(tmp_path):
     run = make_run(
         tmp_path,
         systems={sid: ("chatterbox", "titan", ["-v", "en-us"]), "chatterbox@panda": ("chatterbox", "panda", [])},
-        texts={"u<img src=x onerror=alert(1)>": f"Say {HOSTILE} & \"quote\""},
+        texts={"u<img src=x onerror=alert(1)>": f'Say {HOSTILE} & "quote"'},
         standin={sid},
         config={sid: {"voice": "</code><script>bad()</script>"}},
     )
@@ -57,7 +57,7 @@ def test_hostile_strings_are_escaped(tmp_path):
     assert parsed.tags.count("img") == 2  # the two spectrograms, nothing from the utterance id
     assert "<script" not in html and "<iframe" not in html and "onerror=alert(1)>" not in html
     text = "".join(parsed.text)  # what a reader sees: the hostile strings, verbatim, as text
-    for shown in (sid, f"Say {HOSTILE} & \"quote\"", "<iframe src=x>", "</code><script>bad()</script>"):
+    for shown in (sid, f'Say {HOSTILE} & "quote"', "<iframe src=x>", "</code><script>bad()</script>"):
         assert shown in text
     assert sid in md  # Markdown is not HTML-escaped (a pull request renderer sanitises it)
 

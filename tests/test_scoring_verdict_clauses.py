@@ -33,8 +33,13 @@ def system(sid: str, n: int, n_ok: int | None = None, p50: float | None = 200.0,
     }
 
 
-def run_dir(tmp_path: Path, systems: list[dict], ratings: dict[str, float] | None = None, drift: float = 1.0,
-            kind: str = "bench-chatterbox") -> RunDir:
+def run_dir(
+    tmp_path: Path,
+    systems: list[dict],
+    ratings: dict[str, float] | None = None,
+    drift: float = 1.0,
+    kind: str = "bench-chatterbox",
+) -> RunDir:
     doc: dict[str, Any] = {
         "run_id": "r1",
         "kind": kind,
@@ -83,8 +88,10 @@ def test_validated_lists_every_true_clause_and_what_would_change_it(tmp_path):
     assert v["outcome"] == "titan_chatterbox_redundancy_validated"
     assert set(states(v).values()) == {"true"} and len(v["decided_by"]) == 3
     assert v["decided_by"][2]["values"] == {"panda_mean": 4.6, "titan_mean": 4.4}
-    assert any(w.startswith("titan_chatterbox_diverges_investigate if `abs(titan_mean - panda_mean) >= 0.5`")
-               for w in v["would_change"])
+    assert any(
+        w.startswith("titan_chatterbox_diverges_investigate if `abs(titan_mean - panda_mean) >= 0.5`")
+        for w in v["would_change"]
+    )
 
 
 def test_diverges_is_decided_by_its_own_clause(tmp_path):
@@ -104,14 +111,21 @@ def test_blackwell_blocker_decides_without_ratings_or_utterances(tmp_path):
     cfg = {"install_ok": False, "install_blocker": {"kind": "blackwell", "estimate_h": 6}}
     v = chatterbox(tmp_path, n=0, config=cfg)
     assert v["outcome"] == "deferred_blackwell_port_cost"
-    assert states(v) == {"not install_ok": "true", "blocker_kind == 'blackwell'": "true",
-                         "blocker_patch_hours > 1": "true"}
+    assert states(v) == {
+        "not install_ok": "true",
+        "blocker_kind == 'blackwell'": "true",
+        "blocker_patch_hours > 1": "true",
+    }
 
 
 def test_gate_uses_the_runs_recorded_threshold(tmp_path):
     rules = load_rules(RULES / "chatterbox-redundancy.yaml")
-    run = run_dir(tmp_path, [system("chatterbox@titan", 10), system("chatterbox@panda", 10)],
-                  {"chatterbox@titan": 4.5, "chatterbox@panda": 4.5}, drift=1.3)
+    run = run_dir(
+        tmp_path,
+        [system("chatterbox@titan", 10), system("chatterbox@panda", 10)],
+        {"chatterbox@titan": 4.5, "chatterbox@panda": 4.5},
+        drift=1.3,
+    )
     v = decide(rules, run)
     assert v["outcome"] == "failed_gate_gemma_drift" and v["kind"] == "gate"
     assert v["gate"]["max_drift"] == 1.2 and v["gate"]["threshold_from"] == "results.json gemma.max_drift"
@@ -120,8 +134,12 @@ def test_gate_uses_the_runs_recorded_threshold(tmp_path):
 
 def test_missing_objective_input_is_incomplete_not_pending(tmp_path):
     rules = load_rules(RULES / "voxtral.yaml")
-    run = run_dir(tmp_path, [system("voxtral@titan", 4, p50=None), system("chatterbox@panda", 4)],
-                  {"voxtral@titan": 5.0, "chatterbox@panda": 4.0}, kind="bench-voxtral")
+    run = run_dir(
+        tmp_path,
+        [system("voxtral@titan", 4, p50=None), system("chatterbox@panda", 4)],
+        {"voxtral@titan": 5.0, "chatterbox@panda": 4.0},
+        kind="bench-voxtral",
+    )
     v = decide(rules, run)
     assert v["outcome"] == "incomplete_inputs"
     assert states(v) == {"voxtral_ttfa_p50 <= 500": "unknown"}
@@ -129,8 +147,9 @@ def test_missing_objective_input_is_incomplete_not_pending(tmp_path):
 
 def test_voxtral_too_slow_is_decided_without_ratings(tmp_path):
     rules = load_rules(RULES / "voxtral.yaml")
-    run = run_dir(tmp_path, [system("voxtral@titan", 4, p50=800.0), system("chatterbox@panda", 4)],
-                  kind="bench-voxtral")
+    run = run_dir(
+        tmp_path, [system("voxtral@titan", 4, p50=800.0), system("chatterbox@panda", 4)], kind="bench-voxtral"
+    )
     v = decide(rules, run)
     assert v["outcome"] == "keep_chatterbox_defer_voxtral_tts" and v["kind"] == "default"
     assert states(v) == {"voxtral_ttfa_p50 <= 500": "false"}
@@ -183,8 +202,9 @@ def test_gate_values_typed_and_one_drift_threshold(tmp_path):
 
 
 def test_unknown_keys_refused_with_file_line(tmp_path):
-    msg, line = bad_rule(tmp_path, "  titan_mean:\n    source: ratings\n",
-                         "  titan_mean:\n    source: ratings\n    sytem: x\n")
+    msg, line = bad_rule(
+        tmp_path, "  titan_mean:\n    source: ratings\n", "  titan_mean:\n    source: ratings\n    sytem: x\n"
+    )
     assert line == "sytem: x" and "did you mean 'system'" in msg
     msg, line = bad_rule(tmp_path, "default:\n", "defualt:\n")
     assert line == "defualt:"

@@ -14,9 +14,7 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def probe(url: str, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ttsbench_cmd("probe-llm", url, "--json", *extra), capture_output=True, text=True, timeout=30
-    )
+    return subprocess.run(ttsbench_cmd("probe-llm", url, "--json", *extra), capture_output=True, text=True, timeout=30)
 
 
 def test_probe_follows_runtime_latency_changes():

@@ -142,9 +142,7 @@ def test_up_twice_is_idempotent_and_down_leaves_nothing(testhosts, tmp_path):
         bad_key = bad_state / "titan" / "ssh_host_ed25519_key"
         bad_key.parent.mkdir(parents=True)
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(bad_key)], check=True)
-        bad_key.write_text(
-            "-----BEGIN OPENSSH PRIVATE KEY-----\ngarbage\n-----END OPENSSH PRIVATE KEY-----\n"
-        )
+        bad_key.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\ngarbage\n-----END OPENSSH PRIVATE KEY-----\n")
         failed = _testhosts.run_script("up", env={**os.environ, "TTSBENCH_TESTHOSTS_STATE": str(bad_state)})
         assert failed.returncode != 0
         assert "sshd of titan did not start" in failed.stderr
@@ -163,8 +161,9 @@ def test_non_root_user_manages_a_root_service_through_sudo(testhosts, tmp_path):
     from ttsbench.runner import run_playbook
 
     pb = _testhosts.ROOT / "tests" / "playbooks" / "become_cycle.yml"
-    ok = run_playbook(pb, _testhosts.INVENTORY, {"become_cycle_hosts": "panda_sudo"},
-                      private_data_dir=tmp_path / "sudo", timeout=600)
+    ok = run_playbook(
+        pb, _testhosts.INVENTORY, {"become_cycle_hosts": "panda_sudo"}, private_data_dir=tmp_path / "sudo", timeout=600
+    )
     assert ok.ok, ok.failure_messages()
     user = ok.task_results("Record who the SSH user is and who started the service", host="panda_sudo")
     assert user[0]["res"]["stdout"] == "ttsb-ops"
@@ -173,8 +172,13 @@ def test_non_root_user_manages_a_root_service_through_sudo(testhosts, tmp_path):
     stopped = ok.task_results("Stop the service", host="panda_sudo")
     assert stopped and stopped[0]["res"]["changed"] is True
 
-    refused = run_playbook(pb, _testhosts.INVENTORY, {"become_cycle_hosts": "panda_nosudo"},
-                           private_data_dir=tmp_path / "nosudo", timeout=600)
+    refused = run_playbook(
+        pb,
+        _testhosts.INVENTORY,
+        {"become_cycle_hosts": "panda_nosudo"},
+        private_data_dir=tmp_path / "nosudo",
+        timeout=600,
+    )
     assert not refused.ok
     msgs = " ".join(refused.failure_messages())
     assert "needs root on panda_nosudo (become)" in msgs and "Nothing was stopped" in msgs, msgs

@@ -17,9 +17,7 @@ PLAYBOOK = ROOT / "tests" / "playbooks" / "vllm_omni_install.yml"
 
 
 def _load_builder():
-    spec = importlib.util.spec_from_file_location(
-        "fixture_repo", ROOT / "tests/fixtures/vllm_omni_fixture_repo.py"
-    )
+    spec = importlib.util.spec_from_file_location("fixture_repo", ROOT / "tests/fixtures/vllm_omni_fixture_repo.py")
     assert spec and spec.loader
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -65,17 +63,16 @@ def test_fixture_repo_has_the_refs_the_tests_need(fixture_repo):
 
 
 def test_conflicting_pick_is_aborted_and_names_files(tmp_path, fixture_repo):
-    inv = _inventory(tmp_path, fixture_repo["repo"], vllm_omni_version="main",
-                     vllm_omni_cherry_picks=["refs/pull/2/head"])
+    inv = _inventory(
+        tmp_path, fixture_repo["repo"], vllm_omni_version="main", vllm_omni_cherry_picks=["refs/pull/2/head"]
+    )
     res = run_playbook(PLAYBOOK, inventory=inv)
     assert not res.ok
     msg = " ".join(res.failure_messages())
     assert "README.md" in msg and "vllm_omni_cherry_picks" in msg
     src = tmp_path / "host" / "vllm_omni" / "src"
     assert not (src / ".git" / "CHERRY_PICK_HEAD").exists()
-    assert not (tmp_path / "host" / "vllm_omni" / "venv").exists(), (
-        "nothing may be installed after a bad pick"
-    )
+    assert not (tmp_path / "host" / "vllm_omni" / "venv").exists(), "nothing may be installed after a bad pick"
 
 
 def test_unknown_version_names_the_variable(tmp_path, fixture_repo):
@@ -118,8 +115,9 @@ def test_tag_resolves_to_its_commit_and_pick_applies(tmp_path, fixture_repo):
     assert argv[0].endswith("/venv/bin/vllm-omni") and argv[1:4] == ["serve", "standin", "--omni"]
     assert argv[argv.index("--deploy-config") + 1].endswith("vllm_omni/deploy/voxtral_tts.yaml")
     assert build["stages"]["0"] == {"gpu_memory_utilization": 0.25, "max_num_seqs": 1}
-    assert json.loads(argv[argv.index("--stage-overrides") + 1]) == {"0": {"gpu_memory_utilization": 0.25,
-                                                                            "max_num_seqs": 1}}
+    assert json.loads(argv[argv.index("--stage-overrides") + 1]) == {
+        "0": {"gpu_memory_utilization": 0.25, "max_num_seqs": 1}
+    }
     again = run_playbook(PLAYBOOK, inventory=inv)
     assert again.ok and again.changed == 0, again.changed_by_host()
 
@@ -156,10 +154,16 @@ def test_preflight_stops_before_anything_is_paused(tmp_path, extra, needle):
         busy.listen()
         if extra.get("vllm_omni_port") == "LISTENING":
             extra = {"vllm_omni_port": busy.getsockname()[1]}
-        inv = _inventory(tmp_path, "unused", vllm_omni_hf_hub_dir=str(tmp_path / "empty-hub"),
-                         vllm_omni_model="mistralai/Voxtral-4B-TTS-2603", vllm_omni_health_host="127.0.0.1",
-                         vllm_omni_plan={"argv": []}, vllm_omni_build={"versions": {"cuda_available": False}},
-                         **extra)
+        inv = _inventory(
+            tmp_path,
+            "unused",
+            vllm_omni_hf_hub_dir=str(tmp_path / "empty-hub"),
+            vllm_omni_model="mistralai/Voxtral-4B-TTS-2603",
+            vllm_omni_health_host="127.0.0.1",
+            vllm_omni_plan={"argv": []},
+            vllm_omni_build={"versions": {"cuda_available": False}},
+            **extra,
+        )
         res = run_playbook(ROOT / "tests" / "playbooks" / "vllm_omni_preflight.yml", inventory=inv)
     assert not res.ok
     assert any(needle in m for m in res.failure_messages()), res.failure_messages()

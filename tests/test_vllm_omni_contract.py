@@ -42,8 +42,10 @@ def release(request: pytest.FixtureRequest) -> dict:
     return {
         "version": version,
         "contract": vllm_omni_contract.extract(version),
-        "search": [str(registry.unpacked_wheel("vllm-omni", version)[0]),
-                   str(registry.wheel_members("vllm", version, vllm_omni_contract.VLLM_MEMBERS)[0])],
+        "search": [
+            str(registry.unpacked_wheel("vllm-omni", version)[0]),
+            str(registry.wheel_members("vllm", version, vllm_omni_contract.VLLM_MEMBERS)[0]),
+        ],
     }
 
 
@@ -53,11 +55,20 @@ def _defaults() -> dict:
 
 def _role_argv(release: dict, tmp_path: Path, **over) -> tuple[list[str], dict]:
     d = _defaults()
-    settings = {"model": d["vllm_omni_model"], "host": d["vllm_omni_host"], "port": d["vllm_omni_port"],
-                "tokenizer_mode": d["vllm_omni_tokenizer_mode"], "config": d["vllm_omni_config"],
-                "extra_args": d["vllm_omni_extra_args"], "work_dir": str(tmp_path),
-                "stage_overrides": {"0": {"gpu_memory_utilization": 0.3, "max_num_seqs": 1},
-                                    "1": {"gpu_memory_utilization": 0.05}}, **over}
+    settings = {
+        "model": d["vllm_omni_model"],
+        "host": d["vllm_omni_host"],
+        "port": d["vllm_omni_port"],
+        "tokenizer_mode": d["vllm_omni_tokenizer_mode"],
+        "config": d["vllm_omni_config"],
+        "extra_args": d["vllm_omni_extra_args"],
+        "work_dir": str(tmp_path),
+        "stage_overrides": {
+            "0": {"gpu_memory_utilization": 0.3, "max_num_seqs": 1},
+            "1": {"gpu_memory_utilization": 0.05},
+        },
+        **over,
+    }
     sp = _serve_plan()
     return sp.build_argv(sp.read_layout(release["search"]), settings, "/venv/bin")
 
@@ -66,7 +77,8 @@ def test_stored_contract_equals_the_registry_package(release: dict) -> None:
     stored = speech_api.load_contract(release["version"])
     assert stored == json.loads(json.dumps(release["contract"])), (
         f"python/ttsbench/upstream/contracts/{release['version']}.json differs from the registry's wheel; "
-        f"re-extract: python -m ttsbench.upstream.vllm_omni_contract {release['version']} OUT.json")
+        f"re-extract: python -m ttsbench.upstream.vllm_omni_contract {release['version']} OUT.json"
+    )
 
 
 def test_vllm_is_no_dependency_so_the_role_installs_it_first(release: dict) -> None:
@@ -143,8 +155,13 @@ def test_client_request_agrees_with_the_release(release: dict) -> None:
         assert choice.pcm_sample_rate == sp["voxtral_sample_rate"] == 24000
     from ttsbench.httpbench import SpeechTarget
 
-    payload = SpeechTarget(url="http://x/v1/audio/speech", model="m", voice="neutral_female",
-                           response_format=choice.response_format, stream=choice.stream).payload("hello")
+    payload = SpeechTarget(
+        url="http://x/v1/audio/speech",
+        model="m",
+        voice="neutral_female",
+        response_format=choice.response_format,
+        stream=choice.stream,
+    ).payload("hello")
     speech_api.check_payload(c, "voxtral", payload)
     assert set(payload) <= set(sp["fields"])
     assert payload["stream_format"] in sp["stream_formats"] and payload["response_format"] in sp["response_formats"]

@@ -14,8 +14,13 @@ SCRIPT = Path(__file__).resolve().parents[1] / "roles" / "ttsbench_agent" / "fil
 
 
 def _wait(url: str, timeout: str, target: str, *extra: str) -> tuple[int, dict]:
-    res = subprocess.run([sys.executable, str(SCRIPT), url, timeout, target, *extra], capture_output=True,
-                         text=True, timeout=60, check=False)
+    res = subprocess.run(
+        [sys.executable, str(SCRIPT), url, timeout, target, *extra],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     return res.returncode, json.loads(res.stdout.strip().splitlines()[-1])
 
 

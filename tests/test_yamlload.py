@@ -48,7 +48,7 @@ def test_valid_yaml_keeps_values_and_positions() -> None:
     assert doc == {"base": {"k": 1, "j": 2}, "use": {"k": 3, "j": 2}, "list": [{"id": "u1"}]}
     assert isinstance(doc, YamlMap) and isinstance(doc, dict)
     assert doc.line_of("use") == 3 and doc["use"].line_of("k") == 5 and doc["list"][0].line == 7
-    assert parse_yaml("") is None and parse_yaml("a: \"tab\\there\"\n") == {"a": "tab\there"}
+    assert parse_yaml("") is None and parse_yaml('a: "tab\\there"\n') == {"a": "tab\there"}
 
 
 def test_inventory_files_are_checked_before_ansible_runs(tmp_path: Path, capsys) -> None:

@@ -147,12 +147,12 @@ def _one_line(text: str, limit: int = 300) -> str:
     return s if len(s) <= limit else s[: limit - 1] + "…"
 
 
-def describe_request(target: SpeechTarget, utt: Utterance, concurrency: int = 1, index: int = 0,
-                     warmup: bool = False) -> str:
+def describe_request(
+    target: SpeechTarget, utt: Utterance, concurrency: int = 1, index: int = 0, warmup: bool = False
+) -> str:
     """The utterance and the request, for error messages: which text, which request, asked how."""
     which = f"warm-up request {index}" if warmup else f"request {index} at concurrency {concurrency}"
-    return (f"{utt.utt_id} ({which}: POST {target.url} stream={target.stream} "
-            f"response_format={target.response_format})")
+    return f"{utt.utt_id} ({which}: POST {target.url} stream={target.stream} response_format={target.response_format})"
 
 
 _ERROR_BODY_WAIT_S = 5.0  # an error response's body is only read for the message: never wait long for it
@@ -234,8 +234,10 @@ async def synthesize_once(
                 return m, None
             problem = _content_type_problem(ctype, target)
             if problem is not None:
-                m.error = (f"HTTP {resp.status} but {problem} (asked stream={target.stream}, "
-                           f"response_format={target.response_format}): {await _error_body(resp, target.timeout_s)}")
+                m.error = (
+                    f"HTTP {resp.status} but {problem} (asked stream={target.stream}, "
+                    f"response_format={target.response_format}): {await _error_body(resp, target.timeout_s)}"
+                )
                 return m, None
             async for piece in resp.pieces():
                 t = time.perf_counter()
@@ -371,8 +373,12 @@ async def synthesize_templated(
             m.ttfa_ms = (t_piece - t0) * 1000.0
             if marks is not None:
                 marks["t0"], marks["t_first_audio"] = t0, t_piece
-        if (m.t_first_nonsilent_ms is None and new is not None and new.size
-                and first_nonsilent_index(new, dec.sample_rate or 1, target.silence_dbfs) is not None):
+        if (
+            m.t_first_nonsilent_ms is None
+            and new is not None
+            and new.size
+            and first_nonsilent_index(new, dec.sample_rate or 1, target.silence_dbfs) is not None
+        ):
             m.t_first_nonsilent_ms = (t_piece - t0) * 1000.0
 
     async def stream_audio(resp: leanhttp.Response) -> None:

@@ -28,8 +28,11 @@ def inventory_yaml_files(inventory: str | os.PathLike) -> list[Path]:
     for sub in ("group_vars", "host_vars"):
         d = base / sub
         if d.is_dir():
-            files += [p for p in sorted(d.rglob("*")) if p.is_file() and p.suffix in _YAML_SUFFIXES
-                      and not p.name.startswith(".")]
+            files += [
+                p
+                for p in sorted(d.rglob("*"))
+                if p.is_file() and p.suffix in _YAML_SUFFIXES and not p.name.startswith(".")
+            ]
     return files
 
 

@@ -270,12 +270,17 @@ class Client:
         try:
             async with asyncio.timeout(min(timeout_s, self.connect_timeout_s)):
                 reader, writer = await asyncio.open_connection(
-                    origin.host, origin.port, ssl=tls, server_hostname=origin.host if tls else None,
+                    origin.host,
+                    origin.port,
+                    ssl=tls,
+                    server_hostname=origin.host if tls else None,
                     limit=_MAX_HEAD,
                 )
         except TimeoutError:
-            raise TimedOut(f"connecting to {origin.host}:{origin.port} took longer than "
-                           f"{min(timeout_s, self.connect_timeout_s):g} s") from None
+            raise TimedOut(
+                f"connecting to {origin.host}:{origin.port} took longer than "
+                f"{min(timeout_s, self.connect_timeout_s):g} s"
+            ) from None
         except (OSError, ssl.SSLError) as exc:
             raise ConnectFailed(_os_error(exc)) from None
         return _Conn(origin, reader, writer)
@@ -287,8 +292,7 @@ class Client:
         response had arrived, so the server never answered it)."""
         return await self.request("POST", url, body, headers, timeout_s)
 
-    async def request(self, method: str, url: str, body: bytes, headers: dict[str, str],
-                      timeout_s: float) -> Response:
+    async def request(self, method: str, url: str, body: bytes, headers: dict[str, str], timeout_s: float) -> Response:
         """:meth:`post` with any method (GET, PUT, ...)."""
         origin, target = split_url(url)
         head = _request_head(method, target, origin, headers, len(body))

@@ -127,8 +127,13 @@ class RequestTemplate:
             "header_names": sorted(self.headers),  # values may hold secrets
             "body_kind": self.body_kind,
             "body": self.body,
-            "response": {"kind": r.kind, "sample_rate": r.sample_rate, "pcm_format": r.pcm_format,
-                         "field": r.field, "audio_format": r.audio_format},
+            "response": {
+                "kind": r.kind,
+                "sample_rate": r.sample_rate,
+                "pcm_format": r.pcm_format,
+                "field": r.field,
+                "audio_format": r.audio_format,
+            },
         }
 
 
@@ -142,11 +147,21 @@ class RenderedRequest:
 
 
 # ------------------------------------------------------------------------------------------------ presets
-def openai_body(*, response_format: str = "wav", stream: str = "audio", reference_field: str = "ref_audio",
-                with_reference: bool = False, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def openai_body(
+    *,
+    response_format: str = "wav",
+    stream: str = "audio",
+    reference_field: str = "ref_audio",
+    with_reference: bool = False,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """The OpenAI-style speech body (vllm-omni, ``serve-chatterbox``) as a template body."""
-    body: dict[str, Any] = {"input": "{text}", "model": "{model}", "voice": "{voice}",
-                            "response_format": response_format}
+    body: dict[str, Any] = {
+        "input": "{text}",
+        "model": "{model}",
+        "voice": "{voice}",
+        "response_format": response_format,
+    }
     if stream in ("audio", "sse"):
         body["stream"] = True
         body["stream_format"] = stream
@@ -156,14 +171,26 @@ def openai_body(*, response_format: str = "wav", stream: str = "audio", referenc
     return body
 
 
-def openai(*, response_format: str = "wav", stream: str = "none", pcm_sample_rate: int = 24000,
-           pcm_format: str = "s16le", **kw: Any) -> RequestTemplate:
+def openai(
+    *,
+    response_format: str = "wav",
+    stream: str = "none",
+    pcm_sample_rate: int = 24000,
+    pcm_format: str = "s16le",
+    **kw: Any,
+) -> RequestTemplate:
     if stream == "sse":
         raise UserError("the openai preset has no SSE response kind here: use --stream audio or none")
-    resp = ResponseSpec(kind=response_format, sample_rate=pcm_sample_rate if response_format == "pcm" else None,
-                        pcm_format=pcm_format)
-    return RequestTemplate(name="openai", source="preset:openai", path="/v1/audio/speech",
-                           body=openai_body(response_format=response_format, stream=stream, **kw), response=resp)
+    resp = ResponseSpec(
+        kind=response_format, sample_rate=pcm_sample_rate if response_format == "pcm" else None, pcm_format=pcm_format
+    )
+    return RequestTemplate(
+        name="openai",
+        source="preset:openai",
+        path="/v1/audio/speech",
+        body=openai_body(response_format=response_format, stream=stream, **kw),
+        response=resp,
+    )
 
 
 PRESETS = ("openai",)
@@ -186,8 +213,9 @@ def load(spec: str, **openai_kw: Any) -> RequestTemplate:
 
             doc = yaml.safe_load(text)
     except json.JSONDecodeError as exc:
-        raise UserError(f"request template {p}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") \
-            from exc
+        raise UserError(
+            f"request template {p}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        ) from exc
     except Exception as exc:  # yaml.YAMLError and its subclasses
         raise UserError(f"request template {p}: invalid YAML: {' '.join(str(exc).split())}") from exc
     return from_mapping(doc, str(p))
@@ -219,20 +247,32 @@ def from_mapping(doc: Any, source: str) -> RequestTemplate:
         try:
             body = json.loads(body)
         except json.JSONDecodeError as exc:
-            raise UserError(f"{where}: body is not valid JSON (line {exc.lineno} column {exc.colno}: {exc.msg})") \
-                from exc
+            raise UserError(
+                f"{where}: body is not valid JSON (line {exc.lineno} column {exc.colno}: {exc.msg})"
+            ) from exc
     if body is None and method != "GET":
-        raise UserError(f"{where}: a {method} template needs a body, e.g. body: {{\"text\": \"{{text}}\"}}")
-    if body_kind == "form" and not (isinstance(body, dict) and all(isinstance(v, str | int | float)
-                                                                     for v in body.values())):
+        raise UserError(f'{where}: a {method} template needs a body, e.g. body: {{"text": "{{text}}"}}')
+    if body_kind == "form" and not (
+        isinstance(body, dict) and all(isinstance(v, str | int | float) for v in body.values())
+    ):
         raise UserError(f"{where}: a form body must be a flat mapping of field names to values")
     resp = _response(doc.get("response") or {}, where)
-    t = RequestTemplate(name=str(doc.get("name") or Path(source).stem), source=source, method=method, path=path,
-                        headers=headers, body_kind=body_kind, body=body, response=resp)
+    t = RequestTemplate(
+        name=str(doc.get("name") or Path(source).stem),
+        source=source,
+        method=method,
+        path=path,
+        headers=headers,
+        body_kind=body_kind,
+        body=body,
+        response=resp,
+    )
     bad = t.placeholders() - set(PLACEHOLDERS)
     if bad:
-        raise UserError(f"{where}: unknown placeholder(s) {', '.join('{' + b + '}' for b in sorted(bad))} "
-                        f"(known: {', '.join('{' + p + '}' for p in PLACEHOLDERS)}; write {{{{ and }}}} for braces)")
+        raise UserError(
+            f"{where}: unknown placeholder(s) {', '.join('{' + b + '}' for b in sorted(bad))} "
+            f"(known: {', '.join('{' + p + '}' for p in PLACEHOLDERS)}; write {{{{ and }}}} for braces)"
+        )
     if "text" not in t.placeholders():
         raise UserError(f"{where}: the template never sends the text: put {{text}} in the body or path")
     return t
@@ -255,17 +295,21 @@ def _response(r: Any, where: str) -> ResponseSpec:
         raise UserError(f"{where}: response pcm_format must be one of {', '.join(PCM_FORMATS)}")
     rate = r.get("sample_rate")
     if (kind == "pcm" or (kind not in ("wav", "pcm") and audio_format == "pcm")) and not (
-            isinstance(rate, int) and rate > 0):
+        isinstance(rate, int) and rate > 0
+    ):
         raise UserError(f"{where}: raw PCM needs its rate: set response.sample_rate (e.g. 24000)")
     fld = r.get("field")
     if kind in ("json-base64", "url") and not (isinstance(fld, str) and fld):
-        raise UserError(f"{where}: response kind {kind} needs field (the JSON field holding the "
-                        f"{'base64 audio' if kind == 'json-base64' else 'audio URL'}, e.g. audio)")
+        raise UserError(
+            f"{where}: response kind {kind} needs field (the JSON field holding the "
+            f"{'base64 audio' if kind == 'json-base64' else 'audio URL'}, e.g. audio)"
+        )
     return ResponseSpec(kind=kind, sample_rate=rate, pcm_format=pcm_format, field=fld, audio_format=audio_format)
 
 
-def values(text: str, *, voice: str | None = None, model: str | None = None,
-           reference: Any = None) -> dict[str, str | None]:
+def values(
+    text: str, *, voice: str | None = None, model: str | None = None, reference: Any = None
+) -> dict[str, str | None]:
     """Placeholder values; ``reference`` is a :class:`ttsbench.reference.Reference` or None."""
     import base64
 
@@ -274,8 +318,7 @@ def values(text: str, *, voice: str | None = None, model: str | None = None,
         "voice": voice or None,
         "model": model or None,
         "reference_audio_data_url": reference.data_url if reference is not None else None,
-        "reference_audio_b64": base64.b64encode(reference.wav_bytes).decode("ascii") if reference is not None
-        else None,
+        "reference_audio_b64": base64.b64encode(reference.wav_bytes).decode("ascii") if reference is not None else None,
         "reference_audio_path": str(reference.path) if reference is not None else None,
     }
 
@@ -283,8 +326,9 @@ def values(text: str, *, voice: str | None = None, model: str | None = None,
 def check_inputs(t: RequestTemplate, *, has_reference: bool) -> None:
     if t.needs_reference() and not has_reference:
         used = sorted(t.placeholders() & REFERENCE_PLACEHOLDERS)
-        raise UserError(f"request template {t.source} sends {', '.join('{' + u + '}' for u in used)}: "
-                        "pass --reference WAV")
+        raise UserError(
+            f"request template {t.source} sends {', '.join('{' + u + '}' for u in used)}: pass --reference WAV"
+        )
 
 
 # ------------------------------------------------------------------------------------------------ responses

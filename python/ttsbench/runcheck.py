@@ -129,8 +129,10 @@ def semantic_problems(doc: Any, root: Path) -> list[str]:
             where = f"systems/{si}/utterances/{ri}"
             key = (row.get("utt_id"), row.get("concurrency"), row.get("request_index"))
             if key in seen_rows:
-                out.append(f"{where}: duplicate row (utt_id {key[0]!r}, concurrency {key[1]}, request_index {key[2]}); "
-                           "rows of one system are unique by these three")
+                out.append(
+                    f"{where}: duplicate row (utt_id {key[0]!r}, concurrency {key[1]}, request_index {key[2]}); "
+                    "rows of one system are unique by these three"
+                )
             seen_rows.add(key)
             for k in _NON_NEGATIVE:
                 v = row.get(k)

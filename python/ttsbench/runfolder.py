@@ -99,9 +99,14 @@ def _safe_rel(rel: str, where: str) -> Path:
     return p
 
 
-def merge_part(run_dir: str | os.PathLike, part_dir: str | os.PathLike, *,
-               engine: dict[str, Any] | None = None, host: dict[str, Any] | None = None,
-               config: dict[str, Any] | None = None) -> list[str]:
+def merge_part(
+    run_dir: str | os.PathLike,
+    part_dir: str | os.PathLike,
+    *,
+    engine: dict[str, Any] | None = None,
+    host: dict[str, Any] | None = None,
+    config: dict[str, Any] | None = None,
+) -> list[str]:
     """Merge every system of the part into the run; returns the merged system ids.
 
     ``engine``/``host``/``config`` are applied over each system's blocks (e.g. weights=random-init,
@@ -159,7 +164,7 @@ def combine_gemma(records: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
         return None
     recs = {h: gemma_record(r) for h, r in sorted(records.items())}
     if len(recs) == 1:
-        (host, only), = recs.items()
+        ((host, only),) = recs.items()
         return {**only, "host": host}
 
     def key(item: tuple[str, dict[str, Any]]) -> tuple[int, float]:
@@ -197,8 +202,13 @@ def finish(run_dir: str | os.PathLike, expect: list[str] | None = None) -> dict[
     doc = results.load_results(run)
     ids = {s["system_id"] for s in doc["systems"]}
     missing = sorted(set(expect or []) - ids)
-    complete = not missing and bool(doc["systems"]) and all(
-        s.get("config", {}).get("complete", True) is not False and s["summary"]["n"] > 0 for s in doc["systems"])
+    complete = (
+        not missing
+        and bool(doc["systems"])
+        and all(
+            s.get("config", {}).get("complete", True) is not False and s["summary"]["n"] > 0 for s in doc["systems"]
+        )
+    )
     doc["complete"] = complete
     doc["finished_at"] = results.utc_now()
     results.write_results(run, doc)

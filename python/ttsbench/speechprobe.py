@@ -45,9 +45,19 @@ def speech_url(url: str) -> str:
     return u if u.endswith("/v1/audio/speech") else u + "/v1/audio/speech"
 
 
-def probe_once(url: str, text: str, *, voice: str | None, model: str | None, timeout_s: float,
-               min_duration_s: float, min_rms_dbfs: float, token: str | None = None,
-               template: Any = None, reference: Any = None) -> tuple[ProbeResult, Any]:
+def probe_once(
+    url: str,
+    text: str,
+    *,
+    voice: str | None,
+    model: str | None,
+    timeout_s: float,
+    min_duration_s: float,
+    min_rms_dbfs: float,
+    token: str | None = None,
+    template: Any = None,
+    reference: Any = None,
+) -> tuple[ProbeResult, Any]:
     """One non-streaming request; returns (result, samples or None). ``template`` (ttsbench.reqtemplate) speaks
     any TTS API; without it the OpenAI-style speech request is sent."""
     import httpx
@@ -92,8 +102,9 @@ def probe_once(url: str, text: str, *, voice: str | None, model: str | None, tim
         problems.append(f"{dur:.2f} s audio < {min_duration_s} s")
     if level < min_rms_dbfs:
         problems.append(f"silence: RMS {level:.1f} dBFS < {min_rms_dbfs} dBFS")
-    res = ProbeResult(url, not problems, "; ".join(problems) or None, status, dur,
-                      level, total_ms, int(sr), t_sent, time.time())
+    res = ProbeResult(
+        url, not problems, "; ".join(problems) or None, status, dur, level, total_ms, int(sr), t_sent, time.time()
+    )
     return res, samples
 
 
@@ -113,8 +124,11 @@ def _decode(resp: Any, template: Any, timeout_s: float, headers: dict[str, str])
     else:
         what, audio = reqtemplate.audio_from_json(content, spec, str(resp.request.url))
         if what == "url":
-            fetched = httpx.get(str(audio), headers={k: v for k, v in headers.items() if k.lower() == "authorization"},
-                                timeout=timeout_s)
+            fetched = httpx.get(
+                str(audio),
+                headers={k: v for k, v in headers.items() if k.lower() == "authorization"},
+                timeout=timeout_s,
+            )
             if fetched.status_code != 200:
                 raise ValueError(f"audio URL {audio}: HTTP {fetched.status_code}")
             content = fetched.content
@@ -143,9 +157,20 @@ def probe_until_ok(url: str, text: str, *, until_ok_s: float, interval_s: float,
         time.sleep(interval_s)
 
 
-def record(run_dir: str | Path, res: ProbeResult, samples: Any, *, engine: str, host: str, utt_id: str,
-           text: str, weights: str, standin: bool, version: str | None = None,
-           template: dict[str, Any] | None = None) -> str:
+def record(
+    run_dir: str | Path,
+    res: ProbeResult,
+    samples: Any,
+    *,
+    engine: str,
+    host: str,
+    utt_id: str,
+    text: str,
+    weights: str,
+    standin: bool,
+    version: str | None = None,
+    template: dict[str, Any] | None = None,
+) -> str:
     """Append the probe as a row of system ``engine@host`` in the run folder (WAV kept when audio came back)."""
     from ttsbench.audio import write_wav_atomic
 
@@ -156,23 +181,43 @@ def record(run_dir: str | Path, res: ProbeResult, samples: Any, *, engine: str, 
         wav_rel = f"wavs/{engine}/{host}/{utt_id}.wav"
         write_wav_atomic(run / wav_rel, samples, res.sample_rate or 24000)
     audio_s = res.duration_s if res.duration_s else None
-    row = RequestMetrics(utt_id=utt_id, text=text, ok=res.ok and bool(audio_s), error=res.error if not res.ok else None,
-                         wav=wav_rel, http_status=res.http_status, ttfa_ms=res.total_ms, total_ms=res.total_ms,
-                         audio_s=audio_s, rtf=(res.total_ms / 1000.0 / audio_s) if (res.ok and audio_s) else None,
-                         sample_rate=res.sample_rate)
+    row = RequestMetrics(
+        utt_id=utt_id,
+        text=text,
+        ok=res.ok and bool(audio_s),
+        error=res.error if not res.ok else None,
+        wav=wav_rel,
+        http_status=res.http_status,
+        ttfa_ms=res.total_ms,
+        total_ms=res.total_ms,
+        audio_s=audio_s,
+        rtf=(res.total_ms / 1000.0 / audio_s) if (res.ok and audio_s) else None,
+        sample_rate=res.sample_rate,
+    )
     if not row.ok and not row.error:
         row.error = "no audio"
     sid = f"{engine}@{host}"
     existing = next((s for s in doc["systems"] if s["system_id"] == sid), None)
-    rows = [RequestMetrics(**{k: v for k, v in r.items() if k in RequestMetrics.__dataclass_fields__})
-            for r in (existing or {}).get("utterances", []) if r["utt_id"] != utt_id] + [row]
+    rows = [
+        RequestMetrics(**{k: v for k, v in r.items() if k in RequestMetrics.__dataclass_fields__})
+        for r in (existing or {}).get("utterances", [])
+        if r["utt_id"] != utt_id
+    ] + [row]
     system = existing or {
         "system_id": sid,
-        "engine": {"name": engine, "version": version, "install": "server under test", "standin": standin,
-                   "weights": weights},
+        "engine": {
+            "name": engine,
+            "version": version,
+            "install": "server under test",
+            "standin": standin,
+            "weights": weights,
+        },
         "host": results.remote_host(host),
-        "config": {"url": res.url, "measured_from": "controller over HTTP (failover drill probe)",
-                   "ttfa_definition": "non-streaming: time until the whole WAV arrived"},
+        "config": {
+            "url": res.url,
+            "measured_from": "controller over HTTP (failover drill probe)",
+            "ttfa_definition": "non-streaming: time until the whole WAV arrived",
+        },
     }
     if template is not None:
         system["config"]["request_template"] = template

@@ -70,4 +70,3 @@ def _control_char(text: str) -> int | None:
         if unicodedata.category(ch) in ("Cc", "Cs"):
             return i
     return None
-

@@ -159,9 +159,7 @@ class StreamDecoder:
                         return False
                     tag = struct.unpack_from("<H", b, pos + 8 + 24)[0]
                 if (tag, bits) not in _FORMATS or ch < 1 or sr <= 0:
-                    raise StreamFormatError(
-                        f"unsupported WAV format (tag {tag}, {bits} bit, {ch} ch, {sr} Hz)"
-                    )
+                    raise StreamFormatError(f"unsupported WAV format (tag {tag}, {bits} bit, {ch} ch, {sr} Hz)")
                 fmt = AudioFormat(sr, ch, tag, bits)
             if size >= _UNKNOWN_SIZE_MIN:
                 raise StreamFormatError(f"WAV chunk {cid!r} has an implausible size {size}")
@@ -175,8 +173,7 @@ class StreamDecoder:
             raise StreamFormatError(f"stream ended mid-header after {self.total_bytes} bytes")
         if self._pending:
             raise StreamFormatError(
-                f"stream ended mid-sample ({len(self._pending)} stray bytes "
-                f"after {self.audio_bytes} audio bytes)"
+                f"stream ended mid-sample ({len(self._pending)} stray bytes after {self.audio_bytes} audio bytes)"
             )
         if self._data_left:
             raise StreamFormatError(f"stream ended {self._data_left} bytes short of the WAV data size")

@@ -69,8 +69,10 @@ class _Loader(yaml.SafeLoader):
             try:
                 hash(key)
             except TypeError:
-                raise YamlError(f"{_where(self.source_name, key_node.start_mark)}: a mapping key must be a "
-                                f"plain value, not a {type(key).__name__}") from None
+                raise YamlError(
+                    f"{_where(self.source_name, key_node.start_mark)}: a mapping key must be a "
+                    f"plain value, not a {type(key).__name__}"
+                ) from None
             if id(key_node) not in own:
                 data[key] = self.construct_object(value_node, deep=True)
                 data.key_lines[key] = key_node.start_mark.line + 1
@@ -130,8 +132,9 @@ def parse_yaml(text: str, name: str = "<yaml>", ansible: bool = False) -> Any:
     if bad is not None:
         line = text.count("\n", 0, bad) + 1
         col = bad - (text.rfind("\n", 0, bad) + 1) + 1
-        raise YamlError(f"{name}:{line}:{col}: control character {ord(text[bad]):#06x} is not allowed in YAML; "
-                        "remove it")
+        raise YamlError(
+            f"{name}:{line}:{col}: control character {ord(text[bad]):#06x} is not allowed in YAML; remove it"
+        )
     loader = (_AnsibleLoader if ansible else _Loader)(text)
     loader.source_name = name
     try:

@@ -119,9 +119,7 @@ def _reference_wav(seconds: float = 3.0, sr: int = 24000, seed: int = 0) -> Any:
     return wav.astype(np.float32)
 
 
-def make_random_checkpoint(
-    ckpt_dir: str | os.PathLike, seed: int = 0, force: bool = False
-) -> tuple[Path, bool]:
+def make_random_checkpoint(ckpt_dir: str | os.PathLike, seed: int = 0, force: bool = False) -> tuple[Path, bool]:
     """Build the checkpoint in a temp folder beside ``ckpt_dir`` and rename it into place.
 
     Returns (dir, built). Skips (built=False) when the directory is already complete with the same seed.
@@ -141,8 +139,7 @@ def make_random_checkpoint(
         return dest, False
     if dest.exists() and any(dest.iterdir()) and read_marker(dest) is None:
         raise UserError(
-            f"{dest}: exists and is not a random-init checkpoint (no {MARKER}); "
-            "choose an empty or new directory"
+            f"{dest}: exists and is not a random-init checkpoint (no {MARKER}); choose an empty or new directory"
         )
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))

@@ -120,8 +120,16 @@ class GraphEuler:
         self.frozen = False  # True: no new captures (concurrent serving); unseen shapes run eagerly
         self._cache: dict[tuple, _EulerEntry] = {}
 
-    def __call__(self, x: torch.Tensor, t_span: torch.Tensor, mu: torch.Tensor, mask: torch.Tensor,
-                 spks: torch.Tensor, cond: torch.Tensor, meanflow: bool = False) -> torch.Tensor:
+    def __call__(
+        self,
+        x: torch.Tensor,
+        t_span: torch.Tensor,
+        mu: torch.Tensor,
+        mask: torch.Tensor,
+        spks: torch.Tensor,
+        cond: torch.Tensor,
+        meanflow: bool = False,
+    ) -> torch.Tensor:
         from chatterbox.models.s3gen.flow_matching import cast_all
 
         cfm = self.cfm
@@ -151,8 +159,9 @@ class GraphEuler:
             e.x_in[B:] = e.xs
             e.t_in[:B] = e.t_cur
             e.t_in[B:] = e.t_cur
-            dxdt = cfm.estimator.forward(x=e.x_in, mask=e.mask_in, mu=e.mu_in, t=e.t_in, spks=e.spks_in,
-                                         cond=e.cond_in, r=None)
+            dxdt = cfm.estimator.forward(
+                x=e.x_in, mask=e.mask_in, mu=e.mu_in, t=e.t_in, spks=e.spks_in, cond=e.cond_in, r=None
+            )
             d, c = torch.split(dxdt, [B, B], dim=0)
             d = (1.0 + rate) * d - rate * c
             e.xs.copy_(e.xs + (e.r_cur - e.t_cur) * d)
@@ -184,8 +193,15 @@ class GraphEuler:
 class FastChatterbox:
     """Fast T3 + S3Gen (graph-stepped CFM) for one loaded upstream ``ChatterboxTTS``."""
 
-    def __init__(self, model: Any, dtype: torch.dtype | None = None, max_len: int = 2048,
-                 cuda_graph: bool | None = None, watermark: bool = True, graph_s3: bool = True) -> None:
+    def __init__(
+        self,
+        model: Any,
+        dtype: torch.dtype | None = None,
+        max_len: int = 2048,
+        cuda_graph: bool | None = None,
+        watermark: bool = True,
+        graph_s3: bool = True,
+    ) -> None:
         self.model = model
         self.device = torch.device(model.device) if isinstance(model.device, str) else model.device
         self.t3 = FastT3(model.t3, dtype=dtype, max_len=max_len, cuda_graph=cuda_graph)
@@ -229,8 +245,11 @@ class FastChatterbox:
             return  # per-voice cache: no device read (host sync) on the hot path
         if exaggeration != float(m.conds.t3.emotion_adv[0, 0, 0]):
             c = m.conds.t3
-            m.conds.t3 = T3Cond(speaker_emb=c.speaker_emb, cond_prompt_speech_tokens=c.cond_prompt_speech_tokens,
-                                emotion_adv=exaggeration * torch.ones(1, 1, 1)).to(device=m.device)
+            m.conds.t3 = T3Cond(
+                speaker_emb=c.speaker_emb,
+                cond_prompt_speech_tokens=c.cond_prompt_speech_tokens,
+                emotion_adv=exaggeration * torch.ones(1, 1, 1),
+            ).to(device=m.device)
         self._exaggeration, self._cond_obj = exaggeration, m.conds.t3
 
     @torch.inference_mode()
@@ -260,8 +279,14 @@ class FastChatterbox:
     # ------------------------------------------------------------------ whole utterance
 
     @torch.inference_mode()
-    def synthesize(self, text: str, params: SamplingParams, max_new_tokens: int = 1000,
-                   exaggeration: float = 0.5, timings: StreamTimings | None = None) -> Any:
+    def synthesize(
+        self,
+        text: str,
+        params: SamplingParams,
+        max_new_tokens: int = 1000,
+        exaggeration: float = 0.5,
+        timings: StreamTimings | None = None,
+    ) -> Any:
         """Float32 numpy waveform at 24 kHz (``ChatterboxTTS.generate`` semantics)."""
         sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
         self._prepare(exaggeration)
@@ -283,11 +308,20 @@ class FastChatterbox:
     # ------------------------------------------------------------------ streaming
 
     @torch.inference_mode()
-    def stream(self, text: str, params: SamplingParams, max_new_tokens: int = 1000, exaggeration: float = 0.5,
-               first_chunk_tokens: int = 12, chunk_tokens: int = 50, context_tokens: int = 8,
-               crossfade_ms: float = 10.0, poll_tokens: int = 4,
-               timings: StreamTimings | None = None,
-               tokens: Callable[..., Iterator[torch.Tensor]] | None = None) -> Iterator[Any]:
+    def stream(
+        self,
+        text: str,
+        params: SamplingParams,
+        max_new_tokens: int = 1000,
+        exaggeration: float = 0.5,
+        first_chunk_tokens: int = 12,
+        chunk_tokens: int = 50,
+        context_tokens: int = 8,
+        crossfade_ms: float = 10.0,
+        poll_tokens: int = 4,
+        timings: StreamTimings | None = None,
+        tokens: Callable[..., Iterator[torch.Tensor]] | None = None,
+    ) -> Iterator[Any]:
         """Float32 numpy chunks at 24 kHz, the first as soon as ``first_chunk_tokens`` valid speech tokens are
         decoded and vocoded; then chunks of exactly ``chunk_tokens`` valid tokens (plus ``context_tokens`` of
         left context whose audio is dropped), so that every chunk but the last has the same shape and
@@ -313,14 +347,17 @@ class FastChatterbox:
             t0 = time.perf_counter()
             ctx = min(context_tokens, done)
             first = tm.first_chunk_s is None
-            hold = (self.scheduler.paused() if tokens is not None and self.scheduler is not None and first
-                    and self.pause_t3_first_chunk else contextlib.nullcontext())
+            hold = (
+                self.scheduler.paused()
+                if tokens is not None and self.scheduler is not None and first and self.pause_t3_first_chunk
+                else contextlib.nullcontext()
+            )
             with self.s3_lock.urgent() if first else self.s3_lock, hold, self._on_s3_stream():
-                wav = self.vocode(valid_all[done - ctx:done + n]).squeeze(0).float().cpu().numpy()
+                wav = self.vocode(valid_all[done - ctx : done + n]).squeeze(0).float().cpu().numpy()
                 start = ctx * SAMPLES_PER_TOKEN
                 audio = wav[start:]
                 if tail is not None:  # the held-back end of the last chunk spans the time of wav[start-fade:start]
-                    head = tail * (1.0 - ramp) + wav[start - fade:start] * ramp if start >= fade else tail
+                    head = tail * (1.0 - ramp) + wav[start - fade : start] * ramp if start >= fade else tail
                     audio = np.concatenate([head.astype(np.float32), audio])
                 t1 = time.perf_counter()
                 tm.s3gen_s += t1 - t0
@@ -339,8 +376,9 @@ class FastChatterbox:
         t_tok = time.perf_counter()
         polls = tuple(range(poll_tokens, max_new_tokens, poll_tokens))
         if tokens is None:
-            parts = self.t3.iter_tokens(self.model.conds.t3, self.text_tokens(text), max_new_tokens, params,
-                                        chunk_sizes=polls)
+            parts = self.t3.iter_tokens(
+                self.model.conds.t3, self.text_tokens(text), max_new_tokens, params, chunk_sizes=polls
+            )
         else:
             parts = tokens(self.model.conds.t3, self.text_tokens(text), max_new_tokens, params)
         for part in parts:
@@ -357,22 +395,40 @@ class FastChatterbox:
             tm.chunks.append(len(tail))
             yield tail.astype(np.float32, copy=False)
 
-    WARMUP_TEXT = ("This is a warm-up sentence for the fast path, long enough to fill the first streamed chunk and "
-                   "one more, so that the graphs of both chunk shapes are captured before the first request.")
+    WARMUP_TEXT = (
+        "This is a warm-up sentence for the fast path, long enough to fill the first streamed chunk and "
+        "one more, so that the graphs of both chunk shapes are captured before the first request."
+    )
 
-    def warmup(self, params: SamplingParams, exaggeration: float = 0.5, first_chunk_tokens: int = 12,
-               chunk_tokens: int = 50, context_tokens: int = 8) -> dict:
+    def warmup(
+        self,
+        params: SamplingParams,
+        exaggeration: float = 0.5,
+        first_chunk_tokens: int = 12,
+        chunk_tokens: int = 50,
+        context_tokens: int = 8,
+    ) -> dict:
         """Capture the T3 graphs of every KV bucket and the CFM graphs of both streaming chunk shapes."""
         t0 = time.perf_counter()
         n = self.t3.capture_all()
         need = first_chunk_tokens + chunk_tokens
         for _ in range(2):  # encoder graphs: a shape's first call warms up, its second captures
-            for _ in self.stream(self.WARMUP_TEXT, params, max_new_tokens=int(need * 1.6) + 8,
-                                 exaggeration=exaggeration, first_chunk_tokens=first_chunk_tokens,
-                                 chunk_tokens=chunk_tokens, context_tokens=context_tokens):
+            for _ in self.stream(
+                self.WARMUP_TEXT,
+                params,
+                max_new_tokens=int(need * 1.6) + 8,
+                exaggeration=exaggeration,
+                first_chunk_tokens=first_chunk_tokens,
+                chunk_tokens=chunk_tokens,
+                context_tokens=context_tokens,
+            ):
                 pass
-        return {"t3_graphs": n, "cfm_graphs": len(self.euler._cache), "s3_graphs": self.s3graphs.state(),
-                "s": time.perf_counter() - t0}
+        return {
+            "t3_graphs": n,
+            "cfm_graphs": len(self.euler._cache),
+            "s3_graphs": self.s3graphs.state(),
+            "s": time.perf_counter() - t0,
+        }
 
     def enable_batching(self, slots: int = 4, poll_tokens: int = 4) -> dict:
         """Decode concurrent requests together: a :class:`~ttsbench.chatterbox.fast_batch.BatchT3` of ``slots``
@@ -386,9 +442,15 @@ class FastChatterbox:
         self.scheduler = T3Scheduler(self.batch, poll=poll_tokens)
         if self.device.type == "cuda":
             self.s3_stream = torch.cuda.Stream(self.device, priority=-1)  # lower number = higher priority
-        return {"slots": slots, "widths": list(self.batch.widths), "graphs": n,
-                "graph_error": self.batch.graph_error, "compiled": self.batch.compiled,
-                "compile_error": self.batch.compile_error, "s": time.perf_counter() - t0}
+        return {
+            "slots": slots,
+            "widths": list(self.batch.widths),
+            "graphs": n,
+            "graph_error": self.batch.graph_error,
+            "compiled": self.batch.compiled,
+            "compile_error": self.batch.compile_error,
+            "s": time.perf_counter() - t0,
+        }
 
     @contextlib.contextmanager
     def _on_s3_stream(self) -> Iterator[None]:

@@ -100,10 +100,13 @@ class BatchT3:
         else:
             cos = f.cos.index_select(0, pos).view(R, 1, 1, f.head_dim)
             sin = f.sin.index_select(0, pos).view(R, 1, 1, f.head_dim)
-        bias = torch.zeros(R, bucket, device=self.device, dtype=f.dtype).masked_fill_(
-            self.arange[:bucket][None] > pos[:, None], -math.inf).view(R, 1, bucket)
+        bias = (
+            torch.zeros(R, bucket, device=self.device, dtype=f.dtype)
+            .masked_fill_(self.arange[:bucket][None] > pos[:, None], -math.inf)
+            .view(R, 1, bucket)
+        )
         idx = (self.row_base[:R] + pos[:, None]).view(-1)  # (R*H,)
-        scale = f.head_dim ** -0.5
+        scale = f.head_dim**-0.5
         H, D = f.n_heads, f.head_dim
 
         def write(i: int, k: torch.Tensor, v: torch.Tensor) -> None:
@@ -236,7 +239,8 @@ class BatchT3:
 
         def attend(i: int, q: torch.Tensor) -> torch.Tensor:
             return F.scaled_dot_product_attention(
-                q.contiguous(), self.k_cache[i, r0:r1, :, :L], self.v_cache[i, r0:r1, :, :L], is_causal=True)
+                q.contiguous(), self.k_cache[i, r0:r1, :, :L], self.v_cache[i, r0:r1, :, :L], is_causal=True
+            )
 
         logits = f._layers(embeds.to(f.dtype), cos, sin, write, attend)
         self.logits[r0:r1].copy_(logits[:, -1])
@@ -315,8 +319,9 @@ class T3Scheduler:
                 self._hold -= 1
                 self._cv.notify_all()
 
-    def tokens(self, t3_cond: Any, text_tokens: torch.Tensor, max_new_tokens: int,
-               params: SamplingParams) -> Iterator[torch.Tensor]:
+    def tokens(
+        self, t3_cond: Any, text_tokens: torch.Tensor, max_new_tokens: int, params: SamplingParams
+    ) -> Iterator[torch.Tensor]:
         """Speech tokens of one request as they are decoded (CPU tensors, a drawn EOS included)."""
         if params.cfg_weight <= 0:
             raise ValueError("batched T3 decodes the CFG pair: cfg_weight must be > 0")
@@ -396,7 +401,7 @@ class T3Scheduler:
             if r.cancelled:
                 self._finish(r)
                 continue
-            got = new[r.slot, r.checked - lo:r.steps - lo]
+            got = new[r.slot, r.checked - lo : r.steps - lo]
             stop = (got == b.f.stop_token).nonzero()
             if stop.numel():
                 r.out.put(got[: int(stop[0, 0]) + 1].clone())
@@ -412,4 +417,3 @@ class T3Scheduler:
         self.b.release(req.slot)
         self._busy.pop(req.slot, None)
         req.out.put(_DONE)
-

@@ -61,8 +61,16 @@ def upstream_logits(model: Any, text_tokens: torch.Tensor, tokens: list[int], cf
     """Upstream's raw (2, V) logits after the prefix and after each forced token: (n+1, 2, V)."""
     rec: list[torch.Tensor] = []
     with _upstream_hooks([*list(tokens), 0], greedy=False, record=rec), torch.inference_mode():
-        model.t3.inference(t3_cond=model.conds.t3, text_tokens=text_tokens, max_new_tokens=len(tokens),
-                           cfg_weight=cfg_weight, temperature=0.8, top_p=1.0, min_p=0.05, repetition_penalty=1.2)
+        model.t3.inference(
+            t3_cond=model.conds.t3,
+            text_tokens=text_tokens,
+            max_new_tokens=len(tokens),
+            cfg_weight=cfg_weight,
+            temperature=0.8,
+            top_p=1.0,
+            min_p=0.05,
+            repetition_penalty=1.2,
+        )
     return torch.stack(rec)
 
 
@@ -70,8 +78,13 @@ def upstream_tokens(model: Any, text_tokens: torch.Tensor, n: int, params: Sampl
     """Upstream ``T3.inference`` tokens (1, n); greedy = argmax instead of multinomial."""
     with _upstream_hooks(None, greedy=params.greedy, record=None), torch.inference_mode():
         return model.t3.inference(
-            t3_cond=model.conds.t3, text_tokens=text_tokens, max_new_tokens=n, cfg_weight=params.cfg_weight,
-            temperature=params.temperature, top_p=params.top_p, min_p=params.min_p,
+            t3_cond=model.conds.t3,
+            text_tokens=text_tokens,
+            max_new_tokens=n,
+            cfg_weight=params.cfg_weight,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            min_p=params.min_p,
             repetition_penalty=params.repetition_penalty,
         )
 
@@ -98,5 +111,11 @@ def greedy_check(model: Any, fast: FastT3, text: str, n: int, params: SamplingPa
     m = min(len(up), len(fa))
     same = int((up[:m] == fa[:m]).sum())
     first_diff = next((i for i in range(m) if int(up[i]) != int(fa[i])), None)
-    return {"steps": m, "same": same, "match": same / max(m, 1), "first_diff": first_diff,
-            "len_upstream": len(up), "len_fast": len(fa)}
+    return {
+        "steps": m,
+        "same": same,
+        "match": same / max(m, 1),
+        "first_diff": first_diff,
+        "len_upstream": len(up),
+        "len_fast": len(fa),
+    }

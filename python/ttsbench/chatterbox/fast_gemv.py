@@ -25,8 +25,17 @@ def _build() -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     import triton.language as tl
 
     @triton.jit
-    def _kernel(x_ptr, w_ptr, y_ptr, N, stride_w, K: tl.constexpr, TWO: tl.constexpr, BLOCK_N: tl.constexpr,
-                BLOCK_K: tl.constexpr):
+    def _kernel(
+        x_ptr,
+        w_ptr,
+        y_ptr,
+        N,
+        stride_w,
+        K: tl.constexpr,
+        TWO: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        BLOCK_K: tl.constexpr,
+    ):
         pid = tl.program_id(0)
         offs_n = pid * BLOCK_N + tl.arange(0, BLOCK_N)
         mask_n = offs_n < N
@@ -35,8 +44,9 @@ def _build() -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         for k0 in range(0, K, BLOCK_K):
             offs_k = k0 + tl.arange(0, BLOCK_K)
             mask_k = offs_k < K
-            w = tl.load(w_ptr + offs_n[:, None] * stride_w + offs_k[None, :],
-                        mask=mask_n[:, None] & mask_k[None, :], other=0.0).to(tl.float32)
+            w = tl.load(
+                w_ptr + offs_n[:, None] * stride_w + offs_k[None, :], mask=mask_n[:, None] & mask_k[None, :], other=0.0
+            ).to(tl.float32)
             x0 = tl.load(x_ptr + offs_k, mask=mask_k, other=0.0).to(tl.float32)
             acc0 += w * x0[None, :]
             if TWO:
@@ -57,8 +67,9 @@ def _build() -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         while block_n < 32 and N // (block_n * 2) >= 264:
             block_n *= 2
         block_k = max(64, 2048 // block_n)
-        _kernel[(triton.cdiv(N, block_n),)](rows, w, y, N, w.stride(0), K=K, TWO=M == 2, BLOCK_N=block_n,
-                                            BLOCK_K=block_k, num_warps=4)
+        _kernel[(triton.cdiv(N, block_n),)](
+            rows, w, y, N, w.stride(0), K=K, TWO=M == 2, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=4
+        )
         return y.view(*x.shape[:-1], N)
 
     @gemv.register_fake

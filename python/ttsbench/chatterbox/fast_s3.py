@@ -28,9 +28,12 @@ import torch
 
 
 @contextlib.contextmanager
-def sync_free_chunk_mask(modules: tuple[str, ...] = ("chatterbox.models.s3gen.decoder",
-                                                     "chatterbox.models.s3gen.transformer.upsample_encoder")
-                         ) -> Iterator[None]:
+def sync_free_chunk_mask(
+    modules: tuple[str, ...] = (
+        "chatterbox.models.s3gen.decoder",
+        "chatterbox.models.s3gen.transformer.upsample_encoder",
+    ),
+) -> Iterator[None]:
     """Swap ``add_optional_chunk_mask`` in ``modules`` for a version without the host sync (graph capture)."""
     import importlib
 
@@ -40,12 +43,28 @@ def sync_free_chunk_mask(modules: tuple[str, ...] = ("chatterbox.models.s3gen.de
         orig = mod.add_optional_chunk_mask
         saved[mod] = orig
 
-        def chunk_mask(xs: Any, masks: torch.Tensor, use_dynamic_chunk: bool, use_dynamic_left_chunk: bool,
-                       decoding_chunk_size: int, static_chunk_size: int, num_decoding_left_chunks: int,
-                       enable_full_context: bool = True, _orig: Any = orig) -> torch.Tensor:
+        def chunk_mask(
+            xs: Any,
+            masks: torch.Tensor,
+            use_dynamic_chunk: bool,
+            use_dynamic_left_chunk: bool,
+            decoding_chunk_size: int,
+            static_chunk_size: int,
+            num_decoding_left_chunks: int,
+            enable_full_context: bool = True,
+            _orig: Any = orig,
+        ) -> torch.Tensor:
             if use_dynamic_chunk or static_chunk_size > 0:
-                return _orig(xs, masks, use_dynamic_chunk, use_dynamic_left_chunk, decoding_chunk_size,
-                             static_chunk_size, num_decoding_left_chunks, enable_full_context)
+                return _orig(
+                    xs,
+                    masks,
+                    use_dynamic_chunk,
+                    use_dynamic_left_chunk,
+                    decoding_chunk_size,
+                    static_chunk_size,
+                    num_decoding_left_chunks,
+                    enable_full_context,
+                )
             # upstream: rows that are all False are set True (after a host-side check); same, without the sync
             return masks | (masks.sum(dim=-1, keepdim=True) == 0)
 
@@ -87,8 +106,13 @@ class GraphedCall:
     and replays. ``capture_ctx`` (a context-manager factory) is entered around warm-up and capture — e.g. the
     sync-free mask or the conv istft. On anything but CUDA, or after a capture error, ``fn`` runs eagerly."""
 
-    def __init__(self, fn: Callable[..., Any], name: str, max_cached: int = 6,
-                 capture_ctx: Callable[[], contextlib.AbstractContextManager] | None = None) -> None:
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        name: str,
+        max_cached: int = 6,
+        capture_ctx: Callable[[], contextlib.AbstractContextManager] | None = None,
+    ) -> None:
         self.fn = fn
         self.name = name
         self.max_cached = max_cached
@@ -159,8 +183,9 @@ class S3Graphs:
     def __init__(self, s3gen: Any, max_cached: int = 6) -> None:
         self.s3 = s3gen
         enc = s3gen.flow.encoder
-        self.encoder = GraphedCall(lambda *a: type(enc).forward(enc, *a), "flow encoder", max_cached,
-                                   capture_ctx=sync_free_chunk_mask)
+        self.encoder = GraphedCall(
+            lambda *a: type(enc).forward(enc, *a), "flow encoder", max_cached, capture_ctx=sync_free_chunk_mask
+        )
 
     @contextlib.contextmanager
     def installed(self, encoder: bool = True) -> Iterator[None]:

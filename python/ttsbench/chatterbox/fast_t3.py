@@ -169,14 +169,19 @@ class FastT3:
                     n = m.gate_proj.weight.shape[0]
                     m.gate_proj.weight.data = wgu[:n]
                     m.up_proj.weight.data = wgu[n:]
-                self.layers.append(tuple(w.detach() for w in (
-                    layer.input_layernorm.weight.to(dt),
-                    wqkv,
-                    a.o_proj.weight.to(dt),
-                    layer.post_attention_layernorm.weight.to(dt),
-                    wgu,
-                    m.down_proj.weight.to(dt),
-                )))
+                self.layers.append(
+                    tuple(
+                        w.detach()
+                        for w in (
+                            layer.input_layernorm.weight.to(dt),
+                            wqkv,
+                            a.o_proj.weight.to(dt),
+                            layer.post_attention_layernorm.weight.to(dt),
+                            wgu,
+                            m.down_proj.weight.to(dt),
+                        )
+                    )
+                )
             self.norm_w = t3.tfmr.norm.weight.to(dt)
             self.head_w = t3.speech_head.weight.to(dt)
             self.head_b = None if t3.speech_head.bias is None else t3.speech_head.bias.to(dt)
@@ -229,8 +234,9 @@ class FastT3:
             q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
             return q * cos + _rot(q) * sin, k * cos + _rot(k) * sin, v
 
-        def post(h: torch.Tensor, o: torch.Tensor, wo: torch.Tensor, ln2: torch.Tensor, wgu: torch.Tensor,
-                 wd: torch.Tensor) -> torch.Tensor:
+        def post(
+            h: torch.Tensor, o: torch.Tensor, wo: torch.Tensor, ln2: torch.Tensor, wgu: torch.Tensor, wd: torch.Tensor
+        ) -> torch.Tensor:
             B, S, _ = h.shape
             h = h + lin(o.transpose(1, 2).reshape(B, S, H * D), wo)
             x = _rms(h, ln2, eps)
@@ -265,8 +271,15 @@ class FastT3:
         self._dpre, self._dpost = pre_c, post_c
         self.compiled = True
 
-    def _layers(self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, write: Callable, attend: Callable,
-                decode: bool = False) -> torch.Tensor:
+    def _layers(
+        self,
+        h: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        write: Callable,
+        attend: Callable,
+        decode: bool = False,
+    ) -> torch.Tensor:
         pre, post = (self._dpre, self._dpost) if (decode and self.compiled) else (self._pre, self._post)
         for i, (ln1, wqkv, wo, ln2, wgu, wd) in enumerate(self.layers):
             q, k, v = pre(h, ln1, wqkv, cos, sin)
@@ -302,9 +315,12 @@ class FastT3:
         h = e.to(self.dtype).expand(2, -1).reshape(2, 1, self.hidden)
         cos = self.cos.index_select(0, self.pos)  # (1, D)
         sin = self.sin.index_select(0, self.pos)
-        bias = torch.zeros(bucket, device=self.device, dtype=self.dtype).masked_fill_(
-            self.arange[:bucket] > self.pos, -math.inf).view(1, 1, bucket)
-        scale = self.head_dim ** -0.5
+        bias = (
+            torch.zeros(bucket, device=self.device, dtype=self.dtype)
+            .masked_fill_(self.arange[:bucket] > self.pos, -math.inf)
+            .view(1, 1, bucket)
+        )
+        scale = self.head_dim**-0.5
 
         def write(i: int, k: torch.Tensor, v: torch.Tensor) -> None:
             self.k_cache[i].index_copy_(2, self.pos, k)
@@ -452,7 +468,11 @@ class FastT3:
 
     @torch.inference_mode()
     def iter_tokens(
-        self, t3_cond: Any, text_tokens: torch.Tensor, max_new_tokens: int, params: SamplingParams,
+        self,
+        t3_cond: Any,
+        text_tokens: torch.Tensor,
+        max_new_tokens: int,
+        params: SamplingParams,
         chunk_sizes: tuple[int, ...] = (),
     ) -> Iterator[torch.Tensor]:
         """Yield the speech tokens (1-D, incl. a final EOS if drawn) as they become known.
@@ -488,15 +508,17 @@ class FastT3:
         if emitted < max_new:
             yield self.out[emitted:max_new].clone()
 
-    def generate(self, t3_cond: Any, text_tokens: torch.Tensor, max_new_tokens: int,
-                 params: SamplingParams) -> torch.Tensor:
+    def generate(
+        self, t3_cond: Any, text_tokens: torch.Tensor, max_new_tokens: int, params: SamplingParams
+    ) -> torch.Tensor:
         """Like ``T3.inference``: (1, n) speech tokens (n ≤ max_new_tokens, a drawn EOS included)."""
         parts = list(self.iter_tokens(t3_cond, text_tokens, max_new_tokens, params))
         return torch.cat(parts).view(1, -1)
 
     @torch.inference_mode()
-    def teacher_forced_logits(self, t3_cond: Any, text_tokens: torch.Tensor, tokens: torch.Tensor,
-                              cfg_weight: float) -> torch.Tensor:
+    def teacher_forced_logits(
+        self, t3_cond: Any, text_tokens: torch.Tensor, tokens: torch.Tensor, cfg_weight: float
+    ) -> torch.Tensor:
         """Raw logits (n+1, 2, V): after the prefix, then after feeding each of ``tokens`` in turn."""
         embeds = self.prefix_embeds(t3_cond, text_tokens, cfg_weight)
         L = embeds.shape[1]

@@ -176,8 +176,6 @@ def _work_dtype(dtype: torch.dtype) -> torch.dtype:
     return dtype if dtype in (torch.float32, torch.float64) else torch.float32
 
 
-
-
 def stft_ri(
     input: torch.Tensor,
     n_fft: int,

@@ -169,8 +169,7 @@ def synthesize(model: Any, text: str, cfg: RunnerConfig, reference: Path | None,
         if reference is not None:
             model.prepare_conditionals(str(reference), exaggeration=cfg.exaggeration)
         params = SamplingParams(temperature=cfg.temperature, cfg_weight=cfg.cfg_weight)
-        return fast.synthesize(text, params, max_new_tokens=cfg.max_new_tokens or 1000,
-                               exaggeration=cfg.exaggeration)
+        return fast.synthesize(text, params, max_new_tokens=cfg.max_new_tokens or 1000, exaggeration=cfg.exaggeration)
     wav = model.generate(
         text,
         audio_prompt_path=str(reference) if reference else None,

@@ -126,8 +126,22 @@ def split_sentences(text: str) -> list[str]:
 
 def wav_header(sample_rate: int, data_bytes: int = UNKNOWN_SIZE) -> bytes:
     riff = UNKNOWN_SIZE if data_bytes == UNKNOWN_SIZE else 36 + data_bytes
-    return struct.pack("<4sI4s4sIHHIIHH4sI", b"RIFF", riff, b"WAVE", b"fmt ", 16, 1, 1, sample_rate,
-                       sample_rate * 2, 2, 16, b"data", data_bytes)
+    return struct.pack(
+        "<4sI4s4sIHHIIHH4sI",
+        b"RIFF",
+        riff,
+        b"WAVE",
+        b"fmt ",
+        16,
+        1,
+        1,
+        sample_rate,
+        sample_rate * 2,
+        2,
+        16,
+        b"data",
+        data_bytes,
+    )
 
 
 # ---------------------------------------------------------------------------------------------- engine
@@ -155,8 +169,10 @@ class Engine:
             import torch
             from chatterbox.tts import ChatterboxTTS
         except ImportError as exc:
-            raise UserError(f"serve-chatterbox needs torch and chatterbox-tts ({exc}): run it from the chatterbox "
-                            "venv that roles/chatterbox makes") from exc
+            raise UserError(
+                f"serve-chatterbox needs torch and chatterbox-tts ({exc}): run it from the chatterbox "
+                "venv that roles/chatterbox makes"
+            ) from exc
         device = cfg.device
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -184,21 +200,28 @@ class Engine:
 
             if cfg.fast_dtype not in ("fp32", "bf16"):
                 raise UserError(f"--fast-dtype {cfg.fast_dtype!r}: use fp32 or bf16")
-            self.fast = FastChatterbox(model, dtype=torch.bfloat16 if cfg.fast_dtype == "bf16" else None,
-                                       max_len=cfg.fast_max_len)
+            self.fast = FastChatterbox(
+                model, dtype=torch.bfloat16 if cfg.fast_dtype == "bf16" else None, max_len=cfg.fast_max_len
+            )
         self.model = model
         if self.fast is not None and self.fast.t3.cuda_graph:  # capture graphs now, not in the first request
-            self.fast_warmup = self.fast.warmup(self._params(), exaggeration=cfg.exaggeration,
-                                                first_chunk_tokens=cfg.first_chunk_tokens)
+            self.fast_warmup = self.fast.warmup(
+                self._params(), exaggeration=cfg.exaggeration, first_chunk_tokens=cfg.first_chunk_tokens
+            )
         if self.fast is not None and cfg.batch_slots > 0:
             self.fast_batching = self.fast.enable_batching(cfg.batch_slots)
         if self.fast is not None and self.fast.scheduler is not None and self.fast.t3.cuda_graph:
             # no S3Gen graph captures from here on (a capture while the scheduler thread launches work is not
             # safe); then warm the batched path end to end before the first request
             self.fast.freeze_graphs()
-            for _ in self.fast.stream("Warm up.", self._params(), max_new_tokens=cfg.first_chunk_tokens + 4,
-                                      exaggeration=cfg.exaggeration, first_chunk_tokens=cfg.first_chunk_tokens,
-                                      tokens=self.fast.scheduler.tokens):
+            for _ in self.fast.stream(
+                "Warm up.",
+                self._params(),
+                max_new_tokens=cfg.first_chunk_tokens + 4,
+                exaggeration=cfg.exaggeration,
+                first_chunk_tokens=cfg.first_chunk_tokens,
+                tokens=self.fast.scheduler.tokens,
+            ):
                 pass
             sys.setswitchinterval(0.0005)  # the scheduler thread gets the GIL back between vocoder launches
         self.load_s = time.perf_counter() - t0
@@ -237,13 +260,18 @@ class Engine:
                 torch.manual_seed(seed)
             self._cap_now = self.token_cap(text)
             if self.fast is not None:
-                x = self.fast.synthesize(text, self._params(), max_new_tokens=self._cap_now,
-                                         exaggeration=self.cfg.exaggeration).astype(np.float32)
+                x = self.fast.synthesize(
+                    text, self._params(), max_new_tokens=self._cap_now, exaggeration=self.cfg.exaggeration
+                ).astype(np.float32)
                 if not np.isfinite(x).all():
                     raise RuntimeError("synthesis produced non-finite samples")
                 return x
-            wav = self.model.generate(text, exaggeration=self.cfg.exaggeration, cfg_weight=self.cfg.cfg_weight,
-                                      temperature=self.cfg.temperature)
+            wav = self.model.generate(
+                text,
+                exaggeration=self.cfg.exaggeration,
+                cfg_weight=self.cfg.cfg_weight,
+                temperature=self.cfg.temperature,
+            )
         x = wav.squeeze(0).detach().cpu().numpy().astype(np.float32)
         if not np.isfinite(x).all():
             raise RuntimeError("synthesis produced non-finite samples")
@@ -270,24 +298,35 @@ class Engine:
         with self.lock if sched is None else contextlib.nullcontext():
             if seed is not None:
                 torch.manual_seed(seed)
-            for chunk in self.fast.stream(sentence, self._params(), max_new_tokens=self.token_cap(sentence),
-                                          exaggeration=self.cfg.exaggeration,
-                                          first_chunk_tokens=self.cfg.first_chunk_tokens,
-                                          tokens=None if sched is None else sched.tokens):
+            for chunk in self.fast.stream(
+                sentence,
+                self._params(),
+                max_new_tokens=self.token_cap(sentence),
+                exaggeration=self.cfg.exaggeration,
+                first_chunk_tokens=self.cfg.first_chunk_tokens,
+                tokens=None if sched is None else sched.tokens,
+            ):
                 if not np.isfinite(chunk).all():
                     raise RuntimeError("synthesis produced non-finite samples")
                 yield to_pcm16(chunk)
 
     def fast_state(self) -> dict[str, Any]:
         f = self.fast
-        return {"mode": self.cfg.fast, "enabled": f is not None, "dtype": self.cfg.fast_dtype if f else None,
-                "cuda_graph": bool(f and f.t3.cuda_graph), "graph_error": f and f.graph_error,
-                "compiled_layers": bool(f and f.t3.compiled), "compile_error": f and f.t3.compile_error,
-                "first_chunk_tokens": self.cfg.first_chunk_tokens if f else None, "warmup": self.fast_warmup,
-                "batching": self.fast_batching,
-                "scheduler": None if not (f and f.scheduler) else {
-                    "steps": f.scheduler.steps, "width_steps": dict(f.scheduler.width_steps),
-                    "error": f.scheduler.error}}
+        return {
+            "mode": self.cfg.fast,
+            "enabled": f is not None,
+            "dtype": self.cfg.fast_dtype if f else None,
+            "cuda_graph": bool(f and f.t3.cuda_graph),
+            "graph_error": f and f.graph_error,
+            "compiled_layers": bool(f and f.t3.compiled),
+            "compile_error": f and f.t3.compile_error,
+            "first_chunk_tokens": self.cfg.first_chunk_tokens if f else None,
+            "warmup": self.fast_warmup,
+            "batching": self.fast_batching,
+            "scheduler": None
+            if not (f and f.scheduler)
+            else {"steps": f.scheduler.steps, "width_steps": dict(f.scheduler.width_steps), "error": f.scheduler.error},
+        }
 
 
 def to_pcm16(x: Any) -> bytes:
@@ -372,8 +411,12 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def _error(self, status: int, message: str) -> None:
-        kind = {400: "BadRequestError", 401: "AuthenticationError", 404: "NotFoundError",
-                413: "RequestTooLargeError"}.get(status, "InternalServerError")
+        kind = {
+            400: "BadRequestError",
+            401: "AuthenticationError",
+            404: "NotFoundError",
+            413: "RequestTooLargeError",
+        }.get(status, "InternalServerError")
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
         self._send_json(status, {"error": {"message": message, "type": kind, "code": status}}, headers)
 
@@ -408,30 +451,49 @@ class Handler(BaseHTTPRequestHandler):
             return
         e, c = self.engine, self.cfg
         if self.path == "/health":
-            self._send_json(200, {
-                "status": "ok" if e.model is not None else "loading",
-                "model_loaded": e.model is not None,
-                "device": e.device,
-                "stft_patch": e.stft_state,
-                "fast": e.fast_state(),
-                "weights": c.weights_label,
-                "voice": c.voice,
-                "accepts": {"strict": c.strict, "models": [c.model_name, *c.accept_models],
-                            "voice_aliases": list(c.voice_aliases)},
-                "reference_s": round(e.reference_s, 3),
-                "sample_rate": SAMPLE_RATE,
-                "max_new_tokens": c.max_new_tokens,
-                "tuning": {"cfg_weight": c.cfg_weight, "exaggeration": c.exaggeration, "temperature": c.temperature},
-                "versions": e.versions,
-                "load_s": round(e.load_s, 3),
-            })
+            self._send_json(
+                200,
+                {
+                    "status": "ok" if e.model is not None else "loading",
+                    "model_loaded": e.model is not None,
+                    "device": e.device,
+                    "stft_patch": e.stft_state,
+                    "fast": e.fast_state(),
+                    "weights": c.weights_label,
+                    "voice": c.voice,
+                    "accepts": {
+                        "strict": c.strict,
+                        "models": [c.model_name, *c.accept_models],
+                        "voice_aliases": list(c.voice_aliases),
+                    },
+                    "reference_s": round(e.reference_s, 3),
+                    "sample_rate": SAMPLE_RATE,
+                    "max_new_tokens": c.max_new_tokens,
+                    "tuning": {
+                        "cfg_weight": c.cfg_weight,
+                        "exaggeration": c.exaggeration,
+                        "temperature": c.temperature,
+                    },
+                    "versions": e.versions,
+                    "load_s": round(e.load_s, 3),
+                },
+            )
         elif self.path == "/v1/models":
-            self._send_json(200, {"object": "list", "data": [
-                {"id": m, "object": "model", "owned_by": "resemble-ai", "weights": c.weights_label}
-                for m in dict.fromkeys((c.model_name, *c.accept_models))]})
+            self._send_json(
+                200,
+                {
+                    "object": "list",
+                    "data": [
+                        {"id": m, "object": "model", "owned_by": "resemble-ai", "weights": c.weights_label}
+                        for m in dict.fromkeys((c.model_name, *c.accept_models))
+                    ],
+                },
+            )
         elif self.path == "/v1/audio/voices":
-            self._send_json(200, {"voices": list(dict.fromkeys((c.voice, *c.voice_aliases))), "uploaded_voices": [],
-                                  "strict": c.strict})
+            self._send_json(
+                200,
+                {"voices": list(dict.fromkeys((c.voice, *c.voice_aliases))), "uploaded_voices": [], "strict": c.strict},
+            )
         else:
             self._error(404, f"no route {self.path}")
 
@@ -483,12 +545,18 @@ class Handler(BaseHTTPRequestHandler):
         if c.strict:
             voices = (c.voice, "default", *c.voice_aliases)
             if voice not in (None, "", *voices):
-                raise BadRequest(400, f"unknown voice {voice!r}: this server speaks one voice, known as "
-                                      f"{', '.join(repr(v) for v in voices)} (--voice-alias adds names)")
+                raise BadRequest(
+                    400,
+                    f"unknown voice {voice!r}: this server speaks one voice, known as "
+                    f"{', '.join(repr(v) for v in voices)} (--voice-alias adds names)",
+                )
             models = (c.model_name, *c.accept_models)
             if model not in (None, "", *models):
-                raise BadRequest(400, f"unknown model {model!r}: this server accepts "
-                                      f"{', '.join(repr(m) for m in models)} (--accept-model adds names)")
+                raise BadRequest(
+                    400,
+                    f"unknown model {model!r}: this server accepts "
+                    f"{', '.join(repr(m) for m in models)} (--accept-model adds names)",
+                )
         sf = req.get("stream_format")
         if sf not in (None, "audio", "sse"):
             raise BadRequest(400, f"stream_format must be 'audio' or 'sse', not {sf!r}")
@@ -564,10 +632,18 @@ def serve(cfg: ServerConfig) -> int:
     t0 = time.perf_counter()
     engine.load()
     server = make_server(cfg, engine)
-    info = {"event": "ready", "host": cfg.host, "port": server.server_address[1], "device": engine.device,
-            "weights": cfg.weights_label, "voice": cfg.voice, "stft_patch": engine.stft_state,
-            "load_s": round(time.perf_counter() - t0, 2), "versions": engine.versions,
-            "config": {k: v for k, v in asdict(cfg).items() if k != "token"}}
+    info = {
+        "event": "ready",
+        "host": cfg.host,
+        "port": server.server_address[1],
+        "device": engine.device,
+        "weights": cfg.weights_label,
+        "voice": cfg.voice,
+        "stft_patch": engine.stft_state,
+        "load_s": round(time.perf_counter() - t0, 2),
+        "versions": engine.versions,
+        "config": {k: v for k, v in asdict(cfg).items() if k != "token"},
+    }
     print(json.dumps(info), flush=True)
 
     def _stop(signum: int, _frame: Any) -> None:

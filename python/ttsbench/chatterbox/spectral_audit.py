@@ -21,20 +21,69 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 #: ops that move or view memory without computing on the values
-VIEW_OR_COPY_OPS: frozenset[str] = frozenset({
-    "_to_copy", "copy_", "clone", "detach", "alias", "lift_fresh", "view", "_unsafe_view", "_reshape_alias",
-    "view_as_real", "view_as_complex", "slice", "select", "unsqueeze", "squeeze", "expand", "t", "transpose",
-    "permute", "as_strided", "contiguous", "transpose_", "t_", "empty_like", "empty", "empty_strided", "resize_",
-    "set_", "unfold", "narrow", "to", "reshape",
-    "split", "split_with_sizes", "unbind", "cat", "stack", "index_select", "_conj", "_neg_view",
-})
+VIEW_OR_COPY_OPS: frozenset[str] = frozenset(
+    {
+        "_to_copy",
+        "copy_",
+        "clone",
+        "detach",
+        "alias",
+        "lift_fresh",
+        "view",
+        "_unsafe_view",
+        "_reshape_alias",
+        "view_as_real",
+        "view_as_complex",
+        "slice",
+        "select",
+        "unsqueeze",
+        "squeeze",
+        "expand",
+        "t",
+        "transpose",
+        "permute",
+        "as_strided",
+        "contiguous",
+        "transpose_",
+        "t_",
+        "empty_like",
+        "empty",
+        "empty_strided",
+        "resize_",
+        "set_",
+        "unfold",
+        "narrow",
+        "to",
+        "reshape",
+        "split",
+        "split_with_sizes",
+        "unbind",
+        "cat",
+        "stack",
+        "index_select",
+        "_conj",
+        "_neg_view",
+    }
+)
 
 #: profiler op names that make, take or transform complex spectra
-SPECTRAL_OPS: frozenset[str] = frozenset({
-    "aten::stft", "aten::istft", "aten::_fft_r2c", "aten::_fft_c2r", "aten::_fft_c2c", "aten::fft_rfft",
-    "aten::fft_irfft", "aten::fft_fft", "aten::fft_ifft", "aten::view_as_complex", "aten::complex",
-    "aten::polar", "aten::angle",
-})
+SPECTRAL_OPS: frozenset[str] = frozenset(
+    {
+        "aten::stft",
+        "aten::istft",
+        "aten::_fft_r2c",
+        "aten::_fft_c2r",
+        "aten::_fft_c2c",
+        "aten::fft_rfft",
+        "aten::fft_irfft",
+        "aten::fft_fft",
+        "aten::fft_ifft",
+        "aten::view_as_complex",
+        "aten::complex",
+        "aten::polar",
+        "aten::angle",
+    }
+)
 
 
 def _is_complex(x: Any) -> bool:

@@ -191,8 +191,15 @@ def spectrogram_rc(transform: Any, waveform: torch.Tensor) -> RealComplex:
     frame_length_norm, window_norm = _spec_norms(transform.normalized)
     shape = waveform.size()
     ri = realdft.stft_ri(
-        waveform.reshape(-1, shape[-1]), transform.n_fft, transform.hop_length, transform.win_length,
-        transform.window, transform.center, transform.pad_mode, frame_length_norm, transform.onesided,
+        waveform.reshape(-1, shape[-1]),
+        transform.n_fft,
+        transform.hop_length,
+        transform.win_length,
+        transform.window,
+        transform.center,
+        transform.pad_mode,
+        frame_length_norm,
+        transform.onesided,
     )
     ri = ri.reshape(shape[:-1] + ri.shape[-3:])
     if window_norm:
@@ -211,8 +218,14 @@ def inverse_spectrogram_ri(
     shape = real.size()
     pad = transform.pad
     wav = realdft.istft_ri(
-        real.reshape(-1, shape[-2], shape[-1]), imag.reshape(-1, shape[-2], shape[-1]), transform.n_fft,
-        transform.hop_length, transform.win_length, transform.window, transform.center, frame_length_norm,
+        real.reshape(-1, shape[-2], shape[-1]),
+        imag.reshape(-1, shape[-2], shape[-1]),
+        transform.n_fft,
+        transform.hop_length,
+        transform.win_length,
+        transform.window,
+        transform.center,
+        frame_length_norm,
         length + 2 * pad if length is not None else None,
     )
     if length is not None and pad > 0:

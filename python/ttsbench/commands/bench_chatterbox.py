@@ -24,18 +24,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="random-init seed and sampling seed (default 0)")
     p.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: cuda when available)")
-    p.add_argument(
-        "--out", type=Path, default=None, help="run folder (default runs/chatterbox-inprocess-<UTC>)"
-    )
-    p.add_argument(
-        "--host-name", default=None, help="host label in system_id chatterbox@<host> (default: hostname)"
-    )
-    p.add_argument(
-        "--reference", type=Path, default=None, help="reference voice WAV (≥ 1 s); default: built-in conds"
-    )
-    p.add_argument(
-        "--utterances", type=Path, default=None, help="utterances YAML (default files/utterances.yaml)"
-    )
+    p.add_argument("--out", type=Path, default=None, help="run folder (default runs/chatterbox-inprocess-<UTC>)")
+    p.add_argument("--host-name", default=None, help="host label in system_id chatterbox@<host> (default: hostname)")
+    p.add_argument("--reference", type=Path, default=None, help="reference voice WAV (≥ 1 s); default: built-in conds")
+    p.add_argument("--utterances", type=Path, default=None, help="utterances YAML (default files/utterances.yaml)")
     p.add_argument("--only", default=None, help="comma-separated utterance ids, e.g. u01,u02")
     p.add_argument("--warmup", type=int, default=1, help="warm-up syntheses, not timed (default 1)")
     p.add_argument("--runs", type=int, default=1, help="timed passes over the utterances (default 1)")
@@ -54,8 +46,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="auto",
         help="Blackwell STFT patch: auto (on for sm_12x or a failing self-test), on, off",
     )
-    p.add_argument("--fast", action=argparse.BooleanOptionalAction, default=False,
-                   help="fast path: static KV cache, CUDA-graph T3 decoding, graph-stepped S3Gen (default off)")
+    p.add_argument(
+        "--fast",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="fast path: static KV cache, CUDA-graph T3 decoding, graph-stepped S3Gen (default off)",
+    )
     p.add_argument("--fast-dtype", choices=["fp32", "bf16"], default="fp32", help="fast path T3 dtype")
     p.add_argument("--install-label", default="pip --no-deps", help="engine.install label in results")
     p.set_defaults(func=_run)

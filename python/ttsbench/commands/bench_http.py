@@ -8,8 +8,11 @@ from pathlib import Path
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench-http", help="benchmark a streaming /v1/audio/speech server: TTFA, RTF, WAVs")
-    p.add_argument("url", help="server base URL (http://titan:8004) or the full /v1/audio/speech URL; "
-                   "connected to directly (HTTP(S)_PROXY is not used: a benchmark times the server, not a proxy)")
+    p.add_argument(
+        "url",
+        help="server base URL (http://titan:8004) or the full /v1/audio/speech URL; "
+        "connected to directly (HTTP(S)_PROXY is not used: a benchmark times the server, not a proxy)",
+    )
     p.add_argument("--utterances", default=None, help="utterances YAML (default: files/utterances.yaml)")
     p.add_argument("--only", default=None, help="comma-separated utterance ids to use")
     p.add_argument(
@@ -28,13 +31,24 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="audio: raw bytes (stream_format=audio); sse: speech.audio.delta events; none "
         "(default: audio, or what --vllm-omni-version streams)",
     )
-    p.add_argument("--response-format", choices=["wav", "pcm"], default=None,
-                   help="default: wav, or for --vllm-omni-version a format that version streams for the engine")
-    p.add_argument("--pcm-sample-rate", type=int, default=None,
-                   help="declared rate of raw PCM responses (default 24000, or the engine's rate in the contract)")
-    p.add_argument("--vllm-omni-version", default=None,
-                   help="check the request against this vllm-omni release's speech API (stored contract, e.g. "
-                   "0.30.0) and pick a response format it streams for --engine; refused before any request")
+    p.add_argument(
+        "--response-format",
+        choices=["wav", "pcm"],
+        default=None,
+        help="default: wav, or for --vllm-omni-version a format that version streams for the engine",
+    )
+    p.add_argument(
+        "--pcm-sample-rate",
+        type=int,
+        default=None,
+        help="declared rate of raw PCM responses (default 24000, or the engine's rate in the contract)",
+    )
+    p.add_argument(
+        "--vllm-omni-version",
+        default=None,
+        help="check the request against this vllm-omni release's speech API (stored contract, e.g. "
+        "0.30.0) and pick a response format it streams for --engine; refused before any request",
+    )
     p.add_argument("--pcm-format", choices=["s16le", "s32le", "f32le", "u8"], default="s16le")
     p.add_argument("--model", default=None)
     p.add_argument("--voice", default=None)
@@ -48,11 +62,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="extra JSON field (VALUE parsed as JSON when it parses, else a string)",
     )
-    p.add_argument("--request-template", default=None, metavar="FILE|openai",
-                   help="speak any TTS HTTP API: a template file (method, path, headers, body with {text}, {voice}, "
-                   "{reference_audio_...}, response kind wav|pcm|json-base64|url; see ttsbench.reqtemplate) or the "
-                   "preset openai (built from --stream/--response-format/--model/--voice/--reference/"
-                   "--payload-extra); URL is then the server's base URL")
+    p.add_argument(
+        "--request-template",
+        default=None,
+        metavar="FILE|openai",
+        help="speak any TTS HTTP API: a template file (method, path, headers, body with {text}, {voice}, "
+        "{reference_audio_...}, response kind wav|pcm|json-base64|url; see ttsbench.reqtemplate) or the "
+        "preset openai (built from --stream/--response-format/--model/--voice/--reference/"
+        "--payload-extra); URL is then the server's base URL",
+    )
     p.add_argument("--header", action="append", default=[], metavar="KEY=VALUE", help="extra HTTP header")
     p.add_argument("--timeout", type=float, default=120.0, help="per-request timeout in seconds")
     p.add_argument("--engine", default="http", help="engine label (wavs/<engine>/<host>/)")
@@ -175,9 +193,15 @@ def _run(args: argparse.Namespace) -> int:
         from ttsbench import reqtemplate
 
         template = reqtemplate.load(
-            args.request_template, response_format=args.response_format, stream=args.stream,
-            pcm_sample_rate=args.pcm_sample_rate, pcm_format=args.pcm_format, reference_field=args.reference_field,
-            with_reference=ref is not None, extra=_kv(args.payload_extra, "--payload-extra", True))
+            args.request_template,
+            response_format=args.response_format,
+            stream=args.stream,
+            pcm_sample_rate=args.pcm_sample_rate,
+            pcm_format=args.pcm_format,
+            reference_field=args.reference_field,
+            with_reference=ref is not None,
+            extra=_kv(args.payload_extra, "--payload-extra", True),
+        )
         reqtemplate.check_inputs(template, has_reference=ref is not None)
         if template.path and url.endswith(template.path.rstrip("/")) and "{" not in template.path:
             url = url[: -len(template.path.rstrip("/"))]  # the endpoint URL was given: keep the base
@@ -288,9 +312,7 @@ def _run(args: argparse.Namespace) -> int:
         },
         "utterances": [r.to_dict() for r in rows],
         "summary": summarize(rows),
-        "summary_by_concurrency": {
-            str(c): summarize([r for r in rows if r.concurrency == c]) for c in levels
-        },
+        "summary_by_concurrency": {str(c): summarize([r for r in rows if r.concurrency == c]) for c in levels},
     }
     results.put_system(doc, system)
     doc["complete"] = complete
@@ -309,8 +331,7 @@ def _run(args: argparse.Namespace) -> int:
         return 130
     if state.aborted:
         print(
-            f"bench-http: error: {state.aborted}; kept {len(rows)} measured request(s), "
-            "marked complete=false",
+            f"bench-http: error: {state.aborted}; kept {len(rows)} measured request(s), marked complete=false",
             file=sys.stderr,
         )
         return 3

@@ -35,8 +35,14 @@ def _run(args: argparse.Namespace) -> int:
     from ttsbench.errors import UserError
 
     label = args.weights_label or ("hub" if args.weights == "hub" else _guess_label(Path(args.weights)))
-    cfg = ServerConfig(weights=args.weights, weights_label=label, reference=args.reference, device=args.device,
-                       stft_patch=args.stft_patch, max_new_tokens=args.max_new_tokens)
+    cfg = ServerConfig(
+        weights=args.weights,
+        weights_label=label,
+        reference=args.reference,
+        device=args.device,
+        stft_patch=args.stft_patch,
+        max_new_tokens=args.max_new_tokens,
+    )
     engine = Engine(cfg)
     engine.load()
     sr = int(engine.model.sr)
@@ -46,10 +52,19 @@ def _run(args: argparse.Namespace) -> int:
     n = int(x.shape[0])
     rms = float(np.sqrt(np.mean(np.square(x.astype(np.float64))))) if n else 0.0
     facts = {
-        "ok": True, "sample_rate": sr, "samples": n, "audio_s": round(n / sr, 3) if sr else 0.0,
-        "rms": round(rms, 6), "finite": bool(np.isfinite(x).all()), "synth_s": round(synth_s, 3),
-        "load_s": round(engine.load_s, 3), "device": engine.device, "weights": label,
-        "max_new_tokens": args.max_new_tokens, "stft_patch": engine.stft_state, **engine.versions,
+        "ok": True,
+        "sample_rate": sr,
+        "samples": n,
+        "audio_s": round(n / sr, 3) if sr else 0.0,
+        "rms": round(rms, 6),
+        "finite": bool(np.isfinite(x).all()),
+        "synth_s": round(synth_s, 3),
+        "load_s": round(engine.load_s, 3),
+        "device": engine.device,
+        "weights": label,
+        "max_new_tokens": args.max_new_tokens,
+        "stft_patch": engine.stft_state,
+        **engine.versions,
     }
     problems = []
     if sr != SAMPLE_RATE:

@@ -6,11 +6,17 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("doctor", help="check the controller's tools (and with -i every host, read-only) and say "
-                       "how to fix what is missing")
-    p.add_argument("-i", "--inventory", default=None,
-                   help="also check every host of this inventory without changing anything: SSH, become, docker, "
-                   "systemd, GPU, disk, Voxtral weights, ports, the configured services, the primary TTS")
+    p = sub.add_parser(
+        "doctor",
+        help="check the controller's tools (and with -i every host, read-only) and say how to fix what is missing",
+    )
+    p.add_argument(
+        "-i",
+        "--inventory",
+        default=None,
+        help="also check every host of this inventory without changing anything: SSH, become, docker, "
+        "systemd, GPU, disk, Voxtral weights, ports, the configured services, the primary TTS",
+    )
     p.add_argument("--no-probe", action="store_true", help="with -i: do not send the primary TTS a speech request")
     p.set_defaults(func=_run)
 
@@ -58,7 +64,9 @@ def _hosts(console: object, inventory: str, probe: bool) -> int:
     console.print(table)  # type: ignore[attr-defined]
     bad = [f for f in findings if f.ok is False]
     if bad:
-        console.print(f"doctor: {len(bad)} thing(s) to fix: "  # type: ignore[attr-defined]
-                      + ", ".join(f"{f.host}/{f.check}" for f in bad))
+        console.print(
+            f"doctor: {len(bad)} thing(s) to fix: "  # type: ignore[attr-defined]
+            + ", ".join(f"{f.host}/{f.check}" for f in bad)
+        )
         return 1
     return 0

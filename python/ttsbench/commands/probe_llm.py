@@ -67,8 +67,7 @@ def _run(args: argparse.Namespace) -> int:
             raise UserError(f"cannot reach LLM at {base}: {exc}", exit_code=3) from exc
         except httpx.HTTPStatusError as exc:
             raise UserError(
-                f"{base}/v1/models: HTTP {exc.response.status_code}: "
-                f"{' '.join(exc.response.text.split())[:200]}",
+                f"{base}/v1/models: HTTP {exc.response.status_code}: {' '.join(exc.response.text.split())[:200]}",
                 exit_code=3,
             ) from exc
         except (httpx.HTTPError, ValueError, KeyError) as exc:
@@ -91,9 +90,7 @@ def _run(args: argparse.Namespace) -> int:
             f"mean {out['mean_ms']:.1f} ms over {len(samples)} request(s), {len(errors)} error(s)"
         )
     if not samples:
-        raise UserError(
-            f"LLM at {base}: all {len(errors)} request(s) failed; first: {errors[0]}", exit_code=3
-        )
+        raise UserError(f"LLM at {base}: all {len(errors)} request(s) failed; first: {errors[0]}", exit_code=3)
     if errors:
         import sys
 

@@ -18,8 +18,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     merge = rs.add_parser("merge", help="merge a part (results.json + wavs/) into the run's results.json")
     merge.add_argument("run_dir")
     merge.add_argument("part_dir", help="folder with the part's results.json and wavs/")
-    merge.add_argument("--engine", action="append", default=[], metavar="KEY=VALUE",
-                       help="set engine fields, e.g. weights=random-init, standin=true (VALUE as JSON if it parses)")
+    merge.add_argument(
+        "--engine",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set engine fields, e.g. weights=random-init, standin=true (VALUE as JSON if it parses)",
+    )
     merge.add_argument("--host", action="append", default=[], metavar="KEY=VALUE", help="set host fields")
     merge.add_argument("--config", action="append", default=[], metavar="KEY=VALUE", help="set config fields")
     merge.set_defaults(func=_merge)
@@ -31,8 +36,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     fin = rs.add_parser("finish", help="set finished_at and complete, validate; print JSON")
     fin.add_argument("run_dir")
-    fin.add_argument("--expect", action="append", default=[], metavar="SYSTEM_ID",
-                     help="a system the run must hold to count as complete")
+    fin.add_argument(
+        "--expect",
+        action="append",
+        default=[],
+        metavar="SYSTEM_ID",
+        help="a system the run must hold to count as complete",
+    )
     fin.set_defaults(func=_finish)
 
     chk = rs.add_parser("check", help="schema + every ok WAV decodes to non-silent audio (exit 1 if not)")
@@ -57,7 +67,8 @@ def _merge(args: argparse.Namespace) -> int:
     from ttsbench import runfolder
 
     ids = runfolder.merge_part(
-        args.run_dir, args.part_dir,
+        args.run_dir,
+        args.part_dir,
         engine=runfolder.parse_assignments(args.engine, "--engine"),
         host=runfolder.parse_assignments(args.host, "--host"),
         config=runfolder.parse_assignments(args.config, "--config"),

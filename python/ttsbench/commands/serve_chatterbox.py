@@ -8,44 +8,88 @@ import argparse
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve-chatterbox", help="serve Chatterbox over the OpenAI-style speech API (chatterbox venv)")
     p.add_argument("--weights", default="hub", help="'hub' (ResembleAI/chatterbox) or a local checkpoint directory")
-    p.add_argument("--weights-label", default=None,
-                   help="what /health and results call the weights: hub, local or random-init (default: guessed)")
+    p.add_argument(
+        "--weights-label",
+        default=None,
+        help="what /health and results call the weights: hub, local or random-init (default: guessed)",
+    )
     p.add_argument("--reference", required=True, help="reference voice WAV (≥ 1 s of speech); the server's one voice")
     p.add_argument("--voice", default="", help="name the voice answers to (default: the reference file's stem)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: local only)")
     p.add_argument("--port", type=int, default=8772)
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
-    p.add_argument("--stft-patch", choices=("auto", "on", "off"), default="auto",
-                   help="Blackwell STFT patch: auto = on for compute capability ≥ 12 or a failing self-test")
-    p.add_argument("--max-new-tokens", type=int, default=None,
-                   help="cap on speech tokens per sentence (needed for random-init weights, which never stop)")
+    p.add_argument(
+        "--stft-patch",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="Blackwell STFT patch: auto = on for compute capability ≥ 12 or a failing self-test",
+    )
+    p.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=None,
+        help="cap on speech tokens per sentence (needed for random-init weights, which never stop)",
+    )
     p.add_argument("--cfg-weight", type=float, default=0.3)
     p.add_argument("--exaggeration", type=float, default=0.3)
     p.add_argument("--temperature", type=float, default=0.6)
     p.add_argument("--max-chars", type=int, default=2000, help="longer 'input' gets HTTP 413")
     p.add_argument("--seed", type=int, default=None, help="fixed torch seed per request (reproducible audio)")
     p.add_argument("--model-name", default="chatterbox", help="model id reported by /v1/models")
-    p.add_argument("--strict", action="store_true",
-                   help="answer 400 to a model or voice name not configured (default: lenient, any model and voice "
-                   "name is taken and spoken with the reference voice, as OpenAI-style consumers send tts-1/alloy)")
-    p.add_argument("--accept-model", action="append", default=[], metavar="NAME",
-                   help="another model name to accept under --strict (repeatable), e.g. tts-1")
-    p.add_argument("--voice-alias", action="append", default=[], metavar="NAME",
-                   help="another name of the reference voice under --strict (repeatable), e.g. alloy")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="answer 400 to a model or voice name not configured (default: lenient, any model and voice "
+        "name is taken and spoken with the reference voice, as OpenAI-style consumers send tts-1/alloy)",
+    )
+    p.add_argument(
+        "--accept-model",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="another model name to accept under --strict (repeatable), e.g. tts-1",
+    )
+    p.add_argument(
+        "--voice-alias",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="another name of the reference voice under --strict (repeatable), e.g. alloy",
+    )
     p.add_argument("--token-file", default=None, help="file holding a bearer token; requests without it get 401")
-    p.add_argument("--fast", choices=("auto", "on", "off"), default="auto",
-                   help="fast path (graph-captured T3, chunked streaming): auto = on where CUDA is present")
+    p.add_argument(
+        "--fast",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="fast path (graph-captured T3, chunked streaming): auto = on where CUDA is present",
+    )
     p.add_argument("--fast-dtype", choices=("fp32", "bf16"), default="fp32", help="fast path T3 dtype")
-    p.add_argument("--first-chunk-tokens", type=int, default=12,
-                   help="fast streaming: send audio once this many speech tokens are vocoded (default 12)")
-    p.add_argument("--batch-slots", type=int, default=4,
-                   help="fast path: decode up to this many concurrent requests together (batched T3 steps, "
-                        "interleaved vocoding); 0 = one request at a time (default 4)")
-    p.add_argument("--fast-max-len", type=int, default=2048,
-                   help="fast path: KV cache length per request (prefix + speech tokens; default 2048)")
-    p.add_argument("--tokens-per-char", type=float, default=None,
-                   help="cap each sentence at max(25, round(X * characters)) speech tokens (random-init weights "
-                        "never stop; 1.786 = the fast-path benchmark's 25 tokens per 14 characters)")
+    p.add_argument(
+        "--first-chunk-tokens",
+        type=int,
+        default=12,
+        help="fast streaming: send audio once this many speech tokens are vocoded (default 12)",
+    )
+    p.add_argument(
+        "--batch-slots",
+        type=int,
+        default=4,
+        help="fast path: decode up to this many concurrent requests together (batched T3 steps, "
+        "interleaved vocoding); 0 = one request at a time (default 4)",
+    )
+    p.add_argument(
+        "--fast-max-len",
+        type=int,
+        default=2048,
+        help="fast path: KV cache length per request (prefix + speech tokens; default 2048)",
+    )
+    p.add_argument(
+        "--tokens-per-char",
+        type=float,
+        default=None,
+        help="cap each sentence at max(25, round(X * characters)) speech tokens (random-init weights "
+        "never stop; 1.786 = the fast-path benchmark's 25 tokens per 14 characters)",
+    )
     p.add_argument("--verbose", action="store_true", help="log every request")
     p.set_defaults(func=_run)
 
@@ -74,13 +118,32 @@ def _run(args: argparse.Namespace) -> int:
     if label is None:
         label = "hub" if args.weights == "hub" else _guess_label(Path(args.weights))
     cfg = ServerConfig(
-        weights=args.weights, weights_label=label, reference=args.reference, voice=args.voice, host=args.host,
-        port=args.port, device=args.device, stft_patch=args.stft_patch, max_new_tokens=args.max_new_tokens,
-        cfg_weight=args.cfg_weight, exaggeration=args.exaggeration, temperature=args.temperature,
-        max_chars=args.max_chars, seed=args.seed, model_name=args.model_name, token=token, verbose=args.verbose,
-        fast=args.fast, fast_dtype=args.fast_dtype, first_chunk_tokens=args.first_chunk_tokens,
-        batch_slots=args.batch_slots, fast_max_len=args.fast_max_len, tokens_per_char=args.tokens_per_char,
-        strict=args.strict, accept_models=tuple(args.accept_model), voice_aliases=tuple(args.voice_alias),
+        weights=args.weights,
+        weights_label=label,
+        reference=args.reference,
+        voice=args.voice,
+        host=args.host,
+        port=args.port,
+        device=args.device,
+        stft_patch=args.stft_patch,
+        max_new_tokens=args.max_new_tokens,
+        cfg_weight=args.cfg_weight,
+        exaggeration=args.exaggeration,
+        temperature=args.temperature,
+        max_chars=args.max_chars,
+        seed=args.seed,
+        model_name=args.model_name,
+        token=token,
+        verbose=args.verbose,
+        fast=args.fast,
+        fast_dtype=args.fast_dtype,
+        first_chunk_tokens=args.first_chunk_tokens,
+        batch_slots=args.batch_slots,
+        fast_max_len=args.fast_max_len,
+        tokens_per_char=args.tokens_per_char,
+        strict=args.strict,
+        accept_models=tuple(args.accept_model),
+        voice_aliases=tuple(args.voice_alias),
     )
     return serve(cfg)
 

@@ -9,9 +9,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("standin", help="run a stand-in server (tts: espeak-ng speech API; llm: fake Gemma)")
     kinds = p.add_subparsers(dest="standin_kind", metavar="KIND", required=True)
 
-    t = kinds.add_parser(
-        "tts", help="STAND-IN for vllm-omni+Voxtral: OpenAI-style /v1/audio/speech via espeak-ng"
-    )
+    t = kinds.add_parser("tts", help="STAND-IN for vllm-omni+Voxtral: OpenAI-style /v1/audio/speech via espeak-ng")
     t.add_argument("--host", default="127.0.0.1")
     t.add_argument("--port", type=int, default=8004)
     t.add_argument(
@@ -33,9 +31,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=["http-500", "truncate-header", "truncate-sample", "zero-audio"],
         help="inject this fault into every request (per request: header X-Standin-Fault)",
     )
-    t.add_argument("--contract", default=None,
-                   help="vllm-omni contract JSON (ttsbench/upstream/contracts/<v>.json): refuse and stream as "
-                   "that version does for Voxtral")
+    t.add_argument(
+        "--contract",
+        default=None,
+        help="vllm-omni contract JSON (ttsbench/upstream/contracts/<v>.json): refuse and stream as "
+        "that version does for Voxtral",
+    )
     t.add_argument(
         "--api",
         choices=["openai", "text-json"],
@@ -60,9 +61,7 @@ def _serve(server, what: str) -> int:
     import sys
 
     host, port = server.server_address[:2]
-    print(
-        f"ttsbench standin {what} (STAND-IN) listening on http://{host}:{port}", file=sys.stderr, flush=True
-    )
+    print(f"ttsbench standin {what} (STAND-IN) listening on http://{host}:{port}", file=sys.stderr, flush=True)
     try:
         server.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:
@@ -130,7 +129,5 @@ def _load_contract(path: str) -> dict:
 def _run_llm(args: argparse.Namespace) -> int:
     from ttsbench.standin.llm import LlmConfig, make_server
 
-    cfg = LlmConfig(
-        host=args.host, port=args.port, latency_ms=args.latency_ms, model=args.model, verbose=args.verbose
-    )
+    cfg = LlmConfig(host=args.host, port=args.port, latency_ms=args.latency_ms, model=args.model, verbose=args.verbose)
     return _serve(_bind(make_server, cfg, "llm"), "llm")

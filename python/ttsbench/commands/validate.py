@@ -35,8 +35,11 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError("validate: give a RUN_DIR, or --rules FILE")
     f, problems = all_problems(args.run_dir)
     if problems:
-        more = f" (+{len(problems) - 1} more: {'; '.join(problems[1:4])}{' …' if len(problems) > 4 else ''})" \
-            if len(problems) > 1 else ""
+        more = (
+            f" (+{len(problems) - 1} more: {'; '.join(problems[1:4])}{' …' if len(problems) > 4 else ''})"
+            if len(problems) > 1
+            else ""
+        )
         raise InvalidRun(f"{f}: invalid: {problems[0]}{more}")
     _root, doc = load_valid_run(args.run_dir)  # score files too
     n = sum(len(s.get("utterances", [])) for s in doc.get("systems", []))

@@ -23,11 +23,7 @@ def _run(args: argparse.Namespace) -> int:
 
     load_valid_run(args.run_dir)  # validation first: an invalid run folder writes nothing
     run = RunDir.open(args.run_dir)
-    path = (
-        Path(args.rules)
-        if args.rules
-        else default_rule_file(run, project_root() / "files" / "decision-rules")
-    )
+    path = Path(args.rules) if args.rules else default_rule_file(run, project_root() / "files" / "decision-rules")
     rules = load_rules(path)
     v = decide(rules, run)
     out = write_verdict(run, v)

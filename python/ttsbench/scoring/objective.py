@@ -205,10 +205,7 @@ def score_run(
     per_system = {
         s: {
             "n_clips": sum(1 for v in per_clip[s].values() if v.get("ok")),
-            **{
-                f"mean_{n}": _mean([v.get(n) for v in per_clip[s].values() if v.get("ok")])
-                for n in clip_metric_names
-            },
+            **{f"mean_{n}": _mean([v.get(n) for v in per_clip[s].values() if v.get("ok")]) for n in clip_metric_names},
         }
         for s in systems
     }

@@ -124,9 +124,7 @@ def _png(rgb: np.ndarray) -> bytes:
     raw = b"".join(b"\x00" + rgb[r].astype(np.uint8).tobytes() for r in range(h))
 
     def chunk(tag: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
-        )
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
 
     return (
         b"\x89PNG\r\n\x1a\n"

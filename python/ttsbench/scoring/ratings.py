@@ -101,14 +101,13 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
             data = load_yaml(path, "ratings file")
         except YamlError as exc:
             m = re.match(r"^(.*):(\d+):(\d+): not valid YAML: (.*)$", str(exc))
-            raise UserError(f"{m[1]}: YAML syntax error at line {m[2]}, column {m[3]}: {m[4]}" if m else str(exc)) \
-                from None
+            raise UserError(
+                f"{m[1]}: YAML syntax error at line {m[2]}, column {m[3]}: {m[4]}" if m else str(exc)
+            ) from None
         if isinstance(data, dict):
             data = data.get("ratings")
         if not isinstance(data, list) or not all(isinstance(x, dict) for x in data):
-            raise UserError(
-                f"{path}: expected a list of {{utt_id, system, score, note}} (or 'ratings:' list)"
-            )
+            raise UserError(f"{path}: expected a list of {{utt_id, system, score, note}} (or 'ratings:' list)")
         return data
     raise UserError(f"{path}: unknown ratings format {suffix!r}; use .csv or .yaml")
 

@@ -34,8 +34,14 @@ _EQUIVALENT = {True: "equivalent", False: "not shown equivalent", None: "not tes
 
 # verdict kinds (verdict.json "kind") → CSS class: decided (an outcome's condition held), default (none
 # held), pending / incomplete (inputs missing), insufficient (a precondition failed), gate (Gemma drift)
-_KIND_CLASS = {"decided": "decided", "default": "default", "pending": "pending", "incomplete": "pending",
-               "insufficient": "fail", "gate": "fail"}
+_KIND_CLASS = {
+    "decided": "decided",
+    "default": "default",
+    "pending": "pending",
+    "incomplete": "pending",
+    "insufficient": "fail",
+    "gate": "fail",
+}
 
 
 def _num(v: Any, nd: int = 2) -> str:
@@ -114,8 +120,10 @@ def systems_view(systems: list[dict[str, Any]]) -> list[dict[str, Any]]:
         {
             "system_id": s["system_id"],
             "standin": bool(s["engine"].get("standin")),
-            "cells": [*(str(s["engine"].get(k)) for k in ("name", "version", "install", "weights")),
-                      f"{s['summary'].get('n_ok')}/{s['summary'].get('n')}"],
+            "cells": [
+                *(str(s["engine"].get(k)) for k in ("name", "version", "install", "weights")),
+                f"{s['summary'].get('n_ok')}/{s['summary'].get('n')}",
+            ],
         }
         for s in systems
     ]
@@ -132,19 +140,14 @@ def latency_view(run: RunDir, systems: list[dict[str, Any]]) -> dict[str, Any]:
         "rows": [[s["system_id"], *[s["summary"].get(k) for k, _ in PCT_KEYS]] for s in systems],
         "rtf_definition": rtf_definition(systems),
         "ttfa_svg": strip_plot(
-            {
-                s["system_id"]: [u["ttfa_ms"] for u in s["utterances"] if u.get("ttfa_ms") is not None]
-                for s in systems
-            },
+            {s["system_id"]: [u["ttfa_ms"] for u in s["utterances"] if u.get("ttfa_ms") is not None] for s in systems},
             "Time to first audio per utterance (dot) and p50 (bar)",
             "ms",
         ),
         "rtf_svg": grouped_bars(
             utts,
             {
-                s["system_id"]: [
-                    next((u.get("rtf") for u in s["utterances"] if u["utt_id"] == k), None) for k in utts
-                ]
+                s["system_id"]: [next((u.get("rtf") for u in s["utterances"] if u["utt_id"] == k), None) for k in utts]
                 for s in systems
             },
             "Real-time factor per utterance",
@@ -184,8 +187,12 @@ def ratings_view(ratings: dict[str, Any] | None) -> dict[str, Any] | None:
         t = p.get("tost")
         tost = None
         if t:
-            tost = {"margin": t.get("margin"), "result": _EQUIVALENT[t.get("equivalent")],
-                    "tost_p": t.get("tost_p"), "ci90": t.get("ci90") or [None, None]}
+            tost = {
+                "margin": t.get("margin"),
+                "result": _EQUIVALENT[t.get("equivalent")],
+                "tost_p": t.get("tost_p"),
+                "ci90": t.get("ci90") or [None, None],
+            }
         pairs.append({k: p[k] for k in ("a", "b", "mean_diff", "wilcoxon_p", "n_items")} | {"tost": tost})
     return {
         "per_system": [[k, v["mean"], _ci95(v["ci95"]), v["n"]] for k, v in st["per_system"].items()],
@@ -236,12 +243,14 @@ def audio_view(run: RunDir, systems: list[dict[str, Any]], with_audio: bool) -> 
                 continue
             path = run.root / u["wav"]
             y, sr = load_mono(path)
-            figures.append({
-                "system_id": s["system_id"],
-                "png_b64": _b64(spectrogram_png(y, sr)),
-                "audio_s": u.get("audio_s"),
-                "wav_b64": _b64(path.read_bytes()) if with_audio else None,
-            })
+            figures.append(
+                {
+                    "system_id": s["system_id"],
+                    "png_b64": _b64(spectrogram_png(y, sr)),
+                    "audio_s": u.get("audio_s"),
+                    "wav_b64": _b64(path.read_bytes()) if with_audio else None,
+                }
+            )
         utterances.append({"utt_id": utt, "text": text, "figures": figures})
     ref = run.reference
     return {
@@ -261,15 +270,33 @@ def hosts_view(systems: list[dict[str, Any]]) -> dict[str, Any]:
 
 def metric_docs(rtf_def: str) -> list[dict[str, Any]]:
     return [
-        {"label": m.label, "name": m.name, "units": m.units, "better": _BETTER[m.direction], "scope": m.scope,
-         "meaning": m.description}
+        {
+            "label": m.label,
+            "name": m.name,
+            "units": m.units,
+            "better": _BETTER[m.direction],
+            "scope": m.scope,
+            "meaning": m.description,
+        }
         for m in METRICS.values()
     ] + [
-        {"label": "TTFA", "name": None, "units": "ms", "better": "lower", "scope": "clip",
-         "meaning": "time from request to the first audio bytes"},
+        {
+            "label": "TTFA",
+            "name": None,
+            "units": "ms",
+            "better": "lower",
+            "scope": "clip",
+            "meaning": "time from request to the first audio bytes",
+        },
         {"label": "RTF", "name": None, "units": "ratio", "better": "lower", "scope": "clip", "meaning": rtf_def},
-        {"label": "Identity rating", "name": None, "units": "1–5", "better": "higher", "scope": "clip",
-         "meaning": "human rating of similarity to the reference voice (blind A/B)"},
+        {
+            "label": "Identity rating",
+            "name": None,
+            "units": "1–5",
+            "better": "higher",
+            "scope": "clip",
+            "meaning": "human rating of similarity to the reference voice (blind A/B)",
+        },
     ]
 
 
@@ -314,7 +341,8 @@ def markdown_context(
     """What ``report.md.j2`` shows, as plain data."""
     return {
         "run_id": run.run_id,
-        "verdict": verdict and {
+        "verdict": verdict
+        and {
             "outcome": verdict["outcome"],
             "reasons": verdict.get("reasons", []),
             "would_change": verdict.get("would_change") or [],
@@ -322,19 +350,24 @@ def markdown_context(
         },
         "standins": standins,
         "systems": [
-            {"system_id": s["system_id"], "weights": s["engine"].get("weights"),
-             **{k: s["summary"].get(k) for k in ("n_ok", "n", "p50_ttfa_ms", "p90_ttfa_ms", "p50_rtf", "p90_rtf")}}
+            {
+                "system_id": s["system_id"],
+                "weights": s["engine"].get("weights"),
+                **{k: s["summary"].get(k) for k in ("n_ok", "n", "p50_ttfa_ms", "p90_ttfa_ms", "p50_rtf", "p90_rtf")},
+            }
             for s in run.doc["systems"]
         ],
         "gemma": run.doc.get("gemma"),
-        "ratings": ratings and {
+        "ratings": ratings
+        and {
             "per_system": [
                 [k, v["mean"], f"{v['ci95'][0]:.2f}–{v['ci95'][1]:.2f}" if v["ci95"][0] is not None else "–", v["n"]]
                 for k, v in ratings["stats"]["per_system"].items()
             ],
             "pairs": ratings["stats"]["pairs"],
         },
-        "objective": objective and {
+        "objective": objective
+        and {
             "per_system": objective["per_system"],
             "skipped": objective.get("skipped") or [],
         },

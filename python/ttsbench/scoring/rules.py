@@ -123,8 +123,10 @@ def parse_expr(src: str) -> Expr:
             if n.id not in CONSTANTS:
                 names.add(n.id)
             return None
-        raise ValueError(f"{type(n).__name__.lower()} is not allowed in a condition ({_where(n)}); "
-                         "use numbers, 'text', inputs, + - * /, comparisons, and/or/not, abs()")
+        raise ValueError(
+            f"{type(n).__name__.lower()} is not allowed in a condition ({_where(n)}); "
+            "use numbers, 'text', inputs, + - * /, comparisons, and/or/not, abs()"
+        )
 
     check(tree)
     return Expr(text, tree.body, frozenset(names))
@@ -388,16 +390,19 @@ def load_rules(path: str | Path) -> RuleSet:
     ins = _need_map(top["inputs"], "inputs", p, top.line_of("inputs"))
     for name, spec in ins.items():
         line = ins.line_of(name)
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(name)) or name in CONSTANTS or name in {
-            "and", "or", "not", "abs"
-        }:
+        if (
+            not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(name))
+            or name in CONSTANTS
+            or name in {"and", "or", "not", "abs"}
+        ):
             raise RuleError(f"{p}:{line}: bad input name {name!r}")
         spec = _need_map(spec, f"input {name!r}", p, line)
         _unknown_keys(f"input {name!r}", spec, INPUT_KEYS, p)
         src = spec.get("source")
         if src not in SOURCES:
-            raise RuleError(f"{p}:{spec.line_of('source')}: input {name!r}: source must be one of "
-                            f"{', '.join(sorted(SOURCES))}")
+            raise RuleError(
+                f"{p}:{spec.line_of('source')}: input {name!r}: source must be one of {', '.join(sorted(SOURCES))}"
+            )
         if src in {"results", "ratings"}:
             _need_str(spec, "system", f"input {name!r}", p)
         if src == "gemma" and "system" in spec:
@@ -413,21 +418,24 @@ def load_rules(path: str | Path) -> RuleSet:
                 raise RuleError(f"{p}:{spec.line_of('field')}: input {name!r}: {exc}") from None
         else:
             if "field" in spec:
-                raise RuleError(f"{p}:{spec.line_of('field')}: input {name!r}: a ratings input has 'stat', "
-                                "not 'field'")
+                raise RuleError(f"{p}:{spec.line_of('field')}: input {name!r}: a ratings input has 'stat', not 'field'")
             stat = spec.get("stat", "mean")
             if stat not in STATS:
-                raise RuleError(f"{p}:{spec.line_of('stat')}: input {name!r}: stat must be one of "
-                                f"{', '.join(sorted(STATS))}, got {stat!r}")
+                raise RuleError(
+                    f"{p}:{spec.line_of('stat')}: input {name!r}: stat must be one of "
+                    f"{', '.join(sorted(STATS))}, got {stat!r}"
+                )
             typ = STATS[stat]
         if "default" in spec:
             dt = _value_type(spec["default"])
             if typ == "any":
                 typ = dt if dt in {"bool", "num", "str"} else "any"
             elif dt != typ:
-                raise RuleError(f"{p}:{spec.line_of('default')}: input {name!r}: default {spec['default']!r} "
-                                f"is {_TYPE_WORD.get(dt, dt)}, but {spec.get('field') or 'the value'} is "
-                                f"{_TYPE_WORD[typ]}")
+                raise RuleError(
+                    f"{p}:{spec.line_of('default')}: input {name!r}: default {spec['default']!r} "
+                    f"is {_TYPE_WORD.get(dt, dt)}, but {spec.get('field') or 'the value'} is "
+                    f"{_TYPE_WORD[typ]}"
+                )
         inputs[name] = InputSpec(
             name,
             src,
@@ -468,8 +476,9 @@ def load_rules(path: str | Path) -> RuleSet:
             except ValueError as exc:
                 raise RuleError(f"{at}: bad condition {w!r}: {exc}") from None
             if t != "bool":
-                raise RuleError(f"{at}: condition {w!r} is {_TYPE_WORD[t]}, not true/false; "
-                                "write a comparison, e.g. 'x >= 10'")
+                raise RuleError(
+                    f"{at}: condition {w!r} is {_TYPE_WORD[t]}, not true/false; write a comparison, e.g. 'x >= 10'"
+                )
         return Outcome(name, expr, str(o.get("reason", "")), o.line)
 
     def outcome_list(key: str) -> list[Outcome]:

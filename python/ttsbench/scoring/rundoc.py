@@ -74,9 +74,7 @@ class RunDir:
         for s in self.doc["systems"]:
             if s.get("system_id") == system_id:
                 return s
-        raise UserError(
-            f"{self.root}: no system {system_id!r} in results.json (have: {', '.join(self.system_ids())})"
-        )
+        raise UserError(f"{self.root}: no system {system_id!r} in results.json (have: {', '.join(self.system_ids())})")
 
     def clips(self, system_id: str, check_files: bool = True) -> list[Clip]:
         """The system's utterances; an ok utterance whose WAV is missing is a user-visible error."""

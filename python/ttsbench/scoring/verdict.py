@@ -199,14 +199,15 @@ def decide(rules: RuleSet, run: RunDir) -> dict[str, Any]:
                     outcome, kind = t["outcome"], "insufficient"
                     decided_by += [c for c in t["clauses"] if c["state"] != "true"]
                     r = next(x for x in rules.requires if x.outcome == t["outcome"])
-                    reasons.append(f"precondition {'; '.join(_clause_text(c) for c in decided_by)}"
-                                   + (f": {r.reason}" if r.reason else ""))
+                    reasons.append(
+                        f"precondition {'; '.join(_clause_text(c) for c in decided_by)}"
+                        + (f": {r.reason}" if r.reason else "")
+                    )
                     would_change.append(f"a run where `{t['when']}` holds")
                 else:
                     outcome, kind = INCOMPLETE, "incomplete"
                     decided_by += [c for c in t["clauses"] if c["state"] == "unknown"]
-                    reasons.append("precondition cannot be checked: "
-                                   + "; ".join(_clause_text(c) for c in decided_by))
+                    reasons.append("precondition cannot be checked: " + "; ".join(_clause_text(c) for c in decided_by))
                     would_change.append("the missing inputs recorded in results.json")
                 break
         if tr["state"] == "unknown":
@@ -234,8 +235,9 @@ def decide(rules: RuleSet, run: RunDir) -> dict[str, Any]:
                 would_change.append("human ratings for " + ", ".join(missing_h))
             else:
                 outcome, kind = INCOMPLETE, "incomplete"
-                reasons.append(f"inputs missing from the run: {', '.join(missing)} "
-                               f"({'; '.join(_clause_text(c) for c in unknown)})")
+                reasons.append(
+                    f"inputs missing from the run: {', '.join(missing)} ({'; '.join(_clause_text(c) for c in unknown)})"
+                )
                 would_change.append("a run that records " + ", ".join(missing))
             break
         if tr["state"] == "true":
@@ -256,9 +258,13 @@ def decide(rules: RuleSet, run: RunDir) -> dict[str, Any]:
                 continue
             false = [c for c in tr["clauses"] if c["state"] == "false"]
             if false:
-                would_change.append(f"{tr['outcome']} if " + " and ".join(f"`{c['clause']}`" for c in false)
-                                    + " (now " + ", ".join(f"{k} = {_fmt(v)}" for c in false
-                                                           for k, v in c["values"].items()) + ")")
+                would_change.append(
+                    f"{tr['outcome']} if "
+                    + " and ".join(f"`{c['clause']}`" for c in false)
+                    + " (now "
+                    + ", ".join(f"{k} = {_fmt(v)}" for c in false for k, v in c["values"].items())
+                    + ")"
+                )
     return {
         "version": 2,
         "run_id": run.run_id,
@@ -284,7 +290,5 @@ def decide(rules: RuleSet, run: RunDir) -> dict[str, Any]:
 
 def write_verdict(run: RunDir, verdict: dict[str, Any]) -> Path:
     p = write_json_atomic(run.root / "verdict.json", verdict)
-    run.update_slot(
-        "verdict", {k: verdict[k] for k in ("outcome", "kind", "reasons", "rule", "inputs", "decided_at")}
-    )
+    run.update_slot("verdict", {k: verdict[k] for k in ("outcome", "kind", "reasons", "rule", "inputs", "decided_at")})
     return p

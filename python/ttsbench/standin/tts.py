@@ -145,9 +145,7 @@ class TtsHandler(JsonHandler):
                 200,
                 {
                     "object": "list",
-                    "data": [
-                        {"id": c.model, "object": "model", "owned_by": "ttsbench-standin", "standin": True}
-                    ],
+                    "data": [{"id": c.model, "object": "model", "owned_by": "ttsbench-standin", "standin": True}],
                 },
             )
         elif self.path == "/standin/timings":
@@ -204,8 +202,9 @@ class TtsHandler(JsonHandler):
         """STAND-IN production API: {"text": "..."} (optional "voice") → one complete 16-bit WAV."""
         if self.path != self.cfg.text_json_path:
             self.read_json_safely()
-            self.send_error_json(404, f"no route {self.path} (this server speaks POST {self.cfg.text_json_path})",
-                                 "NotFoundError")
+            self.send_error_json(
+                404, f"no route {self.path} (this server speaks POST {self.cfg.text_json_path})", "NotFoundError"
+            )
             return
         try:
             req = self.read_json()
@@ -265,8 +264,10 @@ class TtsHandler(JsonHandler):
         if mode != "none" and fmt not in sp["stream_response_formats"]:
             raise ValueError(f"Streaming requires response_format='pcm' or 'wav'. Got response_format='{fmt}'.")
         if mode != "none" and fmt not in sp["voxtral_stream_response_formats"]:
-            raise ValueError("First audio output must include sample rate metadata for WAV streaming "
-                             f"(vllm-omni {self.cfg.contract['version']}: Voxtral's output carries no sample rate)")
+            raise ValueError(
+                "First audio output must include sample rate metadata for WAV streaming "
+                f"(vllm-omni {self.cfg.contract['version']}: Voxtral's output carries no sample rate)"
+            )
         if sp["voxtral_needs_voice_or_ref_audio"] and not (req.get("voice") or req.get("ref_audio")):
             raise ValueError("Either 'voice' (preset speaker) or 'ref_audio' (voice cloning) must be provided")
         if req.get("ref_audio") is not None:

@@ -39,9 +39,25 @@ def unpacked_wheel(dist: str, version: str, cache: Path = CACHE) -> tuple[Path, 
         return dest / "tree", json.loads(meta_file.read_text())
     dl = cache / "downloads" / f"{dist}-{version}"
     dl.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-                           "--disable-pip-version-check", "-q", "-d", str(dl), f"{dist}=={version}"],
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary",
+            ":all:",
+            "--disable-pip-version-check",
+            "-q",
+            "-d",
+            str(dl),
+            f"{dist}=={version}",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     wheels = sorted(dl.glob("*.whl"))
     if proc.returncode != 0 or not wheels:
         raise RegistryError(f"pip download {dist}=={version} failed: {proc.stderr.strip()[-400:]}")
@@ -95,8 +111,9 @@ def _index_files(dist: str) -> list[dict]:
         raise RegistryError(f"cannot read the registry index of {dist}: {exc}") from exc
 
 
-def wheel_members(dist: str, version: str, want: tuple[str, ...], platform: str = "x86_64",
-                  cache: Path = CACHE) -> tuple[Path, dict[str, str]]:
+def wheel_members(
+    dist: str, version: str, want: tuple[str, ...], platform: str = "x86_64", cache: Path = CACHE
+) -> tuple[Path, dict[str, str]]:
     """Read only the members whose path contains one of ``want`` (plus *.dist-info/ files) from the registry's
     ``dist==version`` wheel for ``platform``; return (folder, {wheel, sha256, fetched_bytes})."""
     dest = cache / f"{dist}-{version}-members"
@@ -104,8 +121,11 @@ def wheel_members(dist: str, version: str, want: tuple[str, ...], platform: str 
     if meta_file.is_file():
         return dest / "tree", json.loads(meta_file.read_text())
     prefix = f"{dist.replace('-', '_')}-{version}-"
-    files = [f for f in _index_files(dist) if f["filename"].startswith(prefix) and f["filename"].endswith(".whl")
-             and platform in f["filename"]]
+    files = [
+        f
+        for f in _index_files(dist)
+        if f["filename"].startswith(prefix) and f["filename"].endswith(".whl") and platform in f["filename"]
+    ]
     if not files:
         raise RegistryError(f"no {platform} wheel of {dist}=={version} on the registry")
     f = files[0]
@@ -114,7 +134,8 @@ def wheel_members(dist: str, version: str, want: tuple[str, ...], platform: str 
     with zipfile.ZipFile(io.BufferedReader(raw, 1 << 16)) as zf:
         for name in zf.namelist():
             if (".dist-info/" in name and name.endswith(("entry_points.txt", "METADATA"))) or any(
-                    w in name for w in want):
+                w in name for w in want
+            ):
                 out = tree / name
                 out.parent.mkdir(parents=True, exist_ok=True)
                 out.write_bytes(zf.read(name))

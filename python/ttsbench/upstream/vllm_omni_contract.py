@@ -25,8 +25,13 @@ from ttsbench.upstream import registry
 
 VERSIONS = ("0.18.0", "0.20.0", "0.30.0")
 CONFIG_CANDIDATES = ("vllm_omni/deploy/voxtral_tts.yaml", "vllm_omni/model_executor/stage_configs/voxtral_tts.yaml")
-VLLM_MEMBERS = ("vllm/engine/arg_utils.py", "vllm/entrypoints/openai/cli_args.py",
-                "vllm/entrypoints/launchers/cli_args.py", "vllm/entrypoints/cli/main.py", "vllm/config/model.py")
+VLLM_MEMBERS = (
+    "vllm/engine/arg_utils.py",
+    "vllm/entrypoints/openai/cli_args.py",
+    "vllm/entrypoints/launchers/cli_args.py",
+    "vllm/entrypoints/cli/main.py",
+    "vllm/config/model.py",
+)
 WAV_NEEDS_SR = "sample rate metadata for WAV streaming"
 VOICE_OR_REF = ("'voice' (preset speaker) or 'ref_audio'", "Voxtral requires either a voice name or ref_audio")
 
@@ -46,8 +51,11 @@ def _call_flags(mod: ast.Module) -> set[str]:
 def _frontend_fields(mod: ast.Module) -> set[str]:
     out: set[str] = set()
     for cls in (n for n in ast.walk(mod) if isinstance(n, ast.ClassDef) and n.name.endswith("FrontendArgs")):
-        out |= {"--" + s.target.id.replace("_", "-") for s in cls.body
-                if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name)}
+        out |= {
+            "--" + s.target.id.replace("_", "-")
+            for s in cls.body
+            if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name)
+        }
     return out
 
 
@@ -89,8 +97,11 @@ def _streaming_formats(cls: ast.ClassDef) -> list[str]:
     """Formats the request model's validate_streaming_constraints accepts (``not in ("pcm", "wav")``)."""
     for fn in (n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "validate_streaming_constraints"):
         for node in ast.walk(fn):
-            if isinstance(node, ast.Compare) and isinstance(node.ops[0], ast.NotIn) and isinstance(
-                    node.comparators[0], ast.Tuple):
+            if (
+                isinstance(node, ast.Compare)
+                and isinstance(node.ops[0], ast.NotIn)
+                and isinstance(node.comparators[0], ast.Tuple)
+            ):
                 return sorted(e.value for e in node.comparators[0].elts if isinstance(e, ast.Constant))
     return []
 
@@ -112,15 +123,18 @@ def speech_contract(tree: Path) -> dict[str, Any]:
     wav_needs_sr = WAV_NEEDS_SR in serving
     voxtral_streams = [f for f in stream_rf if f != "wav" or not wav_needs_sr or "sr" in out_keys]
     tok = (model_dir / "voxtral_tts_audio_tokenizer.py").read_text(encoding="utf-8")
-    rate = next((int(line.split("=")[1]) for line in tok.splitlines()
-                 if line.strip().startswith("sampling_rate: int =")), None)
+    rate = next(
+        (int(line.split("=")[1]) for line in tok.splitlines() if line.strip().startswith("sampling_rate: int =")), None
+    )
     return {
         "fields": sorted(fields),
         "response_formats": _literal_values(fields["response_format"].annotation),
-        "default_response_format": _default(fields["response_format"]) if isinstance(
-            _default(fields["response_format"]), str) else "wav",
-        "stream_formats": [v for v in _literal_values(fields["stream_format"].annotation)
-                           if not (v == "sse" and _raises_on_sse(req))],
+        "default_response_format": _default(fields["response_format"])
+        if isinstance(_default(fields["response_format"]), str)
+        else "wav",
+        "stream_formats": [
+            v for v in _literal_values(fields["stream_format"].annotation) if not (v == "sse" and _raises_on_sse(req))
+        ],
         "default_stream_format": _default(fields["stream_format"]),
         "stream_response_formats": stream_rf,
         "wav_stream_needs_sample_rate": wav_needs_sr,
@@ -144,8 +158,14 @@ def _stages(cfg: Path) -> list[dict[str, Any]]:
     out = []
     for st in doc.get("stages") or doc.get("stage_args") or []:
         args = st.get("engine_args", st)
-        out.append({"stage_id": st["stage_id"], "gpu_memory_utilization": args.get("gpu_memory_utilization"),
-                    "max_num_seqs": args.get("max_num_seqs"), "tokenizer_mode": args.get("tokenizer_mode")})
+        out.append(
+            {
+                "stage_id": st["stage_id"],
+                "gpu_memory_utilization": args.get("gpu_memory_utilization"),
+                "max_num_seqs": args.get("max_num_seqs"),
+                "tokenizer_mode": args.get("tokenizer_mode"),
+            }
+        )
     return out
 
 
@@ -162,10 +182,22 @@ def vllm_contract(tree: Path, meta: dict[str, str], version: str) -> dict[str, A
             flags |= _call_flags(mod) | _frontend_fields(mod)
     main = (tree / "vllm/entrypoints/cli/main.py").read_text(encoding="utf-8")
     model = _tree(tree / "vllm/config/model.py")
-    modes = next((_literal_values(n.value) for n in ast.walk(model) if isinstance(n, ast.Assign)
-                  and getattr(n.targets[0], "id", None) == "TokenizerMode"), [])
-    return {"version": version, **meta, "console_scripts": _entry_points(tree), "serve_flags": sorted(flags),
-            "delegates_omni": '"--omni"' in main and "vllm_omni" in main, "tokenizer_modes": modes}
+    modes = next(
+        (
+            _literal_values(n.value)
+            for n in ast.walk(model)
+            if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", None) == "TokenizerMode"
+        ),
+        [],
+    )
+    return {
+        "version": version,
+        **meta,
+        "console_scripts": _entry_points(tree),
+        "serve_flags": sorted(flags),
+        "delegates_omni": '"--omni"' in main and "vllm_omni" in main,
+        "tokenizer_modes": modes,
+    }
 
 
 def extract(version: str) -> dict[str, Any]:

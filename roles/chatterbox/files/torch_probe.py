@@ -1,4 +1,6 @@
-"""Print, as JSON, where this interpreter's torch lives (roles/chatterbox, keep mode). Never fails: errors go in the JSON."""
+"""Print, as JSON, where this interpreter's torch lives (roles/chatterbox, keep mode).
+
+Never fails: errors go in the JSON. Runs on the host's interpreter, so it uses the standard library only."""
 
 import importlib.metadata as md
 import json
@@ -9,12 +11,15 @@ import warnings
 
 warnings.filterwarnings("ignore")
 
-out = {"python": "%d.%d" % sys.version_info[:2], "executable": sys.executable,
-       "purelib": sysconfig.get_paths()["purelib"]}
+out = {
+    "python": "{}.{}".format(*sys.version_info[:2]),
+    "executable": sys.executable,
+    "purelib": sysconfig.get_paths()["purelib"],
+}
 try:
     import torch
-except Exception as exc:  # noqa: BLE001 - report any import failure
-    out["error"] = "%s: %s" % (type(exc).__name__, exc)
+except Exception as exc:  # report any import failure
+    out["error"] = f"{type(exc).__name__}: {exc}"
 else:
     out["torch"] = md.version("torch")
     out["torch_version"] = torch.__version__
@@ -24,7 +29,8 @@ else:
     except md.PackageNotFoundError:
         out["torchaudio"] = None
     out["cuda"] = torch.version.cuda
-    dirs = [out["torch_dir"]] + [p for p in sys.path if p and os.path.isdir(p)
-                                 and os.path.basename(p) in ("site-packages", "dist-packages")]
+    dirs = [out["torch_dir"]] + [
+        p for p in sys.path if p and os.path.isdir(p) and os.path.basename(p) in ("site-packages", "dist-packages")
+    ]
     out["site_dirs"] = list(dict.fromkeys(os.path.realpath(d) for d in dirs))
 print(json.dumps(out))

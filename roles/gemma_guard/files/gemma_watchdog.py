@@ -145,8 +145,9 @@ def touch(path: Path) -> None:
 # ---------------------------------------------------------------- registry of what the run started
 
 
-def register(state_dir: Path, name: str, pid: int | None, stop: list[str] | None, run_id: str,
-             pidfile: str | None = None) -> Path:
+def register(
+    state_dir: Path, name: str, pid: int | None, stop: list[str] | None, run_id: str, pidfile: str | None = None
+) -> Path:
     """pid: a process that runs now. pidfile: read when stopping (registered before the process starts, so a
     controller killed between starting it and registering it leaves nothing behind). stop: an argv."""
     reg = state_dir / REGISTRY
@@ -179,8 +180,9 @@ def stop_registered(state_dir: Path, grace_s: float, timeout_s: float) -> list[d
         result: dict[str, Any] = {"name": name}
         if entry.get("stop"):
             try:
-                rc = subprocess.run(entry["stop"], timeout=timeout_s, check=False,
-                                    stdin=subprocess.DEVNULL, capture_output=True).returncode
+                rc = subprocess.run(
+                    entry["stop"], timeout=timeout_s, check=False, stdin=subprocess.DEVNULL, capture_output=True
+                ).returncode
                 result.update(how="stop command", rc=rc)
             except (OSError, subprocess.TimeoutExpired) as exc:
                 result.update(how="stop command", error=str(exc))
@@ -260,8 +262,14 @@ def start_llm(cfg: dict, state_dir: Path) -> tuple[bool, list[dict]]:
     for i in range(int(cfg["start_attempts"])):
         attempt: dict[str, Any] = {"attempt": i + 1, "at": iso(now())}
         try:
-            res = subprocess.run(cfg["start_argv"], timeout=cfg["start_timeout_s"], check=False,
-                                 stdin=subprocess.DEVNULL, capture_output=True, text=True)
+            res = subprocess.run(
+                cfg["start_argv"],
+                timeout=cfg["start_timeout_s"],
+                check=False,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+            )
             attempt["rc"] = res.returncode
             if res.returncode != 0:
                 attempt["stderr"] = res.stderr.strip()[-500:]
@@ -343,8 +351,17 @@ def cmd_arm(args: argparse.Namespace) -> int:
             return EXIT_BUSY
         if lock and lock.get("run_id") == cfg["run_id"] and lock_owner_alive(lock):
             lease = state_dir / LEASE
-            print(json.dumps({"armed": True, "pid": lock["pid"], "already": True, "run_id": cfg["run_id"],
-                              "lease_mtime": lease.stat().st_mtime if lease.exists() else 0.0}))
+            print(
+                json.dumps(
+                    {
+                        "armed": True,
+                        "pid": lock["pid"],
+                        "already": True,
+                        "run_id": cfg["run_id"],
+                        "lease_mtime": lease.stat().st_mtime if lease.exists() else 0.0,
+                    }
+                )
+            )
             return 0
         taken_over = lock.get("run_id") if lock else None
         if taken_over:
@@ -365,15 +382,27 @@ def cmd_arm(args: argparse.Namespace) -> int:
             start_new_session=True,
             close_fds=True,
         )
-        write_json(state_dir / LOCK, {"run_id": cfg["run_id"], "since": cfg["armed_at"], "pid": None,
-                                      "pid_start": None, "starting": proc.pid})
+        write_json(
+            state_dir / LOCK,
+            {"run_id": cfg["run_id"], "since": cfg["armed_at"], "pid": None, "pid_start": None, "starting": proc.pid},
+        )
     # the watchdog writes its own PID into the lock (under a launcher like systemd-run it is not proc.pid)
     deadline = now() + 15
     while now() < deadline:
         lock = read_json(state_dir / LOCK) or {}
         if lock.get("pid") and lock_owner_alive(lock):
-            print(json.dumps({"armed": True, "pid": lock["pid"], "took_over": taken_over, "run_id": cfg["run_id"],
-                              "armed_at": cfg["armed_at"], "lease_mtime": (state_dir / LEASE).stat().st_mtime}))
+            print(
+                json.dumps(
+                    {
+                        "armed": True,
+                        "pid": lock["pid"],
+                        "took_over": taken_over,
+                        "run_id": cfg["run_id"],
+                        "armed_at": cfg["armed_at"],
+                        "lease_mtime": (state_dir / LEASE).stat().st_mtime,
+                    }
+                )
+            )
             return 0
         # without a launcher the watchdog is proc itself; a launcher (systemd-run) returns 0 at once when it worked
         if proc.poll() is not None and (not launcher or proc.returncode != 0):
@@ -408,8 +437,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     # handlers, never SIG_IGN: an ignored signal is inherited by the LLM the watchdog starts (exec resets handlers)
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGHUP, ignore)
-    log(state_dir, f"watching run {cfg['run_id']}: lease timeout {cfg['lease_timeout_s']} s, "
-                   f"max pause {cfg['max_pause_s']} s")
+    log(
+        state_dir,
+        f"watching run {cfg['run_id']}: lease timeout {cfg['lease_timeout_s']} s, max pause {cfg['max_pause_s']} s",
+    )
     reason = None
     while not disarmed:
         age = lease_age(state_dir)
@@ -472,8 +503,9 @@ def cmd_disarm(args: argparse.Namespace) -> int:
 
 
 def cmd_stop_registered(args: argparse.Namespace) -> int:
-    print(json.dumps({"stopped": stop_registered(Path(args.state_dir), float(args.grace_s),
-                                                 DEFAULTS["stop_timeout_s"])}))
+    print(
+        json.dumps({"stopped": stop_registered(Path(args.state_dir), float(args.grace_s), DEFAULTS["stop_timeout_s"])})
+    )
     return 0
 
 
@@ -507,8 +539,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     lock = read_json(state_dir / LOCK)
     out: dict[str, Any] = {"last_firing": state, "lock": None}
     if lock:
-        out["lock"] = dict(lock, age_s=round(now() - float(lock.get("since", now())), 1),
-                           owner_alive=lock_owner_alive(lock))
+        out["lock"] = dict(
+            lock, age_s=round(now() - float(lock.get("since", now())), 1), owner_alive=lock_owner_alive(lock)
+        )
     print(json.dumps(out))
     if args.ack and state and not state.get("reported") and state.get("outcome") != "running":
         state["reported"] = True
@@ -548,8 +581,15 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--state-dir", required=True)
     s.add_argument("--ack", action="store_true")
     args = p.parse_args(argv)
-    return {"arm": cmd_arm, "run": cmd_run, "renew": cmd_renew, "register": cmd_register, "disarm": cmd_disarm,
-            "stop-registered": cmd_stop_registered, "report": cmd_report}[args.cmd](args)
+    return {
+        "arm": cmd_arm,
+        "run": cmd_run,
+        "renew": cmd_renew,
+        "register": cmd_register,
+        "disarm": cmd_disarm,
+        "stop-registered": cmd_stop_registered,
+        "report": cmd_report,
+    }[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -54,8 +54,11 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--interval", type=float, default=10.0)
     p.add_argument("--max-s", type=float, required=True)
-    p.add_argument("--owner", default="ansible-playbook",
-                   help="program whose end ends the keeper (the outermost ancestor that runs it)")
+    p.add_argument(
+        "--owner",
+        default="ansible-playbook",
+        help="program whose end ends the keeper (the outermost ancestor that runs it)",
+    )
     p.add_argument("--owner-pid", type=int, default=0, help="watch this PID instead of looking for --owner")
     p.add_argument("--pidfile", required=True)
     p.add_argument("session", nargs=argparse.REMAINDER, help="-- argv that renews the lease once per stdin line")

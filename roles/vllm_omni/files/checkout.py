@@ -43,8 +43,9 @@ def main(argv: list[str]) -> int:
     changed = False
     if not (src / ".git").is_dir():
         src.parent.mkdir(parents=True, exist_ok=True)
-        proc = subprocess.run(["git", "clone", "--no-checkout", repo, str(src)], capture_output=True, text=True,
-                              check=False)
+        proc = subprocess.run(
+            ["git", "clone", "--no-checkout", repo, str(src)], capture_output=True, text=True, check=False
+        )
         if proc.returncode != 0:
             return out({"error": f"cannot clone {repo}: {proc.stderr.strip()[-500:]}", "variable": "vllm_omni_repo"}, 2)
         changed = True
@@ -98,9 +99,15 @@ def main(argv: list[str]) -> int:
             git(src, "cherry-pick", "--abort", check=False)
             git(src, "checkout", "--quiet", "--force", "--detach", sha)
             state_file.unlink(missing_ok=True)
-            return out({"error": f"cherry-pick {pick} ({rsha[:12]}) conflicts in: {', '.join(files) or '?'}; "
-                                 "it was aborted — drop or reorder it in vllm_omni_cherry_picks",
-                        "variable": "vllm_omni_cherry_picks", "conflicting_files": files}, 3)
+            return out(
+                {
+                    "error": f"cherry-pick {pick} ({rsha[:12]}) conflicts in: {', '.join(files) or '?'}; "
+                    "it was aborted — drop or reorder it in vllm_omni_cherry_picks",
+                    "variable": "vllm_omni_cherry_picks",
+                    "conflicting_files": files,
+                },
+                3,
+            )
     head = git(src, "rev-parse", "HEAD").stdout.strip()
     tmp = state_file.with_suffix(".tmp")
     tmp.write_text(json.dumps({"want": want, "head": head}))

@@ -27,8 +27,15 @@ DEPLOY_CONFIG = "deploy/voxtral_tts.yaml"
 STAGE_CONFIG = "model_executor/stage_configs/voxtral_tts.yaml"
 SCRIPT_PREFERENCE = ("vllm-omni", "vllm")
 # Flags the role sets itself; extra args may not repeat them.
-OWNED_FLAGS = {"--omni", "--tokenizer-mode", "--host", "--port", "--deploy-config", "--stage-configs-path",
-               "--stage-overrides"}
+OWNED_FLAGS = {
+    "--omni",
+    "--tokenizer-mode",
+    "--host",
+    "--port",
+    "--deploy-config",
+    "--stage-configs-path",
+    "--stage-overrides",
+}
 # vllm sources whose argparse/dataclass definitions make up `serve`'s flags (old and new layouts).
 VLLM_FLAG_SOURCES = ("engine/arg_utils.py", "entrypoints/openai/cli_args.py", "entrypoints/launchers/cli_args.py")
 
@@ -106,8 +113,9 @@ def read_layout(search: list[str] | None = None) -> dict[str, Any]:
     """What the installed vllm-omni + vllm offer (search: explicit sys.path-like folders, e.g. unpacked wheels)."""
     omni = package_dir("vllm_omni", search)
     if omni is None:
-        raise PlanError("vllm_omni is not installed in the venv (the build did not install the checkout)",
-                        "vllm_omni_version")
+        raise PlanError(
+            "vllm_omni is not installed in the venv (the build did not install the checkout)", "vllm_omni_version"
+        )
     serve_py = omni / "entrypoints" / "cli" / "serve.py"
     if not serve_py.is_file():
         raise PlanError(f"{serve_py} is missing: this vllm-omni has no serve command", "vllm_omni_version")
@@ -169,17 +177,23 @@ def _write_stage_yaml(cfg: Path, overrides: dict[str, dict[str, Any]], work_dir:
     return out
 
 
-def build_argv(layout: dict[str, Any], settings: dict[str, Any], bin_dir: str,
-               write_yaml: bool = True) -> tuple[list[str], dict[str, Any]]:
+def build_argv(
+    layout: dict[str, Any], settings: dict[str, Any], bin_dir: str, write_yaml: bool = True
+) -> tuple[list[str], dict[str, Any]]:
     """The serve argv and the effective per-stage settings, or PlanError naming the variable to fix."""
     if not layout["script"]:
-        raise PlanError(f"vllm-omni declares no console script of {SCRIPT_PREFERENCE} "
-                        f"(it has {sorted(layout['console_scripts'])})", "vllm_omni_version")
+        raise PlanError(
+            f"vllm-omni declares no console script of {SCRIPT_PREFERENCE} (it has {sorted(layout['console_scripts'])})",
+            "vllm_omni_version",
+        )
     known = set(layout["omni_flags"]) | set(layout["vllm_flags"])
     for flag in ("--omni", "--tokenizer-mode", "--host", "--port"):
         if flag not in known:
-            raise PlanError(f"this vllm-omni/vllm pair does not know {flag}, which Voxtral needs "
-                            f"(vllm {layout['vllm_version']} at {layout['vllm_dir']})", "vllm_omni_vllm_source")
+            raise PlanError(
+                f"this vllm-omni/vllm pair does not know {flag}, which Voxtral needs "
+                f"(vllm {layout['vllm_version']} at {layout['vllm_dir']})",
+                "vllm_omni_vllm_source",
+            )
     if settings.get("tokenizer_mode") != "mistral":
         raise PlanError("Voxtral needs --tokenizer-mode mistral", "vllm_omni_tokenizer_mode")
     cfg_rel = settings.get("config") or ""
@@ -194,8 +208,11 @@ def build_argv(layout: dict[str, Any], settings: dict[str, Any], bin_dir: str,
     elif layout["config_style"]:
         cfg, style, cfg_flag = Path(layout["config_path"]), layout["config_style"], layout["config_flag"]
     else:
-        raise PlanError(f"this vllm-omni has no Voxtral config ({DEPLOY_CONFIG} with --deploy-config or "
-                        f"{STAGE_CONFIG} with --stage-configs-path)", "vllm_omni_version")
+        raise PlanError(
+            f"this vllm-omni has no Voxtral config ({DEPLOY_CONFIG} with --deploy-config or "
+            f"{STAGE_CONFIG} with --stage-configs-path)",
+            "vllm_omni_version",
+        )
     extra = [str(a) for a in settings.get("extra_args") or []]
     for arg in extra:
         if arg.startswith("--"):
@@ -208,8 +225,14 @@ def build_argv(layout: dict[str, Any], settings: dict[str, Any], bin_dir: str,
     for sid in overrides:
         if sid not in stages:
             raise PlanError(f"stage {sid} is not in {cfg.name} (stages {sorted(stages)})", "vllm_omni_stage_overrides")
-    argv = [f"{bin_dir}/{layout['script']}", "serve", settings["model"], "--omni",
-            "--tokenizer-mode", settings["tokenizer_mode"]]
+    argv = [
+        f"{bin_dir}/{layout['script']}",
+        "serve",
+        settings["model"],
+        "--omni",
+        "--tokenizer-mode",
+        settings["tokenizer_mode"],
+    ]
     mechanism = "none"
     if overrides and layout["stage_overrides_flag"]:
         mechanism = "--stage-overrides"
@@ -217,8 +240,9 @@ def build_argv(layout: dict[str, Any], settings: dict[str, Any], bin_dir: str,
         cfg = _write_stage_yaml(cfg, overrides, Path(settings["work_dir"]))
         mechanism = "stage yaml copy"
     elif overrides:
-        raise PlanError("this vllm-omni has no --stage-overrides and its config is no stage_args YAML",
-                        "vllm_omni_stage_overrides")
+        raise PlanError(
+            "this vllm-omni has no --stage-overrides and its config is no stage_args YAML", "vllm_omni_stage_overrides"
+        )
     argv += [cfg_flag, str(cfg)]
     if mechanism == "--stage-overrides":
         argv += ["--stage-overrides", json.dumps(overrides, sort_keys=True, separators=(",", ":"))]

@@ -57,9 +57,7 @@ def pick_systems(run: RunDir, systems: str | None) -> tuple[str, str]:
     if systems:
         pair = tuple(s.strip() for s in systems.split(","))
         if len(pair) != 2 or pair[0] == pair[1]:
-            raise UserError(
-                f"--systems needs two different system ids, e.g. {','.join(ids[:2]) or 'a@h1,b@h2'}"
-            )
+            raise UserError(f"--systems needs two different system ids, e.g. {','.join(ids[:2]) or 'a@h1,b@h2'}")
         for s in pair:
             if s not in ids:
                 raise UserError(f"--systems: unknown system {s!r} (run has: {', '.join(ids)})")
@@ -197,9 +195,7 @@ class Session:
             "rater": self.rater,
             "question": QUESTION,
             "has_reference": self.has_reference,
-            "items": [
-                {"item": it.key, "text": it.text, "practice": it.kind == PRACTICE} for it in self.items
-            ],
+            "items": [{"item": it.key, "text": it.text, "practice": it.kind == PRACTICE} for it in self.items],
             "answers": self.answers,
             "played": sorted(f"{k}/{lab}" for k, lab in self.played),
             "complete": self.complete(),

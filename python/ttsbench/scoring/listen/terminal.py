@@ -38,9 +38,7 @@ def find_player(choice: str = "auto") -> list[str] | None:
     )
 
 
-def run_terminal(
-    session: Session, stdin: TextIO, out: Callable[[str], None], player: list[str] | None
-) -> bool:
+def run_terminal(session: Session, stdin: TextIO, out: Callable[[str], None], player: list[str] | None) -> bool:
     """Ask for every unrated item; returns True when everything was rated and submitted."""
     tmp = Path(tempfile.mkdtemp(prefix="ttsbench-listen-"))
     numbers = {it.key: n for n, it in enumerate(session.items, start=1)}
