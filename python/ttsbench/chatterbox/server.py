@@ -32,18 +32,17 @@ import hmac
 import itertools
 import json
 import re
-import socket
 import struct
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from ttsbench.errors import UserError
+from ttsbench.httpserve import JsonHandler, Server
 
 SAMPLE_RATE = 24000
 UNKNOWN_SIZE = 0xFFFFFFFF
@@ -373,9 +372,7 @@ def runtime_versions() -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------- HTTP
-class ChatterboxHTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+class ChatterboxHTTPServer(Server):
     request_queue_size = 64
 
 
@@ -385,40 +382,17 @@ class BadRequest(Exception):
         self.status = status
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class Handler(JsonHandler):
     server_version = "ttsbench-chatterbox/1"
     engine: Engine
     cfg: ServerConfig
 
-    def setup(self) -> None:
-        super().setup()
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        if self.cfg.verbose:
-            super().log_message(format, *args)
-
-    # -- helpers
-    def _send_json(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
-        body = json.dumps(obj).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(body)
+    def verbose(self) -> bool:
+        return self.cfg.verbose
 
     def _error(self, status: int, message: str) -> None:
-        kind = {
-            400: "BadRequestError",
-            401: "AuthenticationError",
-            404: "NotFoundError",
-            413: "RequestTooLargeError",
-        }.get(status, "InternalServerError")
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-        self._send_json(status, {"error": {"message": message, "type": kind, "code": status}}, headers)
+        self.send_error_json(status, message, extra_headers=headers)
 
     def _authorized(self) -> bool:
         token = self.cfg.token
@@ -451,7 +425,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         e, c = self.engine, self.cfg
         if self.path == "/health":
-            self._send_json(
+            self.send_json(
                 200,
                 {
                     "status": "ok" if e.model is not None else "loading",
@@ -479,7 +453,7 @@ class Handler(BaseHTTPRequestHandler):
                 },
             )
         elif self.path == "/v1/models":
-            self._send_json(
+            self.send_json(
                 200,
                 {
                     "object": "list",
@@ -490,7 +464,7 @@ class Handler(BaseHTTPRequestHandler):
                 },
             )
         elif self.path == "/v1/audio/voices":
-            self._send_json(
+            self.send_json(
                 200,
                 {"voices": list(dict.fromkeys((c.voice, *c.voice_aliases))), "uploaded_voices": [], "strict": c.strict},
             )

@@ -11,7 +11,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from ttsbench.standin.common import JsonHandler, StandinServer
+from ttsbench.httpserve import JsonHandler, Server
 
 
 @dataclass
@@ -34,6 +34,10 @@ class LlmConfig:
 
 class LlmHandler(JsonHandler):
     cfg: LlmConfig
+    server_version = "ttsbench-standin/1"
+
+    def verbose(self) -> bool:
+        return self.cfg.verbose
 
     def do_GET(self) -> None:
         if self.path == "/health":
@@ -101,6 +105,6 @@ class LlmHandler(JsonHandler):
         )
 
 
-def make_server(cfg: LlmConfig) -> StandinServer:
-    handler = type("BoundLlmHandler", (LlmHandler,), {"cfg": cfg, "quiet": not cfg.verbose})
-    return StandinServer((cfg.host, cfg.port), handler)
+def make_server(cfg: LlmConfig) -> Server:
+    handler = type("BoundLlmHandler", (LlmHandler,), {"cfg": cfg})
+    return Server((cfg.host, cfg.port), handler)

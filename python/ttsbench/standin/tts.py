@@ -34,7 +34,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from ttsbench.standin.common import JsonHandler, StandinServer
+from ttsbench.httpserve import JsonHandler, Server
 
 FAULTS = ("http-500", "truncate-header", "truncate-sample", "zero-audio")
 UNKNOWN = 0xFFFFFFFF
@@ -122,6 +122,11 @@ def synthesize(cfg: TtsConfig, text: str) -> bytes:
 
 class TtsHandler(JsonHandler):
     cfg: TtsConfig
+    server_version = "ttsbench-standin/1"
+
+    def verbose(self) -> bool:
+        return self.cfg.verbose
+
     t_arrival = 0.0
     t_read = 0.0
     _head_sent = False
@@ -408,6 +413,6 @@ def _sleep_until(t: float) -> None:
         os.sched_yield()  # releases the GIL (time.sleep(0) would pay the ~50 us timer slack)
 
 
-def make_server(cfg: TtsConfig) -> StandinServer:
-    handler = type("BoundTtsHandler", (TtsHandler,), {"cfg": cfg, "quiet": not cfg.verbose})
-    return StandinServer((cfg.host, cfg.port), handler)
+def make_server(cfg: TtsConfig) -> Server:
+    handler = type("BoundTtsHandler", (TtsHandler,), {"cfg": cfg})
+    return Server((cfg.host, cfg.port), handler)

@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 import re
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Any
 
+from ttsbench.httpserve import JsonHandler, Server
 from ttsbench.scoring.listen.session import Conflict, Session
 
 _CLIP = re.compile(r"^/clip/([0-9a-f]{10}|-)/([ABR])$")
@@ -26,7 +26,7 @@ def page_html() -> str:
     return resources.files("ttsbench.scoring.listen").joinpath("page.html").read_text(encoding="utf-8")
 
 
-class ListenServer(ThreadingHTTPServer):
+class ListenServer(Server):
     sessions: dict[str, Session]
 
     def url(self, session: Session) -> str:
@@ -42,12 +42,10 @@ def make_server(sessions: Session | list[Session], port: int = 0) -> ListenServe
     html = page_html().encode("utf-8")
     by_token = {s.token: s for s in ([sessions] if isinstance(sessions, Session) else sessions)}
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(JsonHandler):
+        # one request per connection: the page loads a handful of clips, and a closed socket never lingers
+        protocol_version = "HTTP/1.0"
         server_version = "ttsbench-listen"
-        sys_version = ""
-
-        def log_message(self, fmt: str, *args: Any) -> None:  # quiet
-            return
 
         def _send(self, code: int, body: bytes, ctype: str) -> None:
             self.send_response(code)
