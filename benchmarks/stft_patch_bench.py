@@ -40,7 +40,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -55,6 +54,7 @@ import torch
 
 from ttsbench.atomic import write_json_atomic
 from ttsbench.chatterbox import realdft, stft_patch
+from ttsbench.httpserve import free_port
 
 SR = 24000
 N_FFT, HOP = 16, 4
@@ -324,12 +324,6 @@ def reference_wav(path: Path, seconds: float = 3.0) -> Path:
     return path
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _env() -> dict[str, str]:
     paths = [str(ROOT / "python"), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     return {**os.environ, "PYTHONPATH": os.pathsep.join(dict.fromkeys(paths)), "PYTHONUNBUFFERED": "1"}
@@ -463,7 +457,7 @@ def child_profile(args: argparse.Namespace) -> dict:
     model = None  # the server loads its own
 
     def server(rec: dict) -> None:
-        port = _free_port()
+        port = free_port()
         cfg = ServerConfig(
             weights=str(args.checkpoint),
             weights_label="random-init",
@@ -608,7 +602,7 @@ def server_with_nvrtc_gone(args: argparse.Namespace, log_dir: Path) -> dict:
     """``serve-chatterbox --stft-patch auto`` (its own process) answering ``bench-http``."""
     import urllib.request
 
-    port = _free_port()
+    port = free_port()
     argv = [
         sys.executable,
         "-m",

@@ -1,20 +1,13 @@
-"""Shared bits of the role tests: a free port, a cached ttsbench agent venv, HTTP health polling."""
+"""Shared bits of the role tests: a cached ttsbench agent venv, HTTP health polling."""
 
 from __future__ import annotations
 
 import os
-import socket
 import time
 import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def agent_venv() -> Path:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -12,11 +11,7 @@ from collections.abc import Iterator
 
 import httpx
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from ttsbench.httpserve import free_port
 
 
 def stop_process(proc: subprocess.Popen, timeout: float) -> None:

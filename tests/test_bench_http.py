@@ -139,7 +139,7 @@ def _one_line_error(r, *needles: str) -> None:
 
 
 def test_unreachable_server(tmp_path):
-    from standin_helpers import free_port
+    from ttsbench.httpserve import free_port
 
     r = bench(f"http://127.0.0.1:{free_port()}", tmp_path / "run", "--only", "u01")
     _one_line_error(r, "cannot connect", "nothing written")
@@ -333,7 +333,7 @@ def _contract_path(version: str) -> str:
 
 
 def test_unsupported_stream_format_is_refused_before_any_request(tmp_path):
-    from standin_helpers import free_port
+    from ttsbench.httpserve import free_port
 
     # the port is closed: reaching the network would say "cannot connect" instead
     r = bench(

@@ -182,7 +182,7 @@ def test_server_streams_through_the_fast_path(tmp_path: Path) -> None:
     import httpx
 
     import _chatterbox_env
-    from standin_helpers import free_port
+    from ttsbench.httpserve import free_port
     from ttsbench.wavstream import StreamDecoder
 
     ref = _chatterbox_env.reference_wav(tmp_path / "voice.wav", 2.0)

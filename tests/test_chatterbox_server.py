@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import _chatterbox_env
-from standin_helpers import free_port
+from ttsbench.httpserve import free_port
 
 pytestmark = pytest.mark.chatterbox
 TOKEN = "test-token-123"

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from standin_helpers import free_port, standin
+from standin_helpers import standin
 from ttsbench.hostdoctor import evaluate
+from ttsbench.httpserve import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from roles_helpers import ROOT, agent_venv, free_port, healthy, wait_until
+from roles_helpers import ROOT, agent_venv, healthy, wait_until
+from ttsbench.httpserve import free_port
 from ttsbench.runner import run_playbook
 
 PLAYBOOK = ROOT / "tests" / "playbooks" / "gemma_guard_cycle.yml"

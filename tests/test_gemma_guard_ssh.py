@@ -19,7 +19,8 @@ import pytest
 import yaml
 
 import _testhosts
-from roles_helpers import agent_venv, free_port, wait_until
+from roles_helpers import agent_venv, wait_until
+from ttsbench.httpserve import free_port
 
 PLAYBOOK = _testhosts.ROOT / "tests" / "playbooks" / "gemma_guard_cycle.yml"
 HEARTBEAT_TIMEOUT = 4

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from roles_helpers import ROOT, free_port, healthy, wait_until
+from roles_helpers import ROOT, healthy, wait_until
+from ttsbench.httpserve import free_port
 
 SCRIPT = ROOT / "roles" / "gemma_guard" / "files" / "gemma_watchdog.py"
 PYTHON = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else "python3"  # the host's python, as on a host

@@ -206,7 +206,7 @@ def test_timeouts_for_head_and_for_the_next_piece() -> None:
 
 
 def test_connection_refused_is_connect_failed() -> None:
-    from standin_helpers import free_port
+    from ttsbench.httpserve import free_port
 
     async def go() -> None:
         async with leanhttp.Client() as client:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from roles_helpers import ROOT, agent_venv, free_port
+from roles_helpers import ROOT, agent_venv
+from ttsbench.httpserve import free_port
 
 MOLECULE = Path(sys.executable).with_name("molecule")
 

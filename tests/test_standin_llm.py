@@ -8,7 +8,8 @@ import subprocess
 import httpx
 import pytest
 
-from standin_helpers import free_port, standin, ttsbench_cmd
+from standin_helpers import standin, ttsbench_cmd
+from ttsbench.httpserve import free_port
 
 pytestmark = pytest.mark.timeout(60)
 

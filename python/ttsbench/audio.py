@@ -6,12 +6,12 @@ Samples are float32 mono in [-1, 1]; multi-channel input is averaged to mono.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
+from ttsbench.atomic import write_atomic
 from ttsbench.errors import UserError
 
 SILENCE_DBFS = -50.0
@@ -44,17 +44,7 @@ def write_wav_atomic(path: str | os.PathLike, samples: np.ndarray, sr: int, samp
     x = np.asarray(samples, dtype=np.float32)
     if subtype != "FLOAT":
         x = np.clip(x, -1.0, 1.0)
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    os.close(fd)
-    try:
-        sf.write(tmp, x, int(sr), subtype=subtype, format="WAV")
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return p
+    return write_atomic(path, lambda tmp: sf.write(tmp, x, int(sr), subtype=subtype, format="WAV"))
 
 
 def rms_dbfs(samples: np.ndarray) -> float:

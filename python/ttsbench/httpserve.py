@@ -24,6 +24,13 @@ def error_type(status: int) -> str:
     return ERROR_TYPES.get(status, "BadRequestError" if 400 <= status < 500 else "InternalServerError")
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` right now (the OS picks it; bind soon, another process may take it)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
 class Server(ThreadingHTTPServer):
     """Threaded server: a thread per connection, daemon threads, a deep accept queue, fast rebinding."""
 

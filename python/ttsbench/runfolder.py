@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from ttsbench import results
+from ttsbench.atomic import write_atomic
 from ttsbench.errors import UserError
 
 KINDS = ("bench-chatterbox", "bench-voxtral", "failover-drill")
@@ -81,15 +81,7 @@ def parse_assignments(items: list[str], what: str) -> dict[str, Any]:
 
 
 def _copy_atomic(src: Path, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(dest, lambda tmp: shutil.copyfile(src, tmp))
 
 
 def _safe_rel(rel: str, where: str) -> Path:

@@ -15,14 +15,13 @@ from __future__ import annotations
 import ast
 import difflib
 import hashlib
-import json
 import re
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from ttsbench.errors import UserError
+from ttsbench.results import schema as results_schema
 from ttsbench.yamlload import YamlMap
 
 UNKNOWN = None  # three-valued logic: None is "unknown"
@@ -256,10 +255,6 @@ def evaluate(tree: ast.AST, env: dict[str, Any]) -> Any:
 
 
 # ---------------------------------------------------------------- the results schema (metric paths)
-def _schema() -> dict[str, Any]:
-    return json.loads(resources.files("ttsbench").joinpath("schema/results.schema.json").read_text(encoding="utf-8"))
-
-
 def _schema_type(node: dict[str, Any]) -> str:
     types = node.get("type")
     if types is None and "enum" in node:
@@ -275,7 +270,7 @@ def _schema_type(node: dict[str, Any]) -> str:
 
 def field_type(source: str, dotted: str) -> str:
     """Type of a metric path in results.json (per system, or in the gemma record). ValueError if unknown."""
-    schema = _schema()
+    schema = results_schema()  # the one loader (cached, read-only here)
     defs = schema["$defs"]
     if source == "results" and dotted in SYNTHETIC_FIELDS:
         return SYNTHETIC_FIELDS[dotted]
