@@ -7,6 +7,10 @@ the issue's definition (TTFA − delay); it is also split, per request, with the
 (GET /standin/timings, same CLOCK_MONOTONIC) into request path, stand-in overshoot and response path, so
 the stand-in's error is not charged to the client. A bare asyncio protocol gives a reference floor.
 
+Libraries side by side (same run, same stand-in): the same bare loop — POST, read the streamed body, note
+when the first audio samples arrive — through leanhttp, httpx and aiohttp (if installed: `pip install
+aiohttp`), so the custom client is kept only while it is clearly ahead of the usual libraries.
+
     .venv/bin/python benchmarks/client_overhead.py [--requests 200] [--delay-ms 100] [--realtime]
 
 Writes docs/benchmarks/client-overhead.json. --realtime runs server and client under SCHED_FIFO
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import json
 import os
 import platform
@@ -141,6 +146,86 @@ async def raw_floor(url: str, delay_ms: float, n: int) -> list[float]:
     return out
 
 
+WAV_HEADER = 44  # the stand-in streams a 44-byte WAV header with the first samples
+
+
+async def _first_audio_loop(post_stream, n: int, c: int, delay_ms: float) -> list[float]:
+    """TTFA - delay for ``n`` requests at concurrency ``c`` through ``post_stream()``, an async iterator of
+    body pieces for one request (the library under test); 3·c warm-up requests first."""
+
+    async def one() -> float:
+        t0 = time.perf_counter()
+        got, t_first = 0, None
+        async for piece in post_stream():
+            got += len(piece)
+            if t_first is None and got > WAV_HEADER:
+                t_first = time.perf_counter()
+        if t_first is None:
+            raise RuntimeError("no audio in the response")
+        return (t_first - t0) * 1000.0 - delay_ms
+
+    for _ in range(3 * c):
+        await one()
+    settle_after_warmup()
+    sem = asyncio.Semaphore(c)
+
+    async def limited() -> float:
+        async with sem:
+            return await one()
+
+    return list(await asyncio.gather(*(limited() for _ in range(n))))
+
+
+async def library_overhead(lib: str, url: str, delay_ms: float, c: int, n: int) -> list[float]:
+    """The same bare loop through one library: leanhttp, httpx or aiohttp (keep-alive pools sized for c)."""
+    target = endpoint_url(url)
+    body = json.dumps(SpeechTarget(url=url).payload(UTT.text)).encode()
+    headers = {"Content-Type": "application/json"}
+    if lib == "leanhttp":
+        async with leanhttp.Client(max_idle_per_origin=c + 2) as client:
+
+            async def stream():
+                resp = await client.post(target, body, headers, 30.0)
+                async for piece in resp.pieces():
+                    yield piece
+
+            return await _first_audio_loop(stream, n, c, delay_ms)
+    if lib == "httpx":
+        limits = httpx.Limits(max_connections=c + 2, max_keepalive_connections=c + 2)
+        async with httpx.AsyncClient(limits=limits, timeout=30.0) as client:
+
+            async def stream():
+                async with client.stream("POST", target, content=body, headers=headers) as resp:
+                    async for piece in resp.aiter_raw():
+                        yield piece
+
+            return await _first_audio_loop(stream, n, c, delay_ms)
+    if lib == "aiohttp":
+        import aiohttp
+
+        conn = aiohttp.TCPConnector(limit=c + 2)
+        async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=30)) as session:
+
+            async def stream():
+                async with session.post(target, data=body, headers=headers) as resp:
+                    async for piece in resp.content.iter_any():
+                        yield piece
+
+            return await _first_audio_loop(stream, n, c, delay_ms)
+    raise ValueError(lib)
+
+
+def _libraries() -> list[str]:
+    libs = ["leanhttp", "httpx"]
+    try:
+        import aiohttp  # noqa: F401
+    except ImportError:
+        print("aiohttp is not installed (pip install aiohttp): compared without it")
+    else:
+        libs.append("aiohttp")
+    return libs
+
+
 def _stats(values: list[float]) -> dict[str, float]:
     return {
         "p50": round(percentile(values, 50), 3),
@@ -209,6 +294,14 @@ def main() -> int:
                 },
             }
         floor = _stats(asyncio.run(raw_floor(url, args.delay_ms, args.requests)))
+        libs: dict[str, dict[str, dict[str, float]]] = {}
+        versions: dict[str, str] = {}
+        for lib in _libraries():
+            if lib != "leanhttp":
+                versions[lib] = importlib.metadata.version(lib)
+            libs[lib] = {}
+            for c in LEVELS:
+                libs[lib][str(c)] = _stats(asyncio.run(library_overhead(lib, url, args.delay_ms, c, args.requests)))
     load_after = _loadavg()
     print(
         f"{'c':>3}  {'p50 ovh':>8}  {'p99 ovh':>8}  {'min ovh':>8}  {'max ovh':>8}  "
@@ -230,6 +323,10 @@ def main() -> int:
     print(
         "bare asyncio protocol (floor), c=1: p50 {p50:.3f}  p99 {p99:.3f}  min {min:.3f}  max {max:.3f}".format(**floor)
     )
+    print("libraries, same bare loop (TTFA - delay, ms):")
+    print(f"{'library':>9}  " + "  ".join(f"c={c} p50  c={c} p99" for c in LEVELS))
+    for lib, rows in libs.items():
+        print(f"{lib:>9}  " + "  ".join(f"{rows[str(c)]['p50']:7.3f}  {rows[str(c)]['p99']:7.3f}" for c in LEVELS))
     print(f"load average (1/5/15 min) before {load_before}, after {load_after}")
     c1 = table["1"]
     target_ok = c1["p99_overhead_ms"] <= 1.0
@@ -266,6 +363,13 @@ def main() -> int:
             "p99_overhead_ms_at_c1_measured": c1["p99_overhead_ms"],
         },
         "concurrency": table,
+        "libraries": {
+            "what": "one bare loop per library (POST, read the streamed body, note when the bytes past the 44-byte "
+            "WAV header arrive; no WAV decoding or silence check), same stand-in and delay, same run; "
+            f"{args.requests} timed requests per level after 3*c warm-up requests; keep-alive pools of c+2",
+            "versions": versions,
+            "overhead_ms": libs,
+        },
         "reference_bare_asyncio_client_c1": {
             "what": "not bench-http: a bare asyncio.Protocol on one keep-alive connection writing a pre-built "
             "request and noting the arrival of the first samples; the floor under any asyncio client "
