@@ -96,7 +96,7 @@ def test_bench_chatterbox_rehearsal_and_rerun(rehearsal_runs: Path, tmp_path: Pa
     assert "titan_mean" in verdict["reasons"][0] and "panda_mean" in verdict["reasons"][0]
     if native["summary"]["n"] < 10:
         assert any("`titan_n >= 10` is false" in r for r in verdict["reasons"]), verdict["reasons"]
-    assert (first / "report.html").is_file()  # hooks are strict: a failing score/verdict/report fails the play
+    assert (first / "report.html").is_file()  # a failing score/verdict/report fails the play (gate.yml)
     runbook = (first / "runbook.md").read_text()
     assert f"{native['summary']['p50_rtf']:.3f}" in runbook and "STFT patch" in runbook
     assert any((first / "logs/panda").glob("*.log"))

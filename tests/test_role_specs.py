@@ -146,7 +146,7 @@ def test_values_the_inventories_and_scenarios_set_pass_the_specs() -> None:
     files = [
         *ROOT.glob("inventory/**/*.yml"),
         *ROOT.glob("roles/*/molecule/*/*.yml"),
-        *ROOT.glob("playbooks/*.yml"),
+        *ROOT.glob("playbooks/**/*.yml"),
         *ROOT.glob("tests/playbooks/*.yml"),
     ]
     cases, where = [], []

@@ -1,5 +1,5 @@
-"""roles/ttsbench_run hooks.yml + gate.yml with real ansible-playbook and the real ttsbench sub-commands: a failing
-verdict hook does not stop the report hook, and fails the play in the post-flight gate (strict by default)."""
+"""roles/ttsbench_run score.yml + gate.yml with real ansible-playbook and the real ttsbench sub-commands: a failing
+verdict does not stop the report, and fails the play in the post-flight gate."""
 
 from __future__ import annotations
 
@@ -16,15 +16,15 @@ from ttsbench.runner import project_root
 
 pytestmark = pytest.mark.skipif(not HAVE_ESPEAK, reason="espeak-ng not installed")
 PLAY = """
-- name: hooks then gate
+- name: score then gate
   hosts: localhost
   connection: local
   gather_facts: false
   tasks:
-    - name: hooks
+    - name: score
       ansible.builtin.include_role:
         name: ttsbench_run
-        tasks_from: hooks.yml
+        tasks_from: score.yml
     - name: gate
       ansible.builtin.include_role:
         name: ttsbench_run
@@ -37,7 +37,6 @@ def play(tmp: Path, run: Path, **extra: object) -> subprocess.CompletedProcess:
     ev = {
         "ttsbench_run_dir": str(run),
         "ttsbench_run_python": sys.executable,
-        "ttsbench_run_hooks": [["verdict"], ["report"]],
         **extra,
     }
     env = {
@@ -59,10 +58,11 @@ def play(tmp: Path, run: Path, **extra: object) -> subprocess.CompletedProcess:
     )
 
 
-def test_failing_verdict_hook_fails_the_play_after_the_report(tmp_path):
+def test_failing_verdict_fails_the_play_after_the_report(tmp_path):
     run = make_run(tmp_path, texts={"u01": "Hello there."}, kind="bench-http")  # no default rule for bench-http
     res = play(tmp_path, run)
     out = res.stdout + res.stderr
     assert res.returncode != 0, out
-    assert "score hook(s) failed" in out and "no default decision rule for run kind 'bench-http'" in out, out
-    assert (run / "report.html").is_file()  # the report hook ran although the verdict failed
+    assert "score / verdict / report failed" in out, out
+    assert "verdict: error: no default decision rule for run kind 'bench-http'" in out, out
+    assert (run / "report.html").is_file()  # the report ran although the verdict failed
