@@ -150,8 +150,10 @@ def run_module(
     module_args: str,
     private_data_dir: Path,
     inventory: Path = INVENTORY,
+    become: bool = False,
 ) -> AdhocResult:
-    """Run one module ad hoc through ansible-runner with the project's ansible.cfg."""
+    """Run one module ad hoc through ansible-runner with the project's ansible.cfg (as the inventory's SSH user,
+    ttsb-ops; ``become``: as root through its sudo)."""
     import ansible_runner
 
     bindir = str(Path(sys.executable).parent)
@@ -169,6 +171,7 @@ def run_module(
         },
         quiet=True,
         timeout=300,
+        cmdline="--become" if become else None,
     )
     outcome_of = {
         "runner_on_ok": "ok",

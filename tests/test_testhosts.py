@@ -45,7 +45,11 @@ def test_srv_is_private_to_each_host(testhosts, tmp_path):
     name = f"probe-{uuid.uuid4().hex}.txt"
     path = f"/srv/{name}"
     wrote = _testhosts.run_module(
-        "titan", "ansible.builtin.copy", f"dest={path} content=written-on-titan mode=0644", tmp_path / "w"
+        "titan",
+        "ansible.builtin.copy",
+        f"dest={path} content=written-on-titan mode=0644",
+        tmp_path / "w",
+        become=True,  # /srv is root's; the inventory logs in as ttsb-ops
     )
     assert wrote.hosts_with("ok") == {"titan"}, wrote.results
     assert wrote.results["titan"]["changed"] is True
@@ -58,7 +62,9 @@ def test_srv_is_private_to_each_host(testhosts, tmp_path):
         assert (testhosts.state_dir / "titan" / "srv" / name).read_text() == "written-on-titan"
         assert not (testhosts.state_dir / "panda" / "srv" / name).exists()
     finally:
-        _testhosts.run_module("titan", "ansible.builtin.file", f"path={path} state=absent", tmp_path / "rm")
+        _testhosts.run_module(
+            "titan", "ansible.builtin.file", f"path={path} state=absent", tmp_path / "rm", become=True
+        )
 
 
 def _copy_script_for_others() -> tuple[Path, Path]:

@@ -169,9 +169,20 @@ def test_preflight_stops_before_anything_is_paused(tmp_path, extra, needle):
     assert any(needle in m for m in res.failure_messages()), res.failure_messages()
 
 
+def _tasks_in_order(playbook: Path) -> list[str]:
+    """Every play's tasks in run order, imported playbooks (playbooks/common/, rehearsal/) expanded in place."""
+    out: list[str] = []
+    for play in yaml.safe_load(playbook.read_text()):
+        imported = play.get("ansible.builtin.import_playbook")
+        if imported:
+            out += _tasks_in_order(playbook.parent / imported)
+        else:
+            out += [str(t) for t in play.get("tasks", [])]
+    return out
+
+
 def test_bench_voxtral_runs_the_preflight_before_pausing_gemma():
-    plays = yaml.safe_load((ROOT / "playbooks" / "bench-voxtral.yml").read_text())
-    order = [str(t) for play in plays for t in play["tasks"]]
+    order = _tasks_in_order(ROOT / "playbooks" / "bench-voxtral.yml")
     preflight = next(i for i, t in enumerate(order) if "'tasks_from': 'preflight.yml'" in t and "vllm_omni" in t)
     pause = next(i for i, t in enumerate(order) if "'tasks_from': 'pause.yml'" in t)
     assert preflight < pause
