@@ -12,7 +12,7 @@ import soundfile as sf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ttsbench.standin.tts import wav_header
+from ttsbench.httpserve import wav_header
 from ttsbench.wavstream import StreamDecoder, StreamFormatError
 
 RNG = np.random.default_rng(7)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import socket
+import struct
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -17,6 +18,31 @@ ERROR_TYPES: dict[int, str] = {
     404: "NotFoundError",
     413: "RequestTooLargeError",
 }
+
+
+# Data size of a streamed WAV whose length is not known yet (RIFF and data sizes; decoders read to the end).
+UNKNOWN_SIZE = 0xFFFFFFFF
+
+
+def wav_header(sample_rate: int, data_bytes: int = UNKNOWN_SIZE) -> bytes:
+    """The 44-byte header of a 16-bit mono PCM WAV (streamed: sizes UNKNOWN_SIZE), as the audio servers send it."""
+    riff = UNKNOWN_SIZE if data_bytes == UNKNOWN_SIZE else 36 + data_bytes
+    return struct.pack(
+        "<4sI4s4sIHHIIHH4sI",
+        b"RIFF",
+        riff,
+        b"WAVE",
+        b"fmt ",
+        16,
+        1,
+        1,
+        sample_rate,
+        sample_rate * 2,
+        2,
+        16,
+        b"data",
+        data_bytes,
+    )
 
 
 def error_type(status: int) -> str:

@@ -32,7 +32,6 @@ import hmac
 import itertools
 import json
 import re
-import struct
 import sys
 import threading
 import time
@@ -42,10 +41,9 @@ from pathlib import Path
 from typing import Any
 
 from ttsbench.errors import UserError
-from ttsbench.httpserve import JsonHandler, Server
+from ttsbench.httpserve import JsonHandler, Server, wav_header
 
 SAMPLE_RATE = 24000
-UNKNOWN_SIZE = 0xFFFFFFFF
 MIN_REFERENCE_S = 1.0
 MAX_BODY_BYTES = 1 << 20
 _SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+")
@@ -121,26 +119,6 @@ def check_reference(path: str | Path) -> float:
 def split_sentences(text: str) -> list[str]:
     parts = [s.strip() for s in _SENTENCE_END.split(text.strip())]
     return [s for s in parts if s]
-
-
-def wav_header(sample_rate: int, data_bytes: int = UNKNOWN_SIZE) -> bytes:
-    riff = UNKNOWN_SIZE if data_bytes == UNKNOWN_SIZE else 36 + data_bytes
-    return struct.pack(
-        "<4sI4s4sIHHIIHH4sI",
-        b"RIFF",
-        riff,
-        b"WAVE",
-        b"fmt ",
-        16,
-        1,
-        1,
-        sample_rate,
-        sample_rate * 2,
-        2,
-        16,
-        b"data",
-        data_bytes,
-    )
 
 
 # ---------------------------------------------------------------------------------------------- engine

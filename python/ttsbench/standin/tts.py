@@ -26,7 +26,6 @@ import base64
 import contextlib
 import json
 import os
-import struct
 import subprocess
 import threading
 import time
@@ -34,10 +33,9 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from ttsbench.httpserve import JsonHandler, Server
+from ttsbench.httpserve import JsonHandler, Server, wav_header
 
 FAULTS = ("http-500", "truncate-header", "truncate-sample", "zero-audio")
-UNKNOWN = 0xFFFFFFFF
 
 
 @dataclass
@@ -64,26 +62,6 @@ class TtsConfig:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     # per-request server-side times (GET /standin/timings), for splitting client overhead from our own
     _timings: deque = field(default_factory=lambda: deque(maxlen=10000))
-
-
-def wav_header(sample_rate: int, data_bytes: int = UNKNOWN) -> bytes:
-    riff = UNKNOWN if data_bytes == UNKNOWN else 36 + data_bytes
-    return struct.pack(
-        "<4sI4s4sIHHIIHH4sI",
-        b"RIFF",
-        riff,
-        b"WAVE",
-        b"fmt ",
-        16,
-        1,
-        1,
-        sample_rate,
-        sample_rate * 2,
-        2,
-        16,
-        b"data",
-        data_bytes,
-    )
 
 
 def synthesize(cfg: TtsConfig, text: str) -> bytes:
