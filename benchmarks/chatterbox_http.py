@@ -246,6 +246,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--port", type=int, default=18772)
     ap.add_argument("--c4-requests", type=int, default=20)
     ap.add_argument("--skip-upstream", action="store_true")
+    ap.add_argument(
+        "--vocoder-ab",
+        action="store_true",
+        help="also run the fast server with --vocoder-batching off (c1, c4): the batched vocoder's A/B, same run",
+    )
     ap.add_argument("--skip-t3", action="store_true", help="skip the in-process T3 section")
     ap.add_argument("--t3-steps", type=int, default=150)
     ap.add_argument("--extra", default="--fast-max-len 1024", help="extra serve-chatterbox flags (fast path)")
@@ -289,6 +294,24 @@ def main(argv: list[str] | None = None) -> int:
     if fast["c1"]["throughput_audio_s_per_s"]:
         doc["c4"]["throughput_vs_c1"] = fast["c4"]["throughput_audio_s_per_s"] / fast["c1"]["throughput_audio_s_per_s"]
     write_json_atomic(Path(args.out), doc)
+    if args.vocoder_ab:
+        off = run_server(
+            sys.executable,
+            str(path),
+            ref,
+            args.port + 2,
+            "on",
+            [(1, len(utts)), (4, args.c4_requests)],
+            utts,
+            [*args.extra.split(), *cap, "--vocoder-batching", "off"],
+            logs / "server-fast-vocoder-off.log",
+        )
+        doc["fast_vocoder_off"] = off
+        doc["vocoder_off"] = {
+            c: {k: off[c][k] for k in ("p50_first_audio_ms", "p50_rtf", "throughput_audio_s_per_s")}
+            for c in ("c1", "c4")
+        }
+        write_json_atomic(Path(args.out), doc)
     if not args.skip_upstream:
         up = run_server(
             sys.executable,
@@ -321,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     t3 = {k: v for k, v in doc.get("t3", {}).items() if not isinstance(v, (list, dict))}
     print(
         json.dumps(
-            {k: doc[k] for k in ("c1", "c4", "targets_met")} | {"upstream_c1": doc.get("upstream_c1"), "t3": t3}
+            {k: doc[k] for k in ("c1", "c4", "targets_met")}
+            | {"vocoder_off": doc.get("vocoder_off"), "upstream_c1": doc.get("upstream_c1"), "t3": t3}
         ),
         flush=True,
     )

@@ -361,3 +361,50 @@ def test_vocoder_lock_lets_first_chunks_go_first() -> None:
     for t in threads:
         t.join(10)
     assert order[:2] == ["holder", "first"] and sorted(order[2:]) == ["later1", "later2"], order
+
+
+def test_vocoder_thread_batches_due_chunks_of_one_shape(model, fast: FastChatterbox, monkeypatch) -> None:
+    """Chunks that wait together are vocoded together when they have the same length (a first chunk before
+    later chunks); with the noise draws fixed, each row of a batch equals the chunk vocoded alone."""
+    import threading
+
+    from ttsbench.chatterbox.fast_vocoder import VocodeBatcher
+
+    # CFM starting noise and HiFT's phase/noise fixed: the only remaining difference is the batch itself
+    monkeypatch.setattr(torch, "randn_like", lambda x, **k: torch.zeros_like(x))
+    monkeypatch.setattr(torch.distributions.Uniform, "sample", lambda self, sample_shape=(): torch.zeros(sample_shape))
+    g = torch.Generator().manual_seed(1)
+    toks = {k: torch.randint(0, 6561, (n,), generator=g) for k, n in (("a", 10), ("b", 10), ("c", 6), ("d", 3))}
+    alone = {k: fast.vocode(t).squeeze(0).float().numpy() for k, t in toks.items()}
+    vb = VocodeBatcher(fast, max_batch=4)
+    got: dict = {}
+    order: list[str] = []
+
+    def submit(k: str, urgent: bool) -> None:
+        got[k] = vb.vocode(toks[k], urgent=urgent)
+        order.append(k)
+
+    try:
+        threads = {k: threading.Thread(target=submit, args=(k, k == "c")) for k in toks}
+        with fast.s3_lock:  # the vocoder thread takes d and waits for the lock; a, b and c queue behind it
+            threads["d"].start()
+            for _ in range(200):
+                if not vb._jobs:
+                    break
+                threading.Event().wait(0.05)
+            for k in ("a", "b", "c"):
+                threads[k].start()
+            for _ in range(200):
+                if len(vb._jobs) == 3:
+                    break
+                threading.Event().wait(0.05)
+            assert len(vb._jobs) == 3
+        for t in threads.values():
+            t.join(300)
+    finally:
+        vb.close()
+    assert vb.batches == {1: 2, 2: 1}, vb.batches  # d, then c alone (urgent, another length), then a + b at once
+    assert order[:2] == ["d", "c"] and set(order[2:]) == {"a", "b"}, order
+    for k in toks:
+        assert got[k].shape == alone[k].shape == (len(toks[k]) * SAMPLES_PER_TOKEN,)
+        np.testing.assert_allclose(got[k], alone[k], atol=1e-4)

@@ -193,6 +193,9 @@ class GraphEuler:
 class FastChatterbox:
     """Fast T3 + S3Gen (graph-stepped CFM) for one loaded upstream ``ChatterboxTTS``."""
 
+    CHUNK_TOKENS = 50  # streaming: valid speech tokens per chunk after the first (2 s of audio)
+    CONTEXT_TOKENS = 8  # streaming: left context vocoded with each later chunk, its audio dropped
+
     def __init__(
         self,
         model: Any,
@@ -220,6 +223,8 @@ class FastChatterbox:
         self.scheduler: Any = None
         self.s3_stream: Any = None  # high-priority CUDA stream for vocoding next to batched T3 (enable_batching)
         self.pause_t3_first_chunk = True  # batched T3 launches no steps while a first chunk is vocoded
+        self.vocoder: Any = None  # VocodeBatcher once enable_batching(batch_vocoder=True) ran
+        self._wm_lock = threading.Lock()  # the watermarker's network, called from request threads
         self.watermarker = None
         if watermark:
             self.watermarker = model.watermarker
@@ -315,8 +320,8 @@ class FastChatterbox:
         max_new_tokens: int = 1000,
         exaggeration: float = 0.5,
         first_chunk_tokens: int = 12,
-        chunk_tokens: int = 50,
-        context_tokens: int = 8,
+        chunk_tokens: int = CHUNK_TOKENS,
+        context_tokens: int = CONTEXT_TOKENS,
         crossfade_ms: float = 10.0,
         poll_tokens: int = 4,
         timings: StreamTimings | None = None,
@@ -324,8 +329,8 @@ class FastChatterbox:
     ) -> Iterator[Any]:
         """Float32 numpy chunks at 24 kHz, the first as soon as ``first_chunk_tokens`` valid speech tokens are
         decoded and vocoded; then chunks of exactly ``chunk_tokens`` valid tokens (plus ``context_tokens`` of
-        left context whose audio is dropped), so that every chunk but the last has the same shape and
-        replays cached graphs; the rest at the end.
+        left context whose audio is dropped), so that they all have the same shape and replay cached graphs;
+        the rest at the end, with as much more left context as keeps that shape where enough tokens precede it.
 
         ``tokens``: where the speech tokens come from, called like ``FastT3.iter_tokens(t3_cond, text_tokens,
         max_new_tokens, params)`` — e.g. ``T3Scheduler.tokens`` (batched decoding across requests). Vocoding then
@@ -342,27 +347,42 @@ class FastChatterbox:
         tail: Any = None  # last `fade` samples of the previous chunk, held back for the crossfade
         tm = timings or StreamTimings()
 
+        steady = context_tokens + chunk_tokens  # the later chunks' shape (graphs captured for it)
+
         def vocode_next(n: int) -> Any:
             nonlocal done, tail
             t0 = time.perf_counter()
             ctx = min(context_tokens, done)
+            if n < chunk_tokens and done + n >= steady:
+                ctx = steady - n  # the last, shorter chunk: more left context, the steady shape (its graphs)
             first = tm.first_chunk_s is None
             hold = (
                 self.scheduler.paused()
                 if tokens is not None and self.scheduler is not None and first and self.pause_t3_first_chunk
                 else contextlib.nullcontext()
             )
-            with self.s3_lock.urgent() if first else self.s3_lock, hold, self._on_s3_stream():
-                wav = self.vocode(valid_all[done - ctx : done + n]).squeeze(0).float().cpu().numpy()
+            chunk = valid_all[done - ctx : done + n]
+
+            def seam(wav: Any) -> Any:
                 start = ctx * SAMPLES_PER_TOKEN
                 audio = wav[start:]
                 if tail is not None:  # the held-back end of the last chunk spans the time of wav[start-fade:start]
                     head = tail * (1.0 - ramp) + wav[start - fade : start] * ramp if start >= fade else tail
                     audio = np.concatenate([head.astype(np.float32), audio])
+                return audio
+
+            if tokens is not None and self.vocoder is not None:  # concurrent streams: the batching vocoder thread
+                audio = seam(self.vocoder.vocode(chunk, urgent=first))
                 t1 = time.perf_counter()
-                tm.s3gen_s += t1 - t0
-                done += n
-                audio = self._watermark(audio)  # same turn of the vocoder: a first chunk waits only once
+                with self._wm_lock:
+                    audio = self._watermark(audio)
+            else:
+                with self.s3_lock.urgent() if first else self.s3_lock, hold, self._on_s3_stream():
+                    audio = seam(self.vocode(chunk).squeeze(0).float().cpu().numpy())
+                    t1 = time.perf_counter()
+                    audio = self._watermark(audio)  # same turn of the vocoder: a first chunk waits only once
+            tm.s3gen_s += t1 - t0
+            done += n
             tm.watermark_s += time.perf_counter() - t1
             if fade and len(audio) > fade:
                 tail, audio = audio[-fade:].copy(), audio[:-fade]
@@ -405,8 +425,8 @@ class FastChatterbox:
         params: SamplingParams,
         exaggeration: float = 0.5,
         first_chunk_tokens: int = 12,
-        chunk_tokens: int = 50,
-        context_tokens: int = 8,
+        chunk_tokens: int = CHUNK_TOKENS,
+        context_tokens: int = CONTEXT_TOKENS,
     ) -> dict:
         """Capture the T3 graphs of every KV bucket and the CFM graphs of both streaming chunk shapes."""
         t0 = time.perf_counter()
@@ -430,18 +450,35 @@ class FastChatterbox:
             "s": time.perf_counter() - t0,
         }
 
-    def enable_batching(self, slots: int = 4, poll_tokens: int = 4) -> dict:
+    def enable_batching(
+        self,
+        slots: int = 4,
+        poll_tokens: int = 4,
+        batch_vocoder: bool = True,
+        first_chunk_tokens: int = 12,
+    ) -> dict:
         """Decode concurrent requests together: a :class:`~ttsbench.chatterbox.fast_batch.BatchT3` of ``slots``
         slots over this path's T3 weights, its graphs captured now, and the scheduler thread started. Stream with
-        ``stream(..., tokens=self.scheduler.tokens)``."""
+        ``stream(..., tokens=self.scheduler.tokens)``. ``batch_vocoder``: chunks of concurrent streams are vocoded
+        together by a :class:`~ttsbench.chatterbox.fast_vocoder.VocodeBatcher` (its batch shapes for
+        the first chunk and for context + chunk captured now); else they take the vocoder in turn."""
         from ttsbench.chatterbox.fast_batch import BatchT3, T3Scheduler
+        from ttsbench.chatterbox.fast_vocoder import VocodeBatcher
 
         t0 = time.perf_counter()
         self.batch = BatchT3(self.t3, slots=slots)
         n = self.batch.capture_all()
-        self.scheduler = T3Scheduler(self.batch, poll=poll_tokens)
         if self.device.type == "cuda":
             self.s3_stream = torch.cuda.Stream(self.device, priority=-1)  # lower number = higher priority
+        vocoder = None
+        if batch_vocoder and slots > 1:
+            chunk_lengths = (first_chunk_tokens, self.CONTEXT_TOKENS + self.CHUNK_TOKENS)
+            shapes = 2 * slots * len(chunk_lengths)  # batch sizes 1..slots per chunk length, with room for the rest
+            self.euler.max_cached = max(self.euler.max_cached, shapes)
+            self.s3graphs.encoder.max_cached = max(self.s3graphs.encoder.max_cached, shapes)
+            self.vocoder = VocodeBatcher(self, max_batch=slots)
+            vocoder = self.vocoder.warmup(chunk_lengths) if self.use_graph and self.device.type == "cuda" else {}
+        self.scheduler = T3Scheduler(self.batch, poll=poll_tokens)
         return {
             "slots": slots,
             "widths": list(self.batch.widths),
@@ -449,6 +486,7 @@ class FastChatterbox:
             "graph_error": self.batch.graph_error,
             "compiled": self.batch.compiled,
             "compile_error": self.batch.compile_error,
+            "vocoder": vocoder,
             "s": time.perf_counter() - t0,
         }
 

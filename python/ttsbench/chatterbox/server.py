@@ -17,9 +17,10 @@ Runs inside the chatterbox venv on a host (stdlib HTTP server: no web framework 
 
 One model load per process. With the fast path and ``--batch-slots N`` (default 4), up to N concurrent
 requests are decoded together: one scheduler thread runs batched T3 steps (per-request sampling state and
-stop, :mod:`ttsbench.chatterbox.fast_batch`) while each request's thread vocodes its chunks as they are due
-(S3Gen serialized by a lock, interleaved between requests). A fixed ``seed`` then still seeds the global
-generators, but the draws of concurrent requests interleave, so only a request decoded alone is
+stop, :mod:`ttsbench.chatterbox.fast_batch`) and one vocoder thread vocodes the chunks that are due, those of
+one shape from several requests in one batched S3Gen call (:mod:`ttsbench.chatterbox.fast_vocoder`;
+``--vocoder-batching off``: one chunk at a time, interleaved between requests). A fixed ``seed`` then still
+seeds the global generators, but the draws of concurrent requests interleave, so only a request decoded alone is
 reproducible. Otherwise synthesis is serialized by a lock (one request at a time). The voice is
 the reference WAV given at start. Bad requests get a JSON 4xx and never stop the server.
 """
@@ -78,6 +79,7 @@ class ServerConfig:
     fast_dtype: str = "fp32"  # fp32 | bf16
     first_chunk_tokens: int = 12  # streaming: vocode and send after this many valid speech tokens
     batch_slots: int = 4  # fast path: concurrent requests decoded together (0: one request at a time)
+    batch_vocoder: bool = True  # fast path, batch_slots > 1: due chunks of concurrent streams vocoded together
     fast_max_len: int = 2048  # fast path: KV cache positions per request
     tokens_per_char: float | None = None  # cap per sentence = max(25, round(this * chars)) (random-init weights)
 
@@ -186,7 +188,9 @@ class Engine:
                 self._params(), exaggeration=cfg.exaggeration, first_chunk_tokens=cfg.first_chunk_tokens
             )
         if self.fast is not None and cfg.batch_slots > 0:
-            self.fast_batching = self.fast.enable_batching(cfg.batch_slots)
+            self.fast_batching = self.fast.enable_batching(
+                cfg.batch_slots, batch_vocoder=cfg.batch_vocoder, first_chunk_tokens=cfg.first_chunk_tokens
+            )
         if self.fast is not None and self.fast.scheduler is not None and self.fast.t3.cuda_graph:
             # no S3Gen graph captures from here on (a capture while the scheduler thread launches work is not
             # safe); then warm the batched path end to end before the first request
@@ -303,6 +307,7 @@ class Engine:
             "scheduler": None
             if not (f and f.scheduler)
             else {"steps": f.scheduler.steps, "width_steps": dict(f.scheduler.width_steps), "error": f.scheduler.error},
+            "vocoder": f.vocoder.state() if f and f.vocoder else None,
         }
 
 

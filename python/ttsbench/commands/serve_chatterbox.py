@@ -75,7 +75,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=4,
         help="fast path: decode up to this many concurrent requests together (batched T3 steps, "
-        "interleaved vocoding); 0 = one request at a time (default 4)",
+        "batched vocoding); 0 = one request at a time (default 4)",
+    )
+    p.add_argument(
+        "--vocoder-batching",
+        choices=("on", "off"),
+        default="on",
+        help="fast path with --batch-slots > 1: vocode the due chunks of concurrent streams in one batched S3Gen "
+        "call (on) or one after another (off; default on)",
     )
     p.add_argument(
         "--fast-max-len",
@@ -139,6 +146,7 @@ def _run(args: argparse.Namespace) -> int:
         fast_dtype=args.fast_dtype,
         first_chunk_tokens=args.first_chunk_tokens,
         batch_slots=args.batch_slots,
+        batch_vocoder=args.vocoder_batching == "on",
         fast_max_len=args.fast_max_len,
         tokens_per_char=args.tokens_per_char,
         strict=args.strict,
