@@ -236,6 +236,63 @@ def t3_section(ckpt: str, utts: list, slots: int = 4, steps: int = 150) -> dict[
     finally:
         sched.close()
     out["batch_aggregate_vs_upstream"] = out[f"batch{slots}_sampled_aggregate_tok_s"] / out["upstream_tok_s"]
+    try:
+        out["vocoder"] = vocoder_section(fc, p, slots)
+    except Exception as exc:  # record, keep the T3 numbers
+        out["vocoder"] = {"error": f"{type(exc).__name__}: {exc}"}
+    return out
+
+
+def vocoder_section(fc: Any, params: Any, slots: int, reps: int = 10) -> dict[str, Any]:
+    """In-process S3Gen per call, nothing else on the GPU: batch 1..slots of the first-chunk and steady shapes
+    through :class:`VocodeBatcher.run` (graphs captured first), flow (CFM + encoder) and HiFT timed apart."""
+    import torch
+
+    from ttsbench.chatterbox.fast_vocoder import VocodeBatcher
+
+    sync = torch.cuda.synchronize if fc.device.type == "cuda" else (lambda: None)
+    fc.warmup(params, exaggeration=0.3)
+    fc.euler.max_cached = fc.s3graphs.encoder.max_cached = 4 * slots
+    vb = VocodeBatcher(fc, max_batch=slots)
+    out: dict[str, Any] = {"reps": reps}
+    try:
+        out["warmup"] = vb.warmup((12, fc.CONTEXT_TOKENS + fc.CHUNK_TOKENS))
+        s3 = fc.model.s3gen
+        for n in (12, fc.CONTEXT_TOKENS + fc.CHUNK_TOKENS):
+            for b in sorted({1, 2, slots}):
+                toks = torch.randint(0, 6561, (b, n), device=fc.device)
+                times, flow_t, hift_t = [], [], []
+                for _ in range(reps):
+                    sync()
+                    t0 = time.perf_counter()
+                    vb.run(toks)
+                    times.append(time.perf_counter() - t0)
+                    # the same call's two halves, apart (same graphs: the flow's are installed by fc.vocode)
+                    s3.flow.decoder.solve_euler = fc.euler
+                    try:
+                        with fc.s3graphs.installed():
+                            sync()
+                            t0 = time.perf_counter()
+                            mel = s3.flow_inference(toks, ref_dict=fc.model.conds.gen, finalize=True)
+                            sync()
+                            t1 = time.perf_counter()
+                            s3.hift_inference(mel.to(s3.dtype), None)
+                            sync()
+                            t2 = time.perf_counter()
+                    finally:
+                        s3.flow.decoder.__dict__.pop("solve_euler", None)
+                    flow_t.append(t1 - t0)
+                    hift_t.append(t2 - t1)
+                med = statistics.median(times)
+                out[f"n{n}_b{b}"] = {
+                    "ms_per_call": med * 1000,
+                    "ms_per_chunk": med * 1000 / b,
+                    "audio_s_per_s": b * n / 25 / med,
+                    "flow_ms": statistics.median(flow_t) * 1000,
+                    "hift_ms": statistics.median(hift_t) * 1000,
+                }
+    finally:
+        vb.close()
     return out
 
 

@@ -224,7 +224,6 @@ class FastChatterbox:
         self.s3_stream: Any = None  # high-priority CUDA stream for vocoding next to batched T3 (enable_batching)
         self.pause_t3_first_chunk = True  # batched T3 launches no steps while a first chunk is vocoded
         self.vocoder: Any = None  # VocodeBatcher once enable_batching(batch_vocoder=True) ran
-        self._wm_lock = threading.Lock()  # the watermarker's network, called from request threads
         self.watermarker = None
         if watermark:
             self.watermarker = model.watermarker
@@ -372,10 +371,15 @@ class FastChatterbox:
                 return audio
 
             if tokens is not None and self.vocoder is not None:  # concurrent streams: the batching vocoder thread
-                audio = seam(self.vocoder.vocode(chunk, urgent=first))
-                t1 = time.perf_counter()
-                with self._wm_lock:
-                    audio = self._watermark(audio)
+                stamp: list[float] = []
+
+                def post(wav: Any) -> Any:
+                    audio = seam(wav)
+                    stamp.append(time.perf_counter())
+                    return self._watermark(audio)  # on the vocoder's turn and stream, like the lock path below
+
+                audio = self.vocoder.vocode(chunk, urgent=first, post=post)
+                t1 = stamp[0]
             else:
                 with self.s3_lock.urgent() if first else self.s3_lock, hold, self._on_s3_stream():
                     audio = seam(self.vocode(chunk).squeeze(0).float().cpu().numpy())

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +34,7 @@ class _Job:
     tokens: torch.Tensor  # 1-D valid speech tokens on the device
     urgent: bool  # a request's first chunk
     seq: int
+    post: Callable[[Any], Any] | None = None  # the caller's finishing step (seam, watermark), run here
     done: threading.Event = field(default_factory=threading.Event)
     wav: Any = None  # float32 numpy (samples,)
     error: BaseException | None = None
@@ -67,12 +69,14 @@ class VocodeBatcher:
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout=10)
 
-    def vocode(self, tokens: torch.Tensor, urgent: bool = False) -> Any:
-        """Float32 numpy waveform (samples,) of 1-D valid speech tokens, vocoded with whatever else is due."""
+    def vocode(self, tokens: torch.Tensor, urgent: bool = False, post: Callable[[Any], Any] | None = None) -> Any:
+        """Float32 numpy waveform (samples,) of 1-D valid speech tokens, vocoded with whatever else is due;
+        ``post(wav)``'s result instead where given. ``post`` runs on the vocoder thread in the same turn (on its
+        high-priority stream, T3 held for a first chunk): GPU work there is not starved by T3 steps."""
         with self._cv:
             if self._stop:
                 raise RuntimeError("the vocoder thread was closed")
-            job = _Job(tokens, urgent, self._seq)
+            job = _Job(tokens, urgent, self._seq, post)
             self._seq += 1
             self._jobs.append(job)
             self._cv.notify_all()
@@ -116,8 +120,8 @@ class VocodeBatcher:
                     # s3_lock: a whole-utterance synthesize() on another thread uses the same S3Gen graphs
                     with f.s3_lock.urgent() if urgent else f.s3_lock, self._hold(urgent):
                         wavs = self.run(torch.stack([j.tokens for j in group]))
-                    for j, w in zip(group, wavs, strict=True):
-                        j.wav = w
+                        for j, w in zip(group, wavs, strict=True):
+                            j.wav = j.post(w) if j.post is not None else w
                 except BaseException as exc:  # every waiting caller hears of it; the thread keeps serving
                     for j in group:
                         j.error = exc
