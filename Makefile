@@ -26,6 +26,7 @@ REPORTS ?= .test-reports
 FAST_MARKS := not slow and not testhosts and not chatterbox and not browser and not timing
 
 $(BIN)/.installed: pyproject.toml
+	@echo "== controller venv $(VENV): about 1 min with pip's cache warm, 2-3 min downloading (torch CPU, ansible)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(METRICS_TORCH)"
@@ -35,6 +36,7 @@ $(BIN)/.installed: pyproject.toml
 venv: $(BIN)/.installed
 
 host-torch:
+	@echo "== host torch $(HOST_TORCH): seconds when present, about 2 min downloading the first time"
 	tests/provision/host-torch $(HOST_TORCH)
 
 $(CB_VENV)/.installed: files/chatterbox/inference-requirements.txt pyproject.toml tests/provision/chatterbox-venv
@@ -52,6 +54,7 @@ doctor: venv
 
 demo: venv host-torch
 	$(BIN)/ttsbench doctor
+	@echo "== $(PLAYBOOK) on $(INVENTORY): each task line says roughly how long is left (from the last good run)"
 	$(BIN)/ttsbench demo --playbook $(PLAYBOOK) -i $(INVENTORY)
 
 test: venv chatterbox-venv test-checkpoint

@@ -1,0 +1,83 @@
+"""ttsbench.eta: what `make demo` says is left, from the last good run's task start times."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ttsbench.eta import Record, RunClock, cache_path, format_left, shipped_path
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _run(clock: FakeClock, previous: Record | None, steps: list[tuple[float, str, str]]) -> tuple[RunClock, list]:
+    rc = RunClock("bench-x.yml", previous, clock)
+    answers = []
+    for at, play, task in steps:
+        clock.t = 100.0 + at
+        answers.append(rc.task_started(play, task))
+    return rc, answers
+
+
+def test_a_recorded_run_tells_the_next_one_what_is_left(tmp_path: Path) -> None:
+    clock = FakeClock()
+    # the same role task for two hosts keeps two entries (#1, #2)
+    steps = [(0, "titan", "Install"), (60, "titan", "Build"), (150, "panda", "Install"), (170, "panda", "Install")]
+    first, answers = _run(clock, None, steps)
+    assert answers == [None] * 4  # nothing to go by on a machine's first run
+    clock.t = 100.0 + 200
+    saved = first.save(tmp_path / "eta.json")
+    rec = Record.load(saved)
+    assert rec is not None and rec.total_s == 200
+    assert rec.offsets == {
+        "titan | Install #1": 0,
+        "titan | Build #1": 60,
+        "panda | Install #1": 150,
+        "panda | Install #2": 170,
+    }
+
+    _, answers = _run(
+        clock,
+        rec,
+        [(0, "titan", "Install"), (90, "titan", "Build"), (95, "titan", "New task"), (160, "panda", "Install")],
+    )
+    # left = recorded total - the task's recorded offset; an unknown task counts down from the last estimate
+    assert answers == [200, 140, 135, 50]
+
+
+def test_unreadable_records_are_ignored(tmp_path: Path) -> None:
+    for text in ["", "{", '{"total_s": 3}', '{"total_s": "x", "offsets": {}}', "[]"]:
+        p = tmp_path / "eta.json"
+        p.write_text(text)
+        assert Record.load(p) is None, text
+    assert Record.load(tmp_path / "missing.json") is None
+
+
+def test_cache_follows_xdg_and_the_package_ships_a_measured_record(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert cache_path("playbooks/bench-chatterbox.yml") == tmp_path / "ttsbench" / "eta" / "bench-chatterbox.json"
+    rc = RunClock.for_playbook("bench-chatterbox.yml")
+    assert rc.previous is not None and rc.previous.source == str(shipped_path("bench-chatterbox.yml"))
+    doc = json.loads(shipped_path("bench-chatterbox.yml").read_text())
+    # measured, not made up: offsets rise with the task order and end before the total
+    offsets = list(doc["offsets"].values())
+    assert offsets == sorted(offsets) and offsets[0] >= 0 and offsets[-1] < doc["total_s"]
+    assert doc["machine"] and len(offsets) > 50
+
+
+@pytest.mark.parametrize(
+    ("secs", "text"),
+    [(0, "~5 s left"), (42, "~40 s left"), (89, "~90 s left"), (95, "~2 min left"), (250, "~4 min left")],
+)
+def test_format_left(secs: float, text: str) -> None:
+    assert format_left(secs) == text
