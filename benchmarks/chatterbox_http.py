@@ -103,6 +103,7 @@ def run_server(
     utts: list,
     extra: list[str],
     log: Path,
+    profile_dir: Path | None = None,
 ) -> dict[str, Any]:
     url = f"http://127.0.0.1:{port}"
     argv = [
@@ -142,6 +143,8 @@ def run_server(
             print(
                 json.dumps({"fast": fast, "c": c, **{k: v for k, v in out[f"c{c}"].items() if k != "rows"}}), flush=True
             )
+            if profile_dir is not None and c > 1:
+                out[f"c{c}_profile"] = profile_level(url, utts, c, n, proc.pid, profile_dir / f"{log.stem}-c{c}")
         out["fast_state_after"] = _health(url).get("fast")
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -150,6 +153,63 @@ def run_server(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+    return out
+
+
+def profile_level(url: str, utts: list, c: int, n: int, pid: int, stem: Path) -> dict[str, Any]:
+    """The level again, twice, with the server watched: py-spy samples of the threads holding the GIL, then
+    of every thread that is not idle (collapsed stacks, ``<stem>-gil.txt`` / ``<stem>-threads.txt``), and the
+    GPU's utilization from nvidia-smi every 50 ms. Says where a level's time goes: GIL-bound Python, GPU busy,
+    or neither (waiting)."""
+    import shutil
+
+    out: dict[str, Any] = {}
+    for mode, flags in (("gil", ["--gil"]), ("threads", [])):
+        spy = shutil.which("py-spy")
+        smi = shutil.which("nvidia-smi")
+        rec = None
+        if spy:
+            rec = subprocess.Popen(
+                [
+                    spy,
+                    "record",
+                    "-p",
+                    str(pid),
+                    "--threads",
+                    "-r",
+                    "200",
+                    "-f",
+                    "raw",
+                    "-o",
+                    f"{stem}-{mode}.txt",
+                    "--nonblocking",
+                    *flags,
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=open(f"{stem}-{mode}.log", "w"),  # noqa: SIM115 - closed with the process
+            )
+        util = None
+        if smi:
+            util = subprocess.Popen(
+                [smi, "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-lms", "50"],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+        time.sleep(1.0)
+        lvl = asyncio.run(_level(url, utts, c, n))
+        if util is not None:
+            util.terminate()
+            samples = [float(x) for x in (util.communicate()[0] or "").split() if x.replace(".", "").isdigit()]
+            lvl["gpu_util_mean"] = statistics.mean(samples) if samples else None
+            lvl["gpu_util_samples"] = len(samples)
+        if rec is not None:
+            rec.send_signal(signal.SIGINT)
+            try:
+                rec.wait(30)
+            except subprocess.TimeoutExpired:
+                rec.kill()
+        out[mode] = {k: v for k, v in lvl.items() if k != "rows"}
+        print(json.dumps({"profile": mode, "c": c, **out[mode]}), flush=True)
     return out
 
 
@@ -308,12 +368,26 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also run the fast server with --vocoder-batching off (c1, c4): the batched vocoder's A/B, same run",
     )
+    ap.add_argument(
+        "--ab",
+        action="append",
+        default=[],
+        metavar="NAME=FLAGS",
+        help="also run the fast server with these extra serve-chatterbox flags (c1, c4), same run; repeatable, "
+        "e.g. --ab 'chunk100=--chunk-tokens 100'",
+    )
     ap.add_argument("--skip-t3", action="store_true", help="skip the in-process T3 section")
     ap.add_argument("--t3-steps", type=int, default=150)
     ap.add_argument("--extra", default="--fast-max-len 1024", help="extra serve-chatterbox flags (fast path)")
     ap.add_argument("--only", default=None, help="comma-separated utterance ids (default: all 10)")
     ap.add_argument("--cap", type=int, default=None, help="--max-new-tokens for both servers (CPU smoke runs)")
     ap.add_argument("--logs", default=None, help="folder for the server logs (default: next to --out)")
+    ap.add_argument(
+        "--profile-dir",
+        default=None,
+        help="after the fast server's c4 level, run it twice more under py-spy (GIL holders, busy threads) and "
+        "nvidia-smi; collapsed stacks land here",
+    )
     args = ap.parse_args(argv)
 
     sys.path.insert(0, str(ROOT / "python"))
@@ -329,6 +403,8 @@ def main(argv: list[str] | None = None) -> int:
     cap = ["--max-new-tokens", str(args.cap)] if args.cap else []
     logs = Path(args.logs or Path(args.out).parent)
     logs.mkdir(parents=True, exist_ok=True)
+    if args.profile_dir:
+        Path(args.profile_dir).mkdir(parents=True, exist_ok=True)
     import soundfile as sf
 
     ref = logs / "reference.wav"  # the checkpoint's own default voice: the same synthetic 3 s reference
@@ -344,6 +420,7 @@ def main(argv: list[str] | None = None) -> int:
         utts,
         [*args.extra.split(), *cap],
         logs / "server-fast.log",
+        Path(args.profile_dir) if args.profile_dir else None,
     )
     doc["fast"] = fast
     doc["c1"] = {k: fast["c1"][k] for k in ("p50_first_audio_ms", "p50_rtf", "throughput_audio_s_per_s")}
@@ -368,6 +445,29 @@ def main(argv: list[str] | None = None) -> int:
             c: {k: off[c][k] for k in ("p50_first_audio_ms", "p50_rtf", "throughput_audio_s_per_s")}
             for c in ("c1", "c4")
         }
+        write_json_atomic(Path(args.out), doc)
+    for i, spec in enumerate(args.ab):
+        name, _, flags = spec.partition("=")
+        var = run_server(
+            sys.executable,
+            str(path),
+            ref,
+            args.port + 10 + i,
+            "on",
+            [(1, len(utts)), (4, args.c4_requests)],
+            utts,
+            [*args.extra.split(), *cap, *flags.split()],
+            logs / f"server-fast-{name}.log",
+        )
+        summary = {
+            c: {k: var[c][k] for k in ("p50_first_audio_ms", "p50_rtf", "throughput_audio_s_per_s")}
+            for c in ("c1", "c4")
+        }
+        if summary["c1"]["throughput_audio_s_per_s"]:
+            summary["c4"]["throughput_vs_c1"] = (
+                summary["c4"]["throughput_audio_s_per_s"] / summary["c1"]["throughput_audio_s_per_s"]
+            )
+        doc.setdefault("ab", {})[name] = {"flags": flags, **summary, "server": var}
         write_json_atomic(Path(args.out), doc)
     if not args.skip_upstream:
         up = run_server(
@@ -403,6 +503,7 @@ def main(argv: list[str] | None = None) -> int:
         json.dumps(
             {k: doc[k] for k in ("c1", "c4", "targets_met")}
             | {"vocoder_off": doc.get("vocoder_off"), "upstream_c1": doc.get("upstream_c1"), "t3": t3}
+            | {"ab": {k: {c: v[c] for c in ("c1", "c4")} for k, v in doc.get("ab", {}).items()}}
         ),
         flush=True,
     )

@@ -168,7 +168,7 @@ def test_cli_flags() -> None:
     serve_chatterbox.register(sub)
     bench_chatterbox.register(sub)
     a = ap.parse_args(["serve-chatterbox", "--reference", "x.wav"])
-    assert a.fast == "auto" and a.fast_dtype == "fp32" and a.first_chunk_tokens == 12
+    assert a.fast == "auto" and a.fast_dtype == "fp32" and a.first_chunk_tokens == 12 and a.chunk_tokens == 50
     assert ap.parse_args(["serve-chatterbox", "--reference", "x.wav", "--fast", "off"]).fast == "off"
     assert ap.parse_args(["bench-chatterbox", "--fast"]).fast is True
     assert ap.parse_args(["bench-chatterbox", "--no-fast"]).fast is False
@@ -197,6 +197,8 @@ def test_server_streams_through_the_fast_path(tmp_path: Path) -> None:
         "on",
         "--first-chunk-tokens",
         "4",
+        "--chunk-tokens",
+        "3",
         "--batch-slots",
         "2",
         "--fast-max-len",
@@ -217,7 +219,8 @@ def test_server_streams_through_the_fast_path(tmp_path: Path) -> None:
     with _chatterbox_env.serve_chatterbox(argv, port, tmp_path / "server.log") as url:
         health = httpx.get(url + "/health", timeout=10).json()
         assert health["fast"]["enabled"] is True and health["fast"]["mode"] == "on"
-        assert health["fast"]["first_chunk_tokens"] == 4 and health["fast"]["batching"]["slots"] == 2
+        assert health["fast"]["first_chunk_tokens"] == 4 and health["fast"]["chunk_tokens"] == 3
+        assert health["fast"]["batching"]["slots"] == 2
         threads = [threading.Thread(target=speak, args=(url, i)) for i in range(2)]
         for t in threads:
             t.start()

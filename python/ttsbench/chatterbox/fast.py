@@ -460,6 +460,7 @@ class FastChatterbox:
         poll_tokens: int = 4,
         batch_vocoder: bool = True,
         first_chunk_tokens: int = 12,
+        chunk_tokens: int = CHUNK_TOKENS,
     ) -> dict:
         """Decode concurrent requests together: a :class:`~ttsbench.chatterbox.fast_batch.BatchT3` of ``slots``
         slots over this path's T3 weights, its graphs captured now, and the scheduler thread started. Stream with
@@ -476,7 +477,7 @@ class FastChatterbox:
             self.s3_stream = torch.cuda.Stream(self.device, priority=-1)  # lower number = higher priority
         vocoder = None
         if batch_vocoder and slots > 1:
-            chunk_lengths = (first_chunk_tokens, self.CONTEXT_TOKENS + self.CHUNK_TOKENS)
+            chunk_lengths = (first_chunk_tokens, self.CONTEXT_TOKENS + chunk_tokens)
             shapes = 2 * slots * len(chunk_lengths)  # batch sizes 1..slots per chunk length, with room for the rest
             self.euler.max_cached = max(self.euler.max_cached, shapes)
             self.s3graphs.encoder.max_cached = max(self.s3graphs.encoder.max_cached, shapes)

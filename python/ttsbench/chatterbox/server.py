@@ -78,6 +78,7 @@ class ServerConfig:
     fast: str = "auto"  # auto (on where CUDA is present) | on | off
     fast_dtype: str = "fp32"  # fp32 | bf16
     first_chunk_tokens: int = 12  # streaming: vocode and send after this many valid speech tokens
+    chunk_tokens: int = 50  # streaming: valid speech tokens per later chunk (each re-runs the flow over the prompt)
     batch_slots: int = 4  # fast path: concurrent requests decoded together (0: one request at a time)
     batch_vocoder: bool = True  # fast path, batch_slots > 1: due chunks of concurrent streams vocoded together
     fast_max_len: int = 2048  # fast path: KV cache positions per request
@@ -185,11 +186,17 @@ class Engine:
         self.model = model
         if self.fast is not None and self.fast.t3.cuda_graph:  # capture graphs now, not in the first request
             self.fast_warmup = self.fast.warmup(
-                self._params(), exaggeration=cfg.exaggeration, first_chunk_tokens=cfg.first_chunk_tokens
+                self._params(),
+                exaggeration=cfg.exaggeration,
+                first_chunk_tokens=cfg.first_chunk_tokens,
+                chunk_tokens=cfg.chunk_tokens,
             )
         if self.fast is not None and cfg.batch_slots > 0:
             self.fast_batching = self.fast.enable_batching(
-                cfg.batch_slots, batch_vocoder=cfg.batch_vocoder, first_chunk_tokens=cfg.first_chunk_tokens
+                cfg.batch_slots,
+                batch_vocoder=cfg.batch_vocoder,
+                first_chunk_tokens=cfg.first_chunk_tokens,
+                chunk_tokens=cfg.chunk_tokens,
             )
         if self.fast is not None and self.fast.scheduler is not None and self.fast.t3.cuda_graph:
             # no S3Gen graph captures from here on (a capture while the scheduler thread launches work is not
@@ -201,6 +208,7 @@ class Engine:
                 max_new_tokens=cfg.first_chunk_tokens + 4,
                 exaggeration=cfg.exaggeration,
                 first_chunk_tokens=cfg.first_chunk_tokens,
+                chunk_tokens=cfg.chunk_tokens,
                 tokens=self.fast.scheduler.tokens,
             ):
                 pass
@@ -285,6 +293,7 @@ class Engine:
                 max_new_tokens=self.token_cap(sentence),
                 exaggeration=self.cfg.exaggeration,
                 first_chunk_tokens=self.cfg.first_chunk_tokens,
+                chunk_tokens=self.cfg.chunk_tokens,
                 tokens=None if sched is None else sched.tokens,
             ):
                 if not np.isfinite(chunk).all():
@@ -302,6 +311,7 @@ class Engine:
             "compiled_layers": bool(f and f.t3.compiled),
             "compile_error": f and f.t3.compile_error,
             "first_chunk_tokens": self.cfg.first_chunk_tokens if f else None,
+            "chunk_tokens": self.cfg.chunk_tokens if f else None,
             "warmup": self.fast_warmup,
             "batching": self.fast_batching,
             "scheduler": None

@@ -71,6 +71,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="fast streaming: send audio once this many speech tokens are vocoded (default 12)",
     )
     p.add_argument(
+        "--chunk-tokens",
+        type=int,
+        default=50,
+        help="fast streaming: speech tokens per later chunk (25 = 1 s of audio; default 50). Each chunk re-runs "
+        "the flow over the reference prompt, so larger chunks cost less GPU per audio second",
+    )
+    p.add_argument(
         "--batch-slots",
         type=int,
         default=4,
@@ -121,6 +128,8 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError("--fast-max-len must be at least 64")
     if args.max_new_tokens is not None and args.max_new_tokens <= 0:
         raise UserError("--max-new-tokens must be a positive number")
+    if args.first_chunk_tokens < 1 or args.chunk_tokens < 1:
+        raise UserError("--first-chunk-tokens and --chunk-tokens must be positive numbers of speech tokens")
     label = args.weights_label
     if label is None:
         label = "hub" if args.weights == "hub" else _guess_label(Path(args.weights))
@@ -145,6 +154,7 @@ def _run(args: argparse.Namespace) -> int:
         fast=args.fast,
         fast_dtype=args.fast_dtype,
         first_chunk_tokens=args.first_chunk_tokens,
+        chunk_tokens=args.chunk_tokens,
         batch_slots=args.batch_slots,
         batch_vocoder=args.vocoder_batching == "on",
         fast_max_len=args.fast_max_len,
