@@ -213,6 +213,46 @@ def profile_level(url: str, utts: list, c: int, n: int, pid: int, stem: Path) ->
     return out
 
 
+def hift_section(ckpt: str) -> dict[str, Any]:
+    """fast_hift on this GPU: upstream HiFT vs the sync-free one on the same mel and seed (max_abs must be 0),
+    and the wall time of a call queued behind other GPU work (upstream blocks on its copies; sync-free does not)."""
+    import torch
+    from chatterbox.tts import ChatterboxTTS
+
+    from ttsbench.chatterbox import fast_hift
+
+    model = ChatterboxTTS.from_local(ckpt, "cuda")
+    hift = model.s3gen.mel2wav
+    g = torch.Generator(device="cuda").manual_seed(0)
+    mel = torch.randn(1, 80, 240, device="cuda", generator=g)
+    busy = torch.randn(4096, 4096, device="cuda")
+
+    def run() -> tuple[Any, float]:
+        torch.manual_seed(0)
+        wav = hift.inference(speech_feat=mel)[0]
+        torch.cuda.synchronize()
+        times = []
+        for _ in range(10):
+            for _ in range(20):  # ~GPU work queued ahead, like the flow's CFM steps
+                busy @ busy
+            t0 = time.perf_counter()
+            hift.inference(speech_feat=mel)
+            times.append(time.perf_counter() - t0)  # host time to queue the call
+            torch.cuda.synchronize()
+        return wav, statistics.median(times) * 1000
+
+    up, up_ms = run()
+    state = fast_hift.install(hift, torch.device("cuda"))
+    ours, ours_ms = run()
+    return {
+        "installed": state,
+        "max_abs": float((up - ours).abs().max()),
+        "samples": int(up.numel()),
+        "host_ms_to_queue_upstream": up_ms,
+        "host_ms_to_queue_sync_free": ours_ms,
+    }
+
+
 def t3_section(ckpt: str, utts: list, slots: int = 4, steps: int = 150) -> dict[str, Any]:
     """In-process T3 on this GPU, same run: upstream ``T3.inference`` vs the fast path's one-request decode vs
     ``slots`` requests decoded together (aggregate tokens/s), plus greedy tokens batched vs alone."""
@@ -377,6 +417,7 @@ def main(argv: list[str] | None = None) -> int:
         "e.g. --ab 'chunk100=--chunk-tokens 100'",
     )
     ap.add_argument("--skip-t3", action="store_true", help="skip the in-process T3 section")
+    ap.add_argument("--hift", action="store_true", help="in-process: sync-free HiFT vs upstream (equality, host time)")
     ap.add_argument("--t3-steps", type=int, default=150)
     ap.add_argument("--extra", default="--fast-max-len 1024", help="extra serve-chatterbox flags (fast path)")
     ap.add_argument("--only", default=None, help="comma-separated utterance ids (default: all 10)")
@@ -483,6 +524,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         doc["upstream"] = up
         doc["upstream_c1"] = {k: up["c1"][k] for k in ("p50_first_audio_ms", "p50_rtf", "throughput_audio_s_per_s")}
+    if args.hift:
+        try:
+            doc["hift"] = hift_section(str(path))
+        except Exception as exc:  # record, keep the HTTP numbers
+            doc["hift"] = {"error": f"{type(exc).__name__}: {exc}"}
+        write_json_atomic(Path(args.out), doc)
     if not args.skip_t3:
         try:
             doc["t3"] = t3_section(str(path), utts, steps=args.t3_steps)
@@ -504,6 +551,7 @@ def main(argv: list[str] | None = None) -> int:
             {k: doc[k] for k in ("c1", "c4", "targets_met")}
             | {"vocoder_off": doc.get("vocoder_off"), "upstream_c1": doc.get("upstream_c1"), "t3": t3}
             | {"ab": {k: {c: v[c] for c in ("c1", "c4")} for k, v in doc.get("ab", {}).items()}}
+            | {"hift": doc.get("hift")}
         ),
         flush=True,
     )

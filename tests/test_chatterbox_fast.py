@@ -411,3 +411,33 @@ def test_vocoder_thread_batches_due_chunks_of_one_shape(model, fast: FastChatter
     for k in toks:
         assert got[k].shape == alone[k].shape == (len(toks[k]) * SAMPLES_PER_TOKEN,)
         np.testing.assert_allclose(got[k], alone[k], atol=1e-4)
+
+
+def test_sync_free_hift_sine_source_equals_upstream() -> None:
+    """fast_hift's SineGen forward (device-side buffer, pinned non-blocking phase copy on CUDA) gives upstream's
+    numbers for the same seed: voiced, unvoiced and gliding f0, batch of 2; install() swaps only what it names."""
+    from types import SimpleNamespace
+
+    from chatterbox.models.s3gen.hifigan import SineGen
+
+    from ttsbench.chatterbox import fast_hift
+
+    gen = SineGen(24000, harmonic_num=8, sine_amp=0.1, noise_std=0.003, voiced_threshold=10)
+    f0 = torch.cat(
+        [torch.zeros(2, 1, 240), torch.full((2, 1, 480), 180.0), torch.linspace(60, 260, 960).expand(2, 1, -1)], -1
+    )
+    torch.manual_seed(3)
+    upstream = SineGen.forward(gen, f0)
+    torch.manual_seed(3)
+    ours = fast_hift.sine_forward(gen, f0)
+    for a, b in zip(upstream, ours, strict=True):
+        assert a.shape == b.shape and torch.equal(a, b)
+    assert float(upstream[1].min()) == 0.0 and float(upstream[1].max()) == 1.0  # both voiced and unvoiced parts
+
+    hift = SimpleNamespace(stft_window=torch.hann_window(16), m_source=SimpleNamespace(l_sin_gen=gen))
+    assert fast_hift.install(hift, torch.device("cpu")) == {"sine": True, "window": False}
+    torch.manual_seed(5)
+    swapped = gen(f0)  # nn.Module.__call__ -> the instance's forward
+    torch.manual_seed(5)
+    assert torch.equal(swapped[0], SineGen.forward(gen, f0)[0])
+    assert "forward" in vars(gen) and "forward" not in vars(SineGen(24000))  # the instance, not the class

@@ -204,6 +204,7 @@ class FastChatterbox:
         cuda_graph: bool | None = None,
         watermark: bool = True,
         graph_s3: bool = True,
+        hift_sync_free: bool = False,
     ) -> None:
         self.model = model
         self.device = torch.device(model.device) if isinstance(model.device, str) else model.device
@@ -224,6 +225,13 @@ class FastChatterbox:
         self.s3_stream: Any = None  # high-priority CUDA stream for vocoding next to batched T3 (enable_batching)
         self.pause_t3_first_chunk = True  # batched T3 launches no steps while a first chunk is vocoded
         self.vocoder: Any = None  # VocodeBatcher once enable_batching(batch_vocoder=True) ran
+        # HiFT without blocking host->device copies (bit-equal; fast_hift.py). Off by default: it changes the
+        # shared upstream model in place, and in-process equivalence checks compare against that model.
+        self.hift_sync_free: dict[str, Any] | None = None
+        if hift_sync_free and self.device.type == "cuda":
+            from ttsbench.chatterbox import fast_hift
+
+            self.hift_sync_free = fast_hift.install(model.s3gen.mel2wav, self.device)
         self.watermarker = None
         if watermark:
             self.watermarker = model.watermarker

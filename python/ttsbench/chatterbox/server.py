@@ -80,6 +80,7 @@ class ServerConfig:
     first_chunk_tokens: int = 12  # streaming: vocode and send after this many valid speech tokens
     chunk_tokens: int = 50  # streaming: valid speech tokens per later chunk (each re-runs the flow over the prompt)
     batch_slots: int = 4  # fast path: concurrent requests decoded together (0: one request at a time)
+    hift_sync_free: bool = False  # fast path on CUDA: HiFT without blocking copies (bit-equal; not yet GPU-measured)
     batch_vocoder: bool = True  # fast path, batch_slots > 1: due chunks of concurrent streams vocoded together
     fast_max_len: int = 2048  # fast path: KV cache positions per request
     tokens_per_char: float | None = None  # cap per sentence = max(25, round(this * chars)) (random-init weights)
@@ -181,7 +182,10 @@ class Engine:
             if cfg.fast_dtype not in ("fp32", "bf16"):
                 raise UserError(f"--fast-dtype {cfg.fast_dtype!r}: use fp32 or bf16")
             self.fast = FastChatterbox(
-                model, dtype=torch.bfloat16 if cfg.fast_dtype == "bf16" else None, max_len=cfg.fast_max_len
+                model,
+                dtype=torch.bfloat16 if cfg.fast_dtype == "bf16" else None,
+                max_len=cfg.fast_max_len,
+                hift_sync_free=cfg.hift_sync_free,
             )
         self.model = model
         if self.fast is not None and self.fast.t3.cuda_graph:  # capture graphs now, not in the first request
@@ -312,6 +316,7 @@ class Engine:
             "compile_error": f and f.t3.compile_error,
             "first_chunk_tokens": self.cfg.first_chunk_tokens if f else None,
             "chunk_tokens": self.cfg.chunk_tokens if f else None,
+            "hift_sync_free": f and f.hift_sync_free,
             "warmup": self.fast_warmup,
             "batching": self.fast_batching,
             "scheduler": None

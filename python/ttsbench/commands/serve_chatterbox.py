@@ -85,6 +85,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "batched vocoding); 0 = one request at a time (default 4)",
     )
     p.add_argument(
+        "--hift-sync-free",
+        choices=("on", "off"),
+        default="off",
+        help="fast path on CUDA: HiFT allocates on the GPU and copies without blocking (bit-equal on the CPU; "
+        "default off until measured on a GPU: benchmarks/chatterbox_http.py --hift --ab 'sf=--hift-sync-free on')",
+    )
+    p.add_argument(
         "--vocoder-batching",
         choices=("on", "off"),
         default="on",
@@ -157,6 +164,7 @@ def _run(args: argparse.Namespace) -> int:
         chunk_tokens=args.chunk_tokens,
         batch_slots=args.batch_slots,
         batch_vocoder=args.vocoder_batching == "on",
+        hift_sync_free=args.hift_sync_free == "on",
         fast_max_len=args.fast_max_len,
         tokens_per_char=args.tokens_per_char,
         strict=args.strict,
