@@ -26,7 +26,7 @@ REPORTS ?= .test-reports
 FAST_MARKS := not slow and not testhosts and not chatterbox and not browser and not timing
 
 $(BIN)/.installed: pyproject.toml
-	@echo "== controller venv $(VENV): about 1 min with pip's cache warm, 2-3 min downloading (torch CPU, ansible)"
+	@echo "== controller venv $(VENV): about 1 min with pip's cache warm, 2-3 min downloading (torch, ansible)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(METRICS_TORCH)"

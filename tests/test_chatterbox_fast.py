@@ -169,6 +169,12 @@ def test_cli_flags() -> None:
     bench_chatterbox.register(sub)
     a = ap.parse_args(["serve-chatterbox", "--reference", "x.wav"])
     assert a.fast == "auto" and a.fast_dtype == "fp32" and a.first_chunk_tokens == 12 and a.chunk_tokens == 50
+    assert a.hift_sync_free == "off"  # opt-in until measured on a GPU
+    from ttsbench.errors import UserError
+
+    for bad in (["--chunk-tokens", "0"], ["--first-chunk-tokens", "-1"]):  # refused before any model is loaded
+        with pytest.raises(UserError, match="must be positive"):
+            serve_chatterbox._run(ap.parse_args(["serve-chatterbox", "--reference", "x.wav", *bad]))
     assert ap.parse_args(["serve-chatterbox", "--reference", "x.wav", "--fast", "off"]).fast == "off"
     assert ap.parse_args(["bench-chatterbox", "--fast"]).fast is True
     assert ap.parse_args(["bench-chatterbox", "--no-fast"]).fast is False
@@ -441,3 +447,22 @@ def test_sync_free_hift_sine_source_equals_upstream() -> None:
     torch.manual_seed(5)
     assert torch.equal(swapped[0], SineGen.forward(gen, f0)[0])
     assert "forward" in vars(gen) and "forward" not in vars(SineGen(24000))  # the instance, not the class
+
+
+def test_sync_free_hift_whole_vocoder_equals_upstream(model) -> None:
+    """install() on a copy of the checkpoint's real HiFTGenerator finds the sine source and window where
+    chatterbox 0.1.7 keeps them, and the whole vocoder gives upstream's samples for the same mel and seed."""
+    import copy
+
+    from ttsbench.chatterbox import fast_hift
+
+    upstream = model.s3gen.mel2wav
+    ours = copy.deepcopy(upstream)
+    assert fast_hift.install(ours, torch.device("cpu")) == {"sine": True, "window": False}
+    assert "forward" in vars(ours.m_source.l_sin_gen) and "forward" not in vars(upstream.m_source.l_sin_gen)
+    mel = torch.randn(1, 80, 60, generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(7)
+    a = upstream.inference(speech_feat=mel)[0]
+    torch.manual_seed(7)
+    b = ours.inference(speech_feat=mel)[0]
+    assert a.numel() > 0 and torch.equal(a, b)

@@ -81,3 +81,59 @@ def test_cache_follows_xdg_and_the_package_ships_a_measured_record(
 )
 def test_format_left(secs: float, text: str) -> None:
     assert format_left(secs) == text
+
+
+def test_demo_prints_time_left_and_keeps_the_record_of_a_good_run(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`ttsbench demo` with ansible-runner replaced by a STAND-IN that replays task-start events (the event
+    shape ansible-runner gives the handler): one line per task with the time left from the record, arg-spec
+    validation counted but not shown, and the record rewritten only after a good run."""
+    import argparse
+    from types import SimpleNamespace
+
+    import ttsbench.runner
+    from ttsbench.commands import demo
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setattr(ttsbench.runner, "project_root", lambda: tmp_path)
+    record = cache_path("bench-x.yml")
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps({"total_s": 300, "offsets": {"P | Install #1": 0, "P | Bench #1": 200}}))
+    tasks = ["Install", "Validating arguments against arg spec 'main'", "Bench"]
+
+    def fake_run(playbook: str, inventory: str, extravars: dict, event_handler) -> SimpleNamespace:
+        for t in tasks:
+            event_handler({"event": "playbook_on_task_start", "event_data": {"play": "P", "task": t}})
+        return SimpleNamespace(
+            playbook=playbook,
+            status=status,
+            ok=status == "successful",
+            changed_by_host=dict,
+            failure_messages=lambda: ["boom"],
+        )
+
+    monkeypatch.setattr(ttsbench.runner, "run_playbook", fake_run)
+    args = argparse.Namespace(playbook="bench-x.yml", inventory="inventory/rehearsal", extra_var=[])
+
+    status = "failed"
+    assert demo._run(args) == 1
+    out = capsys.readouterr().out
+    assert "took ~5 min last time" in out and "~5 min left Install" in out and "~2 min left Bench" in out
+    assert "Validating" not in out and "boom" in out
+    assert Record.load(record).total_s == 300  # a failed run keeps the old record
+
+    status = "successful"
+    assert demo._run(args) == 0
+    rec = Record.load(record)
+    assert (
+        rec is not None
+        and rec.total_s < 60
+        and set(rec.offsets)
+        == {
+            "P | Install #1",
+            "P | Validating arguments against arg spec 'main' #1",
+            "P | Bench #1",
+        }
+    )

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from ttsbench.atomic import write_text_atomic
+from ttsbench.atomic import write_json_atomic
 from ttsbench.results import utc_now
 
 
@@ -109,5 +109,4 @@ class RunClock:
             "offsets": self._offsets,
         }
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(path, json.dumps(doc, indent=1) + "\n")
-        return path
+        return write_json_atomic(path, doc)
