@@ -213,43 +213,146 @@ def profile_level(url: str, utts: list, c: int, n: int, pid: int, stem: Path) ->
     return out
 
 
-def hift_section(ckpt: str) -> dict[str, Any]:
-    """fast_hift on this GPU: upstream HiFT vs the sync-free one on the same mel and seed (max_abs must be 0),
-    and the wall time of a call queued behind other GPU work (upstream blocks on its copies; sync-free does not)."""
+def s3_section(ckpt: str, probe_compile: bool = False, reps: int = 10, only: str | None = None) -> dict[str, Any]:
+    """In-process S3Gen per chunk with each HiFT mode (fast_hift.MODES), nothing else on the GPU: the vocode of
+    the first-chunk shape (12 tokens) and the steady shape (8 + 50 tokens, batch 1 and 4) — whole call, flow
+    (encoder + 10 CFM steps) and HiFT apart — and each mode's samples against upstream's for the same seed
+    (max_abs; 0 = bit-equal). ``probe_compile``: then the CFM estimator through torch.compile (inductor,
+    replayed inside the same step graphs) on the first-chunk shape: its time and its distance from the
+    uncompiled mel (not bit-equal by construction; a probe, not a mode)."""
     import torch
     from chatterbox.tts import ChatterboxTTS
 
     from ttsbench.chatterbox import fast_hift
+    from ttsbench.chatterbox.fast import FastChatterbox
 
-    model = ChatterboxTTS.from_local(ckpt, "cuda")
-    hift = model.s3gen.mel2wav
-    g = torch.Generator(device="cuda").manual_seed(0)
-    mel = torch.randn(1, 80, 240, device="cuda", generator=g)
-    busy = torch.randn(4096, 4096, device="cuda")
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # CPU: a smoke run of this code
+    model = ChatterboxTTS.from_local(ckpt, dev.type)
+    fc = FastChatterbox(model, max_len=256)
+    fc.euler.max_cached = 12
+    fc.s3graphs.widen(12)
+    s3 = model.s3gen
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    g = torch.Generator().manual_seed(0)
+    shapes = {
+        "n12_b1": torch.randint(0, 6561, (1, 12), generator=g),
+        "n58_b1": torch.randint(0, 6561, (1, 58), generator=g),
+        "n58_b4": torch.randint(0, 6561, (4, 58), generator=g),
+    }
+    shapes = {k: v.to(dev) for k, v in shapes.items() if only is None or k == only}
+    out: dict[str, Any] = {"reps": reps, "modes": {}}
+    ref: dict[str, Any] = {}
+    graphed = None
 
-    def run() -> tuple[Any, float]:
-        torch.manual_seed(0)
-        wav = hift.inference(speech_feat=mel)[0]
-        torch.cuda.synchronize()
-        times = []
-        for _ in range(10):
-            for _ in range(20):  # ~GPU work queued ahead, like the flow's CFM steps
-                busy @ busy
-            t0 = time.perf_counter()
-            hift.inference(speech_feat=mel)
-            times.append(time.perf_counter() - t0)  # host time to queue the call
-            torch.cuda.synchronize()
-        return wav, statistics.median(times) * 1000
+    def halves(toks: torch.Tensor) -> tuple[float, float]:
+        s3.flow.decoder.solve_euler = fc.euler
+        try:
+            with fc.s3graphs.installed():
+                sync()
+                t0 = time.perf_counter()
+                mel = s3.flow_inference(toks, ref_dict=model.conds.gen, finalize=True)
+                sync()
+                t1 = time.perf_counter()
+                s3.hift_inference(mel.to(s3.dtype), None)
+                sync()
+                return t1 - t0, time.perf_counter() - t1
+        finally:
+            s3.flow.decoder.__dict__.pop("solve_euler", None)
 
-    up, up_ms = run()
-    state = fast_hift.install(hift, torch.device("cuda"))
-    ours, ours_ms = run()
+    for mode in fast_hift.MODES:
+        if mode == "sync-free":
+            graphed = fast_hift.GraphedHift(s3.mel2wav, dev, max_cached=12)  # installs sync-free in place
+        fc.s3graphs.hift = graphed if mode == "graph" else None
+        res: dict[str, Any] = {}
+        for name, toks in shapes.items():
+            for _ in range(3):  # graphs: first sight warms up, the second captures
+                fc.vocode(toks)
+            torch.manual_seed(0)
+            wav = fc.vocode(toks)
+            sync()
+            if mode == "upstream":
+                ref[name] = wav
+            row: dict[str, Any] = {"max_abs_vs_upstream": float((wav - ref[name]).abs().max())}
+            times, flow_t, hift_t = [], [], []
+            for _ in range(reps):
+                sync()
+                t0 = time.perf_counter()
+                fc.vocode(toks)
+                sync()
+                times.append(time.perf_counter() - t0)
+                f, h = halves(toks)
+                flow_t.append(f)
+                hift_t.append(h)
+            row |= {
+                "ms_per_call": statistics.median(times) * 1000,
+                "flow_ms": statistics.median(flow_t) * 1000,
+                "hift_ms": statistics.median(hift_t) * 1000,
+            }
+            res[name] = row
+        res["graphs"] = graphed.state() if graphed is not None and mode == "graph" else None
+        out["modes"][mode] = res
+    audio = next(iter(ref.values()))[0].float().cpu().numpy()
+    wm = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fc._watermark(audio)
+        wm.append(time.perf_counter() - t0)
+    out["watermark_ms_first_chunk"] = statistics.median(wm) * 1000
+    if probe_compile:
+        try:
+            out["compile_probe"] = _compile_probe(fc, next(iter(shapes.values())), reps)
+        except Exception as exc:  # record, keep the rest
+            out["compile_probe"] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
+    return out
+
+
+def _compile_probe(fc: Any, toks: Any, reps: int) -> dict[str, Any]:
+    import torch
+
+    from ttsbench.chatterbox.fast_s3 import sync_free_chunk_mask
+
+    s3 = fc.model.s3gen
+    cfm = s3.flow.decoder
+    sync = torch.cuda.synchronize
+
+    def mel_and_ms() -> tuple[Any, float]:
+        s3.flow.decoder.solve_euler = fc.euler
+        try:
+            with sync_free_chunk_mask(), fc.s3graphs.installed():
+                for _ in range(3):
+                    s3.flow_inference(toks, ref_dict=fc.model.conds.gen, finalize=True)
+                times = []
+                for _ in range(reps):
+                    sync()
+                    t0 = time.perf_counter()
+                    mel = s3.flow_inference(toks, ref_dict=fc.model.conds.gen, finalize=True)
+                    sync()
+                    times.append(time.perf_counter() - t0)
+            return mel.clone(), statistics.median(times) * 1000
+        finally:
+            s3.flow.decoder.__dict__.pop("solve_euler", None)
+
+    eager_mel, eager_ms = mel_and_ms()
+    est = cfm.estimator
+    t0 = time.perf_counter()
+    compiled = torch.compile(est, dynamic=False)
+    cfm.estimator = compiled
+    fc.euler._cache.clear()
+    try:
+        comp_mel, comp_ms = mel_and_ms()
+    finally:
+        cfm.estimator = est
+        fc.euler._cache.clear()
+    err = (comp_mel - eager_mel).float()
     return {
-        "installed": state,
-        "max_abs": float((up - ours).abs().max()),
-        "samples": int(up.numel()),
-        "host_ms_to_queue_upstream": up_ms,
-        "host_ms_to_queue_sync_free": ours_ms,
+        "what": "flow (encoder graph + 10 CFM steps) of the first-chunk shape, estimator eager-in-graph vs "
+        "torch.compile'd-in-graph",
+        "flow_ms_graphed": eager_ms,
+        "flow_ms_compiled": comp_ms,
+        "compile_and_first_calls_s": time.perf_counter() - t0,
+        "mel_max_abs": float(err.abs().max()),
+        "mel_rms_err": float(err.pow(2).mean().sqrt()),
+        "mel_rms": float(eager_mel.float().pow(2).mean().sqrt()),
     }
 
 
@@ -417,7 +520,16 @@ def main(argv: list[str] | None = None) -> int:
         "e.g. --ab 'chunk100=--chunk-tokens 100'",
     )
     ap.add_argument("--skip-t3", action="store_true", help="skip the in-process T3 section")
-    ap.add_argument("--hift", action="store_true", help="in-process: sync-free HiFT vs upstream (equality, host time)")
+    ap.add_argument(
+        "--hift",
+        action="store_true",
+        help="in-process: S3Gen per chunk with each HiFT mode (upstream, sync-free, graph): equality and time",
+    )
+    ap.add_argument(
+        "--probe-compile",
+        action="store_true",
+        help="with --hift: also time the flow with the CFM estimator through torch.compile (and its error)",
+    )
     ap.add_argument("--t3-steps", type=int, default=150)
     ap.add_argument("--extra", default="--fast-max-len 1024", help="extra serve-chatterbox flags (fast path)")
     ap.add_argument("--only", default=None, help="comma-separated utterance ids (default: all 10)")
@@ -526,7 +638,7 @@ def main(argv: list[str] | None = None) -> int:
         doc["upstream_c1"] = {k: up["c1"][k] for k in ("p50_first_audio_ms", "p50_rtf", "throughput_audio_s_per_s")}
     if args.hift:
         try:
-            doc["hift"] = hift_section(str(path))
+            doc["hift"] = s3_section(str(path), probe_compile=args.probe_compile)
         except Exception as exc:  # record, keep the HTTP numbers
             doc["hift"] = {"error": f"{type(exc).__name__}: {exc}"}
         write_json_atomic(Path(args.out), doc)

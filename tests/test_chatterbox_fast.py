@@ -169,7 +169,8 @@ def test_cli_flags() -> None:
     bench_chatterbox.register(sub)
     a = ap.parse_args(["serve-chatterbox", "--reference", "x.wav"])
     assert a.fast == "auto" and a.fast_dtype == "fp32" and a.first_chunk_tokens == 12 and a.chunk_tokens == 50
-    assert a.hift_sync_free == "off"  # opt-in until measured on a GPU
+    assert a.hift == "upstream"  # sync-free and graph are opt-in until measured on a GPU
+    assert a.pause_t3_first_chunk == "on"
     from ttsbench.errors import UserError
 
     for bad in (["--chunk-tokens", "0"], ["--first-chunk-tokens", "-1"]):  # refused before any model is loaded
@@ -466,3 +467,44 @@ def test_sync_free_hift_whole_vocoder_equals_upstream(model) -> None:
     torch.manual_seed(7)
     b = ours.inference(speech_feat=mel)[0]
     assert a.numel() > 0 and torch.equal(a, b)
+
+
+def test_graphed_hift_split_equals_upstream(model) -> None:
+    """GraphedHift's split of the real HiFTGenerator (phase drawn before the front, front up to the iSTFT's
+    input, eager iSTFT + clamp) gives upstream's samples and source for the same mel and seed, batch 1 and 2;
+    installed() swaps inference on the instance only and puts it back; S3Graphs reports, widens and freezes it."""
+    import copy
+
+    from ttsbench.chatterbox import fast_hift
+    from ttsbench.chatterbox.fast_s3 import S3Graphs
+
+    upstream = model.s3gen.mel2wav
+    ours = copy.deepcopy(upstream)
+    g = fast_hift.GraphedHift(ours, torch.device("cpu"))
+    assert g.sync_free == {"sine": True, "window": False}
+    for batch, frames in ((1, 24), (2, 60)):
+        mel = torch.randn(batch, 80, frames, generator=torch.Generator().manual_seed(frames))
+        torch.manual_seed(11)
+        wav_a, src_a = upstream.inference(speech_feat=mel)
+        torch.manual_seed(11)
+        wav_b, src_b = g.inference(mel)
+        assert wav_a.shape == wav_b.shape == (batch, frames * 480) and torch.equal(wav_a, wav_b)
+        assert torch.equal(src_a, src_b)
+    assert "_istft" not in vars(ours) and "_ttsbench_phase" not in vars(ours.m_source.l_sin_gen)
+    with g.installed():
+        assert ours.inference == g.inference and "inference" not in vars(upstream)
+    assert "inference" not in vars(ours)
+    cache = torch.randn(1, 1, 480)  # the cached-source path is upstream's own
+    torch.manual_seed(2)
+    a = upstream.inference(speech_feat=mel[:1], cache_source=cache)[0]
+    torch.manual_seed(2)
+    assert torch.equal(a, g.inference(mel[:1], cache)[0])
+
+    s3 = S3Graphs(model.s3gen, hift=g)
+    s3.widen(12)
+    assert s3.encoder.max_cached == g.call.max_cached == 12
+    s3.freeze()
+    assert s3.encoder.frozen and g.call.frozen and s3.error is None
+    assert set(s3.state()) == {"encoder", "hift"}
+    with pytest.raises(ValueError, match="upstream, sync-free, graph"):
+        FastChatterbox(model, max_len=64, hift="fast")

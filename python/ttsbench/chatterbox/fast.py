@@ -8,8 +8,9 @@
   captured once per call in a CUDA graph and replayed (same kernels, same inputs: same numbers). Upstream's
   ``add_optional_chunk_mask`` holds a host sync (``.item()``) that graph capture forbids; while capturing it
   is swapped for a sync-free equivalent (identical result for static_chunk_size 0, which S3Gen uses). The
-  flow encoder is replayed from a CUDA graph per input shape too (:mod:`~ttsbench.chatterbox.fast_s3`, bit-equal;
-  HiFT stays eager — see there why).
+  flow encoder is replayed from a CUDA graph per input shape too (:mod:`~ttsbench.chatterbox.fast_s3`, bit-equal).
+  HiFT runs as released unless ``hift`` says otherwise (:mod:`~ttsbench.chatterbox.fast_hift`: ``sync-free``, or
+  ``graph``, replayed from a CUDA graph per shape).
 * ``stream(text, ...)`` yields float32 audio chunks: the first once ``first_chunk_tokens`` valid speech tokens
   are decoded and vocoded, then one per ``chunk_tokens`` valid tokens (fixed chunk shapes, so their CFM graphs
   are captured once — ``warmup`` — and replayed). Each later chunk is vocoded with ``context_tokens`` tokens of
@@ -204,7 +205,7 @@ class FastChatterbox:
         cuda_graph: bool | None = None,
         watermark: bool = True,
         graph_s3: bool = True,
-        hift_sync_free: bool = False,
+        hift: str = "upstream",
     ) -> None:
         self.model = model
         self.device = torch.device(model.device) if isinstance(model.device, str) else model.device
@@ -213,8 +214,23 @@ class FastChatterbox:
         self.euler = GraphEuler(cfm)
         self._cfm = cfm
         self.use_graph = self.t3.cuda_graph if cuda_graph is None else bool(cuda_graph)
-        # flow-encoder graphs (on top of the CFM step graph); graph_s3=False keeps the encoder eager
-        self.s3graphs = S3Graphs(model.s3gen)
+        # HiFT (fast_hift.py): upstream, sync-free (no blocking copies) or graph (sync-free + CUDA graph per
+        # shape). Not upstream changes the shared upstream model in place, and in-process equivalence checks
+        # compare against that model: off by default.
+        from ttsbench.chatterbox import fast_hift
+
+        if hift not in fast_hift.MODES:
+            raise ValueError(f"hift={hift!r}: use one of {', '.join(fast_hift.MODES)}")
+        self.hift = hift if self.device.type == "cuda" else "upstream"
+        self.hift_sync_free: dict[str, Any] | None = None
+        hift_graph = None
+        if self.hift == "sync-free":
+            self.hift_sync_free = fast_hift.install(model.s3gen.mel2wav, self.device)
+        elif self.hift == "graph":
+            hift_graph = fast_hift.GraphedHift(model.s3gen.mel2wav, self.device)
+            self.hift_sync_free = hift_graph.sync_free
+        # flow-encoder (and HiFT) graphs on top of the CFM step graph; graph_s3=False keeps them eager
+        self.s3graphs = S3Graphs(model.s3gen, hift=hift_graph)
         self.graph_s3 = graph_s3
         self._cond_obj: Any = None
         self._exaggeration: float | None = None  # host copy of the conditionals' exaggeration (no device read)
@@ -225,13 +241,6 @@ class FastChatterbox:
         self.s3_stream: Any = None  # high-priority CUDA stream for vocoding next to batched T3 (enable_batching)
         self.pause_t3_first_chunk = True  # batched T3 launches no steps while a first chunk is vocoded
         self.vocoder: Any = None  # VocodeBatcher once enable_batching(batch_vocoder=True) ran
-        # HiFT without blocking host->device copies (bit-equal; fast_hift.py). Off by default: it changes the
-        # shared upstream model in place, and in-process equivalence checks compare against that model.
-        self.hift_sync_free: dict[str, Any] | None = None
-        if hift_sync_free and self.device.type == "cuda":
-            from ttsbench.chatterbox import fast_hift
-
-            self.hift_sync_free = fast_hift.install(model.s3gen.mel2wav, self.device)
         self.watermarker = None
         if watermark:
             self.watermarker = model.watermarker
@@ -488,7 +497,7 @@ class FastChatterbox:
             chunk_lengths = (first_chunk_tokens, self.CONTEXT_TOKENS + chunk_tokens)
             shapes = 2 * slots * len(chunk_lengths)  # batch sizes 1..slots per chunk length, with room for the rest
             self.euler.max_cached = max(self.euler.max_cached, shapes)
-            self.s3graphs.encoder.max_cached = max(self.s3graphs.encoder.max_cached, shapes)
+            self.s3graphs.widen(shapes)
             self.vocoder = VocodeBatcher(self, max_batch=slots)
             vocoder = self.vocoder.warmup(chunk_lengths) if self.use_graph and self.device.type == "cuda" else {}
         self.scheduler = T3Scheduler(self.batch, poll=poll_tokens)
@@ -520,7 +529,12 @@ class FastChatterbox:
         """No more S3Gen graph captures (shapes not captured by now run eagerly): a capture while another
         thread launches work on the GPU is not safe, so concurrent serving freezes the graphs after warm-up."""
         self.euler.frozen = True
-        self.s3graphs.encoder.frozen = True
+        self.s3graphs.freeze()
+
+    def hift_state(self) -> dict[str, Any]:
+        """Which HiFT runs (upstream, sync-free, graph), what was swapped, and the graphs' counts."""
+        g = self.s3graphs.hift
+        return {"mode": self.hift, "sync_free": self.hift_sync_free, "graphs": g.state() if g else None}
 
     @property
     def graph_error(self) -> str | None:

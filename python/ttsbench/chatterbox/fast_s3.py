@@ -11,10 +11,11 @@ while capturing it is the sync-free equivalent (:func:`sync_free_chunk_mask`, id
 which S3Gen's encoder and CFM estimator use). Anything that still fails to capture is recorded in ``error``
 and that wrapper runs eagerly from then on.
 
-HiFT is not graphed: its sine source draws the harmonics' random phase from the *CPU* generator and copies it
-(and a CPU zeros tensor and the CPU STFT window) to the GPU on every call. A graph would either fail to capture
-(measured: "Cannot copy between CPU and CUDA tensors during CUDA graph capture") or, made capturable, freeze
-that phase or move it to the GPU generator, and then HiFT's output would no longer equal upstream's for a seed.
+HiFT as released cannot be captured: its sine source copies CPU tensors (a zeros buffer, the phase drawn on
+the CPU generator, the STFT window) to the GPU on every call (measured: "Cannot copy between CPU and CUDA
+tensors during CUDA graph capture"). :class:`~ttsbench.chatterbox.fast_hift.GraphedHift` draws the phase
+before the replay and feeds it in as an input, so the numbers stay upstream's; it is opt-in
+(``--hift graph``).
 """
 
 from __future__ import annotations
@@ -178,28 +179,43 @@ class GraphedCall:
 
 
 class S3Graphs:
-    """The graphed flow encoder of one S3Gen (``model.s3gen``); :meth:`installed` swaps it in."""
+    """The graphed flow encoder of one S3Gen (``model.s3gen``), and its graphed HiFT where one is given
+    (:class:`~ttsbench.chatterbox.fast_hift.GraphedHift`); :meth:`installed` swaps them in."""
 
-    def __init__(self, s3gen: Any, max_cached: int = 6) -> None:
+    def __init__(self, s3gen: Any, max_cached: int = 6, hift: Any = None) -> None:
         self.s3 = s3gen
         enc = s3gen.flow.encoder
         self.encoder = GraphedCall(
             lambda *a: type(enc).forward(enc, *a), "flow encoder", max_cached, capture_ctx=sync_free_chunk_mask
         )
+        self.hift = hift
 
     @contextlib.contextmanager
     def installed(self, encoder: bool = True) -> Iterator[None]:
         enc = self.s3.flow.encoder
-        if encoder:
-            enc.forward = self.encoder
-        try:
+        with contextlib.ExitStack() as stack:
+            if encoder:
+                enc.forward = self.encoder
+                stack.callback(enc.__dict__.pop, "forward", None)
+                if self.hift is not None:
+                    stack.enter_context(self.hift.installed())
             yield
-        finally:
-            enc.__dict__.pop("forward", None)
+
+    def widen(self, n: int) -> None:
+        """Keep at least ``n`` shapes of each graphed part (concurrent serving: batch sizes x chunk lengths)."""
+        for g in self._calls():
+            g.max_cached = max(g.max_cached, n)
+
+    def freeze(self) -> None:
+        for g in self._calls():
+            g.frozen = True
+
+    def _calls(self) -> list[GraphedCall]:
+        return [self.encoder] + ([self.hift.call] if self.hift is not None else [])
 
     @property
     def error(self) -> str | None:
-        return self.encoder.error
+        return next((g.error for g in self._calls() if g.error), None)
 
     def state(self) -> dict[str, Any]:
-        return {"encoder": self.encoder.state()}
+        return {"encoder": self.encoder.state()} | ({"hift": self.hift.call.state()} if self.hift else {})

@@ -80,8 +80,9 @@ class ServerConfig:
     first_chunk_tokens: int = 12  # streaming: vocode and send after this many valid speech tokens
     chunk_tokens: int = 50  # streaming: valid speech tokens per later chunk (each re-runs the flow over the prompt)
     batch_slots: int = 4  # fast path: concurrent requests decoded together (0: one request at a time)
-    hift_sync_free: bool = False  # fast path on CUDA: HiFT without blocking copies (bit-equal; not yet GPU-measured)
+    hift: str = "upstream"  # fast path on CUDA: upstream | sync-free | graph (fast_hift.py; bit-equal on the CPU)
     batch_vocoder: bool = True  # fast path, batch_slots > 1: due chunks of concurrent streams vocoded together
+    pause_t3_first_chunk: bool = True  # fast path, batch_slots > 0: no T3 steps while a first chunk is vocoded
     fast_max_len: int = 2048  # fast path: KV cache positions per request
     tokens_per_char: float | None = None  # cap per sentence = max(25, round(this * chars)) (random-init weights)
 
@@ -181,12 +182,15 @@ class Engine:
 
             if cfg.fast_dtype not in ("fp32", "bf16"):
                 raise UserError(f"--fast-dtype {cfg.fast_dtype!r}: use fp32 or bf16")
+            if cfg.hift not in ("upstream", "sync-free", "graph"):
+                raise UserError(f"--hift {cfg.hift!r}: use upstream, sync-free or graph")
             self.fast = FastChatterbox(
                 model,
                 dtype=torch.bfloat16 if cfg.fast_dtype == "bf16" else None,
                 max_len=cfg.fast_max_len,
-                hift_sync_free=cfg.hift_sync_free,
+                hift=cfg.hift,
             )
+            self.fast.pause_t3_first_chunk = cfg.pause_t3_first_chunk
         self.model = model
         if self.fast is not None and self.fast.t3.cuda_graph:  # capture graphs now, not in the first request
             self.fast_warmup = self.fast.warmup(
@@ -316,7 +320,8 @@ class Engine:
             "compile_error": f and f.t3.compile_error,
             "first_chunk_tokens": self.cfg.first_chunk_tokens if f else None,
             "chunk_tokens": self.cfg.chunk_tokens if f else None,
-            "hift_sync_free": f and f.hift_sync_free,
+            "hift": f and f.hift_state(),
+            "pause_t3_first_chunk": bool(f and f.pause_t3_first_chunk),
             "warmup": self.fast_warmup,
             "batching": self.fast_batching,
             "scheduler": None

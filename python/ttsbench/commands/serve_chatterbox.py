@@ -85,11 +85,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "batched vocoding); 0 = one request at a time (default 4)",
     )
     p.add_argument(
-        "--hift-sync-free",
-        choices=("on", "off"),
-        default="off",
-        help="fast path on CUDA: HiFT allocates on the GPU and copies without blocking (bit-equal on the CPU; "
-        "default off until measured on a GPU: benchmarks/chatterbox_http.py --hift --ab 'sf=--hift-sync-free on')",
+        "--hift",
+        choices=("upstream", "sync-free", "graph"),
+        default="upstream",
+        help="fast path on CUDA, the HiFT vocoder: upstream = as released; sync-free = no blocking host->GPU "
+        "copies; graph = sync-free and replayed from a CUDA graph per chunk shape (both bit-equal on the CPU; "
+        "default upstream until measured on a GPU: benchmarks/chatterbox_http.py --hift --ab 'g=--hift graph')",
     )
     p.add_argument(
         "--vocoder-batching",
@@ -97,6 +98,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="on",
         help="fast path with --batch-slots > 1: vocode the due chunks of concurrent streams in one batched S3Gen "
         "call (on) or one after another (off; default on)",
+    )
+    p.add_argument(
+        "--pause-t3-first-chunk",
+        choices=("on", "off"),
+        default="on",
+        help="fast path with --batch-slots > 0: hold T3 steps while a request's first chunk is vocoded, so its "
+        "first audio is not slowed by other work on the GPU (on), or keep decoding (off; default on)",
     )
     p.add_argument(
         "--fast-max-len",
@@ -164,7 +172,8 @@ def _run(args: argparse.Namespace) -> int:
         chunk_tokens=args.chunk_tokens,
         batch_slots=args.batch_slots,
         batch_vocoder=args.vocoder_batching == "on",
-        hift_sync_free=args.hift_sync_free == "on",
+        hift=args.hift,
+        pause_t3_first_chunk=args.pause_t3_first_chunk == "on",
         fast_max_len=args.fast_max_len,
         tokens_per_char=args.tokens_per_char,
         strict=args.strict,
