@@ -300,22 +300,24 @@ def s3_section(ckpt: str, probe_compile: bool = False, reps: int = 10, only: str
     out["watermark_ms_first_chunk"] = statistics.median(wm) * 1000
     if probe_compile:
         try:
-            out["compile_probe"] = _compile_probe(fc, next(iter(shapes.values())), reps)
+            out["compile_probe"] = _compile_probe(fc, shapes, reps)
         except Exception as exc:  # record, keep the rest
             out["compile_probe"] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
     return out
 
 
-def _compile_probe(fc: Any, toks: Any, reps: int) -> dict[str, Any]:
+def _compile_probe(fc: Any, shapes: dict[str, Any], reps: int) -> dict[str, Any]:
+    """The flow per shape with the eager estimator in the step graphs, then with the served opt-in
+    (fast_s3.CompiledEstimator: torch.compile, dynamic shapes, checked against eager) — time and mel distance."""
     import torch
 
-    from ttsbench.chatterbox.fast_s3 import sync_free_chunk_mask
+    from ttsbench.chatterbox.fast_s3 import CompiledEstimator, sync_free_chunk_mask
 
     s3 = fc.model.s3gen
     cfm = s3.flow.decoder
     sync = torch.cuda.synchronize
 
-    def mel_and_ms() -> tuple[Any, float]:
+    def mel_and_ms(toks: Any) -> tuple[Any, float]:
         s3.flow.decoder.solve_euler = fc.euler
         try:
             with sync_free_chunk_mask(), fc.s3graphs.installed():
@@ -332,28 +334,32 @@ def _compile_probe(fc: Any, toks: Any, reps: int) -> dict[str, Any]:
         finally:
             s3.flow.decoder.__dict__.pop("solve_euler", None)
 
-    eager_mel, eager_ms = mel_and_ms()
-    est = cfm.estimator
+    eager = {k: mel_and_ms(t) for k, t in shapes.items()}
+    first = next(iter(shapes.values()))
+    ce = CompiledEstimator(cfm)
     t0 = time.perf_counter()
-    compiled = torch.compile(est, dynamic=False)
-    cfm.estimator = compiled
+    ce.check(lambda: s3.flow_inference(first, ref_dict=fc.model.conds.gen, finalize=True))
+    out: dict[str, Any] = {"check": ce.state(), "check_s": time.perf_counter() - t0}
+    if not ce.active:
+        return out
     fc.euler._cache.clear()
     try:
-        comp_mel, comp_ms = mel_and_ms()
+        for k, toks in shapes.items():
+            t0 = time.perf_counter()
+            mel, ms = mel_and_ms(toks)
+            err = (mel - eager[k][0]).float()
+            out[k] = {
+                "flow_ms_graphed": eager[k][1],
+                "flow_ms_compiled": ms,
+                "first_calls_s": time.perf_counter() - t0,
+                "mel_max_abs": float(err.abs().max()),
+                "mel_rel_rms": float(err.pow(2).mean().sqrt() / eager[k][0].float().pow(2).mean().sqrt()),
+            }
     finally:
-        cfm.estimator = est
+        cfm.estimator = ce.eager
         fc.euler._cache.clear()
-    err = (comp_mel - eager_mel).float()
-    return {
-        "what": "flow (encoder graph + 10 CFM steps) of the first-chunk shape, estimator eager-in-graph vs "
-        "torch.compile'd-in-graph",
-        "flow_ms_graphed": eager_ms,
-        "flow_ms_compiled": comp_ms,
-        "compile_and_first_calls_s": time.perf_counter() - t0,
-        "mel_max_abs": float(err.abs().max()),
-        "mel_rms_err": float(err.pow(2).mean().sqrt()),
-        "mel_rms": float(eager_mel.float().pow(2).mean().sqrt()),
-    }
+    out["euler_error"] = fc.euler.error
+    return out
 
 
 def t3_section(ckpt: str, utts: list, slots: int = 4, steps: int = 150) -> dict[str, Any]:

@@ -170,7 +170,7 @@ def test_cli_flags() -> None:
     a = ap.parse_args(["serve-chatterbox", "--reference", "x.wav"])
     assert a.fast == "auto" and a.fast_dtype == "fp32" and a.first_chunk_tokens == 12 and a.chunk_tokens == 50
     assert a.hift == "upstream"  # sync-free and graph are opt-in until measured on a GPU
-    assert a.pause_t3_first_chunk == "on"
+    assert a.pause_t3_first_chunk == "on" and a.s3_compile == "off"
     from ttsbench.errors import UserError
 
     for bad in (["--chunk-tokens", "0"], ["--first-chunk-tokens", "-1"]):  # refused before any model is loaded
@@ -508,3 +508,38 @@ def test_graphed_hift_split_equals_upstream(model) -> None:
     assert set(s3.state()) == {"encoder", "hift"}
     with pytest.raises(ValueError, match="upstream, sync-free, graph"):
         FastChatterbox(model, max_len=64, hift="fast")
+
+
+def test_compiled_estimator_is_checked_against_eager(monkeypatch) -> None:
+    """--s3-compile's gate: the compiled estimator is kept only when the flow's mel stays within max_rel_rms of
+    the eager one; a larger difference, NaN or a compile error puts the eager estimator back and says why.
+    (torch.compile is replaced by stand-ins here: inductor on the CPU would take minutes; the GPU run is
+    benchmarks/chatterbox_http.py --hift --probe-compile.)"""
+    from types import SimpleNamespace
+
+    from ttsbench.chatterbox.fast_s3 import CompiledEstimator
+
+    eager = torch.nn.Linear(4, 4)
+    x = torch.randn(3, 4)
+
+    def run(noise: float | None, exc: Exception | None = None) -> tuple[CompiledEstimator, bool]:
+        cfm = SimpleNamespace(estimator=eager)
+
+        def fake_compile(mod: torch.nn.Module, dynamic: bool) -> object:
+            assert mod is eager and dynamic is True
+            if exc is not None:
+                raise exc
+            return lambda t: mod(t) + noise
+
+        monkeypatch.setattr(torch, "compile", fake_compile)
+        ce = CompiledEstimator(cfm, max_rel_rms=1e-3)
+        ok = ce.check(lambda: cfm.estimator(x))
+        assert (cfm.estimator is eager) is not ok
+        return ce, ok
+
+    ce, ok = run(1e-6)
+    assert ok and ce.active and ce.error is None and 0 < ce.rel_rms < 1e-3 and ce.max_abs > 0
+    for noise, exc, why in ((0.5, None, "rel rms"), (float("nan"), None, "rel rms nan"), (0.0, RuntimeError("no"), "no")):
+        ce, ok = run(noise, exc)
+        assert not ok and not ce.active and why in ce.error, ce.error
+        assert ce.state()["active"] is False

@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from ttsbench.chatterbox.fast_s3 import S3Graphs, sync_free_chunk_mask
+from ttsbench.chatterbox.fast_s3 import CompiledEstimator, S3Graphs, sync_free_chunk_mask
 from ttsbench.chatterbox.fast_t3 import FastT3, SamplingParams
 
 SR = 24000
@@ -206,6 +206,7 @@ class FastChatterbox:
         watermark: bool = True,
         graph_s3: bool = True,
         hift: str = "upstream",
+        s3_compile: bool = False,
     ) -> None:
         self.model = model
         self.device = torch.device(model.device) if isinstance(model.device, str) else model.device
@@ -231,6 +232,8 @@ class FastChatterbox:
             self.hift_sync_free = hift_graph.sync_free
         # flow-encoder (and HiFT) graphs on top of the CFM step graph; graph_s3=False keeps them eager
         self.s3graphs = S3Graphs(model.s3gen, hift=hift_graph)
+        # opt-in, not bit-equal: the CFM estimator through torch.compile (checked and installed in warmup())
+        self.s3_compile = CompiledEstimator(cfm) if s3_compile and self.device.type == "cuda" else None
         self.graph_s3 = graph_s3
         self._cond_obj: Any = None
         self._exaggeration: float | None = None  # host copy of the conditionals' exaggeration (no device read)
@@ -280,8 +283,9 @@ class FastChatterbox:
         if self.use_graph:  # the graph itself is only captured on CUDA; elsewhere the same step runs eagerly
             s3.flow.decoder.solve_euler = self.euler
         graphs = self.use_graph and self.graph_s3
+        compiled = self.s3_compile is not None and self.s3_compile.active
         try:
-            with self.s3graphs.installed(encoder=graphs):
+            with sync_free_chunk_mask() if compiled else contextlib.nullcontext(), self.s3graphs.installed(graphs):
                 wav, _ = s3.inference(speech_tokens=speech_tokens.to(self.device), ref_dict=self.model.conds.gen)
         finally:
             s3.flow.decoder.__dict__.pop("solve_euler", None)
@@ -452,6 +456,10 @@ class FastChatterbox:
         """Capture the T3 graphs of every KV bucket and the CFM graphs of both streaming chunk shapes."""
         t0 = time.perf_counter()
         n = self.t3.capture_all()
+        if self.s3_compile is not None and not self.s3_compile.active and self.s3_compile.error is None:
+            probe = torch.zeros(1, first_chunk_tokens, dtype=torch.long, device=self.device)
+            s3 = self.model.s3gen
+            self.s3_compile.check(lambda: s3.flow_inference(probe, ref_dict=self.model.conds.gen, finalize=True))
         need = first_chunk_tokens + chunk_tokens
         for _ in range(2):  # encoder graphs: a shape's first call warms up, its second captures
             for _ in self.stream(
@@ -468,6 +476,7 @@ class FastChatterbox:
             "t3_graphs": n,
             "cfm_graphs": len(self.euler._cache),
             "s3_graphs": self.s3graphs.state(),
+            "s3_compile": self.s3_compile.state() if self.s3_compile is not None else None,
             "s": time.perf_counter() - t0,
         }
 

@@ -82,6 +82,7 @@ class ServerConfig:
     batch_slots: int = 4  # fast path: concurrent requests decoded together (0: one request at a time)
     hift: str = "upstream"  # fast path on CUDA: upstream | sync-free | graph (fast_hift.py; bit-equal on the CPU)
     batch_vocoder: bool = True  # fast path, batch_slots > 1: due chunks of concurrent streams vocoded together
+    s3_compile: bool = False  # fast path on CUDA: CFM estimator through torch.compile (not bit-equal; checked)
     pause_t3_first_chunk: bool = True  # fast path, batch_slots > 0: no T3 steps while a first chunk is vocoded
     fast_max_len: int = 2048  # fast path: KV cache positions per request
     tokens_per_char: float | None = None  # cap per sentence = max(25, round(this * chars)) (random-init weights)
@@ -189,6 +190,7 @@ class Engine:
                 dtype=torch.bfloat16 if cfg.fast_dtype == "bf16" else None,
                 max_len=cfg.fast_max_len,
                 hift=cfg.hift,
+                s3_compile=cfg.s3_compile,
             )
             self.fast.pause_t3_first_chunk = cfg.pause_t3_first_chunk
         self.model = model
@@ -322,6 +324,7 @@ class Engine:
             "chunk_tokens": self.cfg.chunk_tokens if f else None,
             "hift": f and f.hift_state(),
             "pause_t3_first_chunk": bool(f and f.pause_t3_first_chunk),
+            "s3_compile": f and f.s3_compile and f.s3_compile.state(),
             "warmup": self.fast_warmup,
             "batching": self.fast_batching,
             "scheduler": None
