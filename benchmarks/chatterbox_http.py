@@ -304,7 +304,8 @@ def s3_section(ckpt: str, probe_compile: bool = False, reps: int = 10, only: str
         except Exception as exc:  # record, keep the rest
             import traceback
 
-            out["compile_probe"] = {"error": f"{type(exc).__name__}: {exc}"[:500], "traceback": traceback.format_exc()[-2000:]}
+            tb = traceback.format_exc()[-2000:]
+            out["compile_probe"] = {"error": f"{type(exc).__name__}: {exc}"[:500], "traceback": tb}
     return out
 
 
