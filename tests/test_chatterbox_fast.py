@@ -160,7 +160,7 @@ def test_runner_fast_flag_writes_results(tmp_path: Path, ckpt: Path) -> None:
     assert row["audio_s"] > 0 and (run_dir / row["wav"]).is_file()
 
 
-def test_cli_flags() -> None:
+def test_cli_flags(monkeypatch) -> None:
     from ttsbench.commands import bench_chatterbox, serve_chatterbox
 
     ap = argparse.ArgumentParser()
@@ -177,6 +177,16 @@ def test_cli_flags() -> None:
         with pytest.raises(UserError, match="must be positive"):
             serve_chatterbox._run(ap.parse_args(["serve-chatterbox", "--reference", "x.wav", *bad]))
     assert ap.parse_args(["serve-chatterbox", "--reference", "x.wav", "--fast", "off"]).fast == "off"
+    from ttsbench.chatterbox import server
+
+    seen: list = []
+    monkeypatch.setattr(server, "serve", lambda cfg: seen.append(cfg) or 0)
+    opts = ["--hift", "graph", "--pause-t3-first-chunk", "off", "--s3-compile", "on", "--chunk-tokens", "75"]
+    assert serve_chatterbox._run(ap.parse_args(["serve-chatterbox", "--reference", "x.wav", *opts])) == 0
+    cfg = seen[0]
+    assert (cfg.hift, cfg.pause_t3_first_chunk, cfg.s3_compile, cfg.chunk_tokens) == ("graph", False, True, 75)
+    with pytest.raises(SystemExit):  # argparse refuses a mode that does not exist
+        ap.parse_args(["serve-chatterbox", "--reference", "x.wav", "--hift", "fast"])
     assert ap.parse_args(["bench-chatterbox", "--fast"]).fast is True
     assert ap.parse_args(["bench-chatterbox", "--no-fast"]).fast is False
 
@@ -539,7 +549,8 @@ def test_compiled_estimator_is_checked_against_eager(monkeypatch) -> None:
 
     ce, ok = run(1e-6)
     assert ok and ce.active and ce.error is None and 0 < ce.rel_rms < 1e-3 and ce.max_abs > 0
-    for noise, exc, why in ((0.5, None, "rel rms"), (float("nan"), None, "rel rms nan"), (0.0, RuntimeError("no"), "no")):
+    bad = ((0.5, None, "rel rms"), (float("nan"), None, "rel rms nan"), (0.0, RuntimeError("no"), "no"))
+    for noise, exc, why in bad:
         ce, ok = run(noise, exc)
         assert not ok and not ce.active and why in ce.error, ce.error
         assert ce.state()["active"] is False
