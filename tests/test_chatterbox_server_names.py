@@ -57,3 +57,27 @@ def test_cli_flags_reach_the_config():
         ]
     )
     assert args.strict and args.accept_model == ["tts-1"] and args.voice_alias == ["alloy", "nova"]
+
+
+@pytest.mark.parametrize(
+    ("text", "sentences"),
+    [
+        (
+            "Dr. Siobhan O'Connor and Mr. Nguyen Van Thanh will join.",
+            ["Dr. Siobhan O'Connor and Mr. Nguyen Van Thanh will join."],
+        ),
+        ("Got it. I've set a reminder.", ["Got it.", "I've set a reminder."]),
+        ("I met J. R. Smith at 5 p.m. Then we left.", ["I met J. R. Smith at 5 p.m.", "Then we left."]),
+        ("Room No. 5 is free. Go!", ["Room No. 5 is free.", "Go!"]),
+        ("He said no. Then yes.", ["He said no.", "Then yes."]),
+        ("Wait; really? Yes: fine.", ["Wait; really?", "Yes: fine."]),
+        ("  Okay.  ", ["Okay."]),
+        ("", []),
+    ],
+)
+def test_split_sentences_keeps_titles_initials_and_abbreviations(text, sentences):
+    """The server synthesizes sentence by sentence (each one a T3 prefill and a first chunk); "Dr." or an
+    initial is no sentence of its own (the canonical u05 used to be spoken as three)."""
+    from ttsbench.chatterbox.server import split_sentences
+
+    assert split_sentences(text) == sentences

@@ -48,6 +48,13 @@ SAMPLE_RATE = 24000
 MIN_REFERENCE_S = 1.0
 MAX_BODY_BYTES = 1 << 20
 _SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+")
+# a period after these ends no sentence: titles, "St. James", initials ("J. R. Smith"), "e.g.", "etc."
+_ABBREVIATION = re.compile(
+    r"(?:^|[\s(\"'])(?:[A-Z]|Dr|Mr|Mrs|Ms|Mx|Prof|Sr|Jr|St|Mt|Ft|Ave|Blvd|Rd|Vol|Fig|Dept|Inc|Ltd|Co|Corp"
+    r"|Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec|approx|vs|etc|cf|al|e\.g|i\.e)\.$"
+)
+# ... nor one followed by a lower-case word or a number ("5 p.m. in Tokyo", "No. 5", "fig. 3")
+_CONTINUES = re.compile(r"^[\"'(]?[a-z0-9]")
 
 
 @dataclass
@@ -123,8 +130,18 @@ def check_reference(path: str | Path) -> float:
 
 
 def split_sentences(text: str) -> list[str]:
-    parts = [s.strip() for s in _SENTENCE_END.split(text.strip())]
-    return [s for s in parts if s]
+    """The sentences synthesized one after another: split after . ! ? ; : and white space, except after a
+    title, a common abbreviation or an initial ("Dr. Siobhan O'Connor and Mr. Nguyen" stays one sentence) and
+    before a lower-case word or a number."""
+    out: list[str] = []
+    for part in (s.strip() for s in _SENTENCE_END.split(text.strip())):
+        if not part:
+            continue
+        if out and (_ABBREVIATION.search(out[-1]) or _CONTINUES.match(part)):
+            out[-1] = f"{out[-1]} {part}"
+        else:
+            out.append(part)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- engine
