@@ -554,3 +554,28 @@ def test_compiled_estimator_is_checked_against_eager(monkeypatch) -> None:
         ce, ok = run(noise, exc)
         assert not ok and not ce.active and why in ce.error, ce.error
         assert ce.state()["active"] is False
+
+
+def test_every_streamed_chunk_has_a_captured_shape() -> None:
+    """Streaming vocodes the first chunk, steady chunks and a shorter last chunk per sentence; each is padded
+    with real left context to one of chunk_shapes() (the shapes whose S3Gen graphs warmup() captures), so no
+    chunk is vocoded eagerly once a sentence has at least first_chunk_tokens valid tokens. The context never
+    reaches before the sentence and is at least min(context_tokens, done) wherever a shape allows."""
+    from ttsbench.chatterbox.fast import chunk_shapes, left_context
+
+    for first, chunk, context in ((12, 50, 8), (12, 100, 8), (8, 25, 4), (4, 4, 2)):
+        shapes = chunk_shapes(first, chunk, context)
+        assert shapes[0] == first and shapes[-1] == chunk + context and list(shapes) == sorted(set(shapes))
+        short = 0
+        for total in range(first, 400):
+            done, target, seen = 0, first, []
+            while total - done >= target:
+                seen.append((target, done, left_context(target, done, context, shapes)))
+                done, target = done + target, chunk
+            if total > done:
+                seen.append((total - done, done, left_context(total - done, done, context, shapes)))
+            for n, before, ctx in seen:
+                assert 0 <= ctx <= before and n + ctx in shapes, (first, chunk, context, total, seen)
+                short += ctx < min(context, before)
+            assert [c for n, b, c in seen[:2]][:1] == [0]  # the first chunk has no context
+        assert short <= 400 // 4, short  # less context than asked only where no shape allows it

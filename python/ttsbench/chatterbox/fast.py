@@ -50,6 +50,28 @@ class StreamTimings:
     chunks: list[int] = field(default_factory=list)
 
 
+def chunk_shapes(first_chunk_tokens: int, chunk_tokens: int, context_tokens: int) -> tuple[int, ...]:
+    """The token counts a streamed chunk is vocoded at (new tokens + left context), so that S3Gen's graphs
+    captured for them are replayed (a shape not captured is vocoded eagerly, several times slower): the first
+    chunk, the steady chunks (context + chunk), and first + context plus sizes up to steady no more than
+    ``first_chunk_tokens`` apart for the last, shorter chunk of a sentence. Every last chunk comes after at
+    least ``first_chunk_tokens`` tokens, so one of these shapes always fits it with real left context."""
+    steady = context_tokens + chunk_tokens
+    low = min(first_chunk_tokens + context_tokens, steady)
+    between = min(10, max(0, -(-(steady - low) // max(1, first_chunk_tokens)) - 1))  # at most 13 shapes
+    mid = {low + (steady - low) * k // (between + 1) for k in range(1, between + 1)}
+    return tuple(sorted({first_chunk_tokens, low, steady} | mid))
+
+
+def left_context(n: int, done: int, context_tokens: int, shapes: tuple[int, ...]) -> int:
+    """Tokens of left context for a chunk of ``n`` new tokens after ``done`` tokens: the fewest that give one of
+    ``shapes`` with at least ``min(context_tokens, done)`` of context; else the most (at most ``done``) that
+    give one of them with less; else ``min(context_tokens, done)`` (a shape without graphs)."""
+    want = min(context_tokens, done)
+    fits = [s - n for s in shapes if 0 <= s - n <= done]
+    return min((c for c in fits if c >= want), default=max(fits, default=want))
+
+
 class VocoderLock:
     """A mutex for the one vocoder where first chunks go first: ``with lock:`` waits while the vocoder is busy or
     any first chunk waits; ``with lock.urgent():`` (a request's first chunk) only while it is busy. Under
@@ -367,14 +389,12 @@ class FastChatterbox:
         tail: Any = None  # last `fade` samples of the previous chunk, held back for the crossfade
         tm = timings or StreamTimings()
 
-        steady = context_tokens + chunk_tokens  # the later chunks' shape (graphs captured for it)
+        shapes = chunk_shapes(first_chunk_tokens, chunk_tokens, context_tokens)  # graphs captured for these
 
         def vocode_next(n: int) -> Any:
             nonlocal done, tail
             t0 = time.perf_counter()
-            ctx = min(context_tokens, done)
-            if n < chunk_tokens and done + n >= steady:
-                ctx = steady - n  # the last, shorter chunk: more left context, the steady shape (its graphs)
+            ctx = left_context(n, done, context_tokens, shapes)  # the last, shorter chunk: a captured shape too
             first = tm.first_chunk_s is None
             hold = (
                 self.scheduler.paused()
@@ -453,7 +473,7 @@ class FastChatterbox:
         chunk_tokens: int = CHUNK_TOKENS,
         context_tokens: int = CONTEXT_TOKENS,
     ) -> dict:
-        """Capture the T3 graphs of every KV bucket and the CFM graphs of both streaming chunk shapes."""
+        """Capture the T3 graphs of every KV bucket and S3Gen's graphs of every streaming chunk shape."""
         t0 = time.perf_counter()
         n = self.t3.capture_all()
         if self.s3_compile is not None and not self.s3_compile.active and self.s3_compile.error is None:
@@ -472,6 +492,13 @@ class FastChatterbox:
                 context_tokens=context_tokens,
             ):
                 pass
+        shapes = chunk_shapes(first_chunk_tokens, chunk_tokens, context_tokens)
+        self.euler.max_cached = max(self.euler.max_cached, len(shapes) + 2)
+        self.s3graphs.widen(len(shapes) + 2)
+        with self.s3_lock:
+            for n_tok in shapes:  # the last chunks' shapes too
+                for _ in range(2):
+                    self.vocode(torch.zeros(n_tok, dtype=torch.long, device=self.device))
         return {
             "t3_graphs": n,
             "cfm_graphs": len(self.euler._cache),
@@ -503,7 +530,7 @@ class FastChatterbox:
             self.s3_stream = torch.cuda.Stream(self.device, priority=-1)  # lower number = higher priority
         vocoder = None
         if batch_vocoder and slots > 1:
-            chunk_lengths = (first_chunk_tokens, self.CONTEXT_TOKENS + chunk_tokens)
+            chunk_lengths = chunk_shapes(first_chunk_tokens, chunk_tokens, self.CONTEXT_TOKENS)
             shapes = 2 * slots * len(chunk_lengths)  # batch sizes 1..slots per chunk length, with room for the rest
             self.euler.max_cached = max(self.euler.max_cached, shapes)
             self.s3graphs.widen(shapes)
