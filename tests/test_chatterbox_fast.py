@@ -193,7 +193,8 @@ def test_cli_flags(monkeypatch) -> None:
 
 def test_server_streams_through_the_fast_path(tmp_path: Path) -> None:
     """``serve-chatterbox --fast on --batch-slots 2`` (CPU here: eager, no graphs): /health says so; two
-    concurrent streaming requests are decoded together (batched T3 steps) and both return audio."""
+    concurrent streaming requests (one of two sentences, the second decoded ahead) are decoded together
+    (batched T3 steps) and both return audio."""
     import threading
 
     import httpx
@@ -228,7 +229,7 @@ def test_server_streams_through_the_fast_path(tmp_path: Path) -> None:
             "POST",
             url + "/v1/audio/speech",
             timeout=600,
-            json={"input": ["One.", "Two more words."][i], "response_format": "wav", "stream": True},
+            json={"input": ["One.", "Two. More words."][i], "response_format": "wav", "stream": True},
         ) as r:
             assert r.status_code == 200
             bodies[i] = b"".join(r.iter_raw())
@@ -579,3 +580,71 @@ def test_every_streamed_chunk_has_a_captured_shape() -> None:
                 short += ctx < min(context, before)
             assert [c for n, b, c in seen[:2]][:1] == [0]  # the first chunk has no context
         assert short <= 400 // 4, short  # less context than asked only where no shape allows it
+
+
+def test_next_sentence_is_decoded_while_the_last_chunk_is_vocoded() -> None:
+    """Engine.stream with batched decoding: sentence k+1 is submitted to the T3 scheduler when sentence k's
+    last token is in (before its last chunk is vocoded) and its stream reads that submission; a client that
+    leaves early closes the submissions nobody will read (their slots are freed)."""
+    from types import SimpleNamespace
+
+    from ttsbench.chatterbox.server import Engine, ServerConfig
+
+    events: list = []
+
+    class Started:
+        def __init__(self, text: str) -> None:
+            self.text, self.closed = text, False
+
+        def close(self) -> None:
+            self.closed = True
+
+        def __enter__(self) -> Started:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.close()
+
+    submitted: list[Started] = []
+
+    def submit(cond, text_tokens, cap, params) -> Started:
+        submitted.append(Started(text_tokens))
+        events.append(("submit", text_tokens))
+        return submitted[-1]
+
+    def stream(sentence, params, tokens=None, on_tokens_done=None, **kw):
+        src = tokens(None, sentence, 0, params)
+        events.append(("tokens", sentence, src.text if isinstance(src, Started) else "scheduler"))
+        if on_tokens_done is not None:
+            on_tokens_done()
+        events.append(("last chunk", sentence))
+        yield np.zeros(SAMPLES_PER_TOKEN, dtype=np.float32)
+
+    fast = SimpleNamespace(
+        scheduler=SimpleNamespace(submit=submit, tokens=lambda *a: SimpleNamespace(text="scheduler")),
+        stream=stream,
+        text_tokens=lambda s: s,
+        _prepare=lambda ex: None,
+        model=SimpleNamespace(conds=SimpleNamespace(t3=None)),
+    )
+    eng = Engine.__new__(Engine)
+    eng.cfg, eng.fast, eng.lock = ServerConfig(), fast, None
+    out = list(eng.stream("One. Two. Three."))
+    assert len(out) == 3
+    assert events == [
+        ("tokens", "One.", "scheduler"),
+        ("submit", "Two."),
+        ("last chunk", "One."),
+        ("tokens", "Two.", "Two."),
+        ("submit", "Three."),
+        ("last chunk", "Two."),
+        ("tokens", "Three.", "Three."),
+        ("last chunk", "Three."),
+    ]
+    assert all(s.closed for s in submitted)  # read to the end, then closed (a no-op for the scheduler)
+    events.clear()
+    submitted.clear()
+    gen = eng.stream("One. Two.")
+    next(gen)  # the first sentence's only chunk: "Two." is decoding ahead
+    gen.close()  # the client left
+    assert [s.text for s in submitted] == ["Two."] and submitted[0].closed

@@ -368,6 +368,7 @@ class FastChatterbox:
         poll_tokens: int = 4,
         timings: StreamTimings | None = None,
         tokens: Callable[..., Iterator[torch.Tensor]] | None = None,
+        on_tokens_done: Callable[[], None] | None = None,
     ) -> Iterator[Any]:
         """Float32 numpy chunks at 24 kHz, the first as soon as ``first_chunk_tokens`` valid speech tokens are
         decoded and vocoded; then chunks of exactly ``chunk_tokens`` valid tokens (plus ``context_tokens`` of
@@ -376,7 +377,8 @@ class FastChatterbox:
 
         ``tokens``: where the speech tokens come from, called like ``FastT3.iter_tokens(t3_cond, text_tokens,
         max_new_tokens, params)`` — e.g. ``T3Scheduler.tokens`` (batched decoding across requests). Vocoding then
-        takes ``s3_lock`` per chunk, so several request threads can stream at once."""
+        takes ``s3_lock`` per chunk, so several request threads can stream at once. ``on_tokens_done()`` is called
+        once the last token is in, before the last chunk is vocoded (e.g. to start decoding the next sentence)."""
         import numpy as np
 
         self._prepare(exaggeration)
@@ -454,6 +456,8 @@ class FastChatterbox:
                 yield vocode_next(target)
                 target = chunk_tokens
             t_tok = time.perf_counter()
+        if on_tokens_done is not None:
+            on_tokens_done()
         if len(valid_all) > done:
             yield vocode_next(len(valid_all) - done)
         if tail is not None:

@@ -282,6 +282,43 @@ class _Request:
 _DONE = object()
 
 
+class TokenStream:
+    """One submitted request's speech tokens as they are decoded (CPU tensors, a drawn EOS included).
+
+    Decoding starts at :meth:`T3Scheduler.submit`, before anyone iterates: the next sentence of a reply can be
+    decoded while the current one is still vocoded. :meth:`close` (also on ``with`` exit) frees the slot of a
+    request nobody will read to the end."""
+
+    def __init__(self, req: _Request) -> None:
+        self._req = req
+        self._done = False
+
+    def __iter__(self) -> TokenStream:
+        return self
+
+    def __next__(self) -> torch.Tensor:
+        if self._done:
+            raise StopIteration
+        item = self._req.out.get()
+        if item is _DONE:
+            self.close()
+            raise StopIteration
+        if isinstance(item, BaseException):
+            self.close()
+            raise RuntimeError(f"T3 decoding failed: {item}") from item
+        return item
+
+    def close(self) -> None:
+        self._done = True
+        self._req.cancelled = True  # a no-op once finished; else the scheduler drops the request
+
+    def __enter__(self) -> TokenStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 class T3Scheduler:
     """One decoding thread for many callers: continuous batching over a :class:`BatchT3`."""
 
@@ -319,10 +356,10 @@ class T3Scheduler:
                 self._hold -= 1
                 self._cv.notify_all()
 
-    def tokens(
+    def submit(
         self, t3_cond: Any, text_tokens: torch.Tensor, max_new_tokens: int, params: SamplingParams
-    ) -> Iterator[torch.Tensor]:
-        """Speech tokens of one request as they are decoded (CPU tensors, a drawn EOS included)."""
+    ) -> TokenStream:
+        """Queue one request now; its tokens arrive through the returned :class:`TokenStream`."""
         if params.cfg_weight <= 0:
             raise ValueError("batched T3 decodes the CFG pair: cfg_weight must be > 0")
         req = _Request(t3_cond, text_tokens.detach().to("cpu"), int(max_new_tokens), params)
@@ -331,16 +368,15 @@ class T3Scheduler:
                 raise RuntimeError(f"T3 scheduler stopped: {self.error}")
             self._waiting.put(req)
             self._cv.notify_all()
-        try:
-            while True:
-                item = req.out.get()
-                if item is _DONE:
-                    return
-                if isinstance(item, BaseException):
-                    raise RuntimeError(f"T3 decoding failed: {item}") from item
-                yield item
-        finally:
-            req.cancelled = True  # a no-op once finished; else the scheduler drops the request
+        return TokenStream(req)
+
+    def tokens(
+        self, t3_cond: Any, text_tokens: torch.Tensor, max_new_tokens: int, params: SamplingParams
+    ) -> Iterator[torch.Tensor]:
+        """Speech tokens of one request as they are decoded (CPU tensors, a drawn EOS included); the request is
+        queued at the first ``next()``."""
+        with self.submit(t3_cond, text_tokens, max_new_tokens, params) as stream:
+            yield from stream
 
     # ------------------------------------------------------------------ the thread
 

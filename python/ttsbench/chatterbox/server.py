@@ -299,19 +299,46 @@ class Engine:
         return SamplingParams(temperature=self.cfg.temperature, cfg_weight=self.cfg.cfg_weight)
 
     def stream(self, text: str, seed: int | None = None) -> Iterator[bytes]:
-        """16-bit PCM: per sentence; with the fast path, per vocoded chunk of speech tokens."""
-        for i, sentence in enumerate(split_sentences(text)):
-            if self.fast is None:
-                yield to_pcm16(self.synthesize(sentence, None if seed is None else seed + i))
-            else:
-                yield from self._fast_chunks(sentence, None if seed is None else seed + i)
+        """16-bit PCM: per sentence; with the fast path, per vocoded chunk of speech tokens. With batched
+        decoding, the next sentence's T3 starts as soon as the current sentence's last token is in, so it decodes
+        while the current one's last chunk is vocoded."""
+        sentences = split_sentences(text)
+        ahead: dict[int, Any] = {}  # sentence index -> its TokenStream, already decoding
+        try:
+            for i, sentence in enumerate(sentences):
+                if self.fast is None:
+                    yield to_pcm16(self.synthesize(sentence, None if seed is None else seed + i))
+                    continue
+                nxt = None
+                if self.fast.scheduler is not None and i + 1 < len(sentences):
 
-    def _fast_chunks(self, sentence: str, seed: int | None) -> Iterator[bytes]:
+                    def nxt(j: int = i + 1) -> None:
+                        ahead[j] = self._submit(sentences[j])
+
+                yield from self._fast_chunks(sentence, None if seed is None else seed + i, ahead.pop(i, None), nxt)
+        finally:
+            for pending in ahead.values():  # the client left early: free the slots of sentences never read
+                pending.close()
+
+    def _submit(self, sentence: str) -> Any:
+        f = self.fast
+        f._prepare(self.cfg.exaggeration)
+        return f.scheduler.submit(f.model.conds.t3, f.text_tokens(sentence), self.token_cap(sentence), self._params())
+
+    def _fast_chunks(
+        self, sentence: str, seed: int | None, started: Any = None, on_tokens_done: Any = None
+    ) -> Iterator[bytes]:
         import numpy as np
         import torch
 
         sched = self.fast.scheduler
-        with self.lock if sched is None else contextlib.nullcontext():
+        tokens = None if sched is None else sched.tokens
+        if started is not None:  # this sentence's T3 was submitted ahead (see stream)
+
+            def tokens(*_: Any) -> Any:
+                return started
+
+        with self.lock if sched is None else contextlib.nullcontext(), started or contextlib.nullcontext():
             if seed is not None:
                 torch.manual_seed(seed)
             for chunk in self.fast.stream(
@@ -321,7 +348,8 @@ class Engine:
                 exaggeration=self.cfg.exaggeration,
                 first_chunk_tokens=self.cfg.first_chunk_tokens,
                 chunk_tokens=self.cfg.chunk_tokens,
-                tokens=None if sched is None else sched.tokens,
+                tokens=tokens,
+                on_tokens_done=on_tokens_done,
             ):
                 if not np.isfinite(chunk).all():
                     raise RuntimeError("synthesis produced non-finite samples")
