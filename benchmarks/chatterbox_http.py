@@ -309,6 +309,23 @@ def s3_section(ckpt: str, probe_compile: bool = False, reps: int = 10, only: str
     return out
 
 
+def compile_section(ckpt: str, reps: int) -> dict[str, Any]:
+    """The compile probe alone (its own model load): see :func:`_compile_probe`."""
+    import torch
+    from chatterbox.tts import ChatterboxTTS
+
+    from ttsbench.chatterbox.fast import FastChatterbox
+
+    model = ChatterboxTTS.from_local(ckpt, "cuda")
+    fc = FastChatterbox(model, max_len=256)
+    g = torch.Generator().manual_seed(0)
+    shapes = {
+        "n12_b1": torch.randint(0, 6561, (1, 12), generator=g).cuda(),
+        "n58_b1": torch.randint(0, 6561, (1, 58), generator=g).cuda(),
+    }
+    return _compile_probe(fc, shapes, reps)
+
+
 def _compile_probe(fc: Any, shapes: dict[str, Any], reps: int) -> dict[str, Any]:
     """The flow per shape with the eager estimator in the step graphs, then with the served opt-in
     (fast_s3.CompiledEstimator: torch.compile, dynamic shapes, checked against eager) — time and mel distance."""
@@ -537,7 +554,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--probe-compile",
         action="store_true",
-        help="with --hift: also time the flow with the CFM estimator through torch.compile (and its error)",
+        help="after the servers: time the flow with the CFM estimator through torch.compile (and its error)",
+    )
+    ap.add_argument(
+        "--s3-reps", type=int, default=10, help="timed calls per shape in the --hift/--probe-compile sections"
     )
     ap.add_argument("--t3-steps", type=int, default=150)
     ap.add_argument("--extra", default="--fast-max-len 1024", help="extra serve-chatterbox flags (fast path)")
@@ -574,7 +594,7 @@ def main(argv: list[str] | None = None) -> int:
     doc: dict[str, Any] = {"tokens_per_char": TOKENS_PER_CHAR, "utterances": len(utts)}
     if args.hift:
         try:
-            doc["hift"] = s3_section(str(path), probe_compile=args.probe_compile)
+            doc["hift"] = s3_section(str(path), reps=args.s3_reps)
         except Exception as exc:  # record, the HTTP levels still run
             import traceback
 
@@ -665,6 +685,17 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # record, keep the HTTP numbers
             doc["t3"] = {"error": f"{type(exc).__name__}: {exc}"}
         write_json_atomic(Path(args.out), doc)
+    if args.probe_compile:
+        try:
+            doc["compile_probe"] = compile_section(str(path), args.s3_reps)
+        except Exception as exc:  # record, keep the rest
+            import traceback
+
+            doc["compile_probe"] = {
+                "error": f"{type(exc).__name__}: {exc}",
+                "traceback": traceback.format_exc()[-2000:],
+            }
+        write_json_atomic(Path(args.out), doc)
     doc["targets_met"] = {
         "c1_first_audio_le_150ms": (doc["c1"]["p50_first_audio_ms"] or 1e9) <= 150,
         "c1_rtf_le_0.1": (doc["c1"]["p50_rtf"] or 1e9) <= 0.1,
@@ -680,7 +711,7 @@ def main(argv: list[str] | None = None) -> int:
             {k: doc[k] for k in ("c1", "c4", "targets_met")}
             | {"vocoder_off": doc.get("vocoder_off"), "upstream_c1": doc.get("upstream_c1"), "t3": t3}
             | {"ab": {k: {c: v[c] for c in ("c1", "c4")} for k, v in doc.get("ab", {}).items()}}
-            | {"hift": doc.get("hift")}
+            | {"hift": doc.get("hift"), "compile_probe": doc.get("compile_probe")}
         ),
         flush=True,
     )
