@@ -606,6 +606,16 @@ def main(argv: list[str] | None = None) -> int:
 
         gc.collect()
         torch.cuda.empty_cache()  # the in-process model is dropped before the servers load theirs
+    if args.no_http:  # the in-process sections only (short device time)
+        if args.probe_compile:
+            try:
+                doc["compile_probe"] = compile_section(str(path), args.s3_reps)
+            except Exception as exc:  # record
+                doc["compile_probe"] = {"error": f"{type(exc).__name__}: {exc}"}
+        doc["wall_s"] = time.perf_counter() - t0
+        write_json_atomic(Path(args.out), doc)
+        print(json.dumps({k: doc.get(k) for k in ("hift", "compile_probe")}), flush=True)
+        return 0
     fast = run_server(
         sys.executable,
         str(path),
