@@ -556,6 +556,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="after the servers: time the flow with the CFM estimator through torch.compile (and its error)",
     )
+    ap.add_argument("--no-http", action="store_true", help="only the in-process sections (--hift, --probe-compile)")
     ap.add_argument(
         "--s3-reps", type=int, default=10, help="timed calls per shape in the --hift/--probe-compile sections"
     )
