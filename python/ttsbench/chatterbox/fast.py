@@ -534,8 +534,11 @@ class FastChatterbox:
             self.s3_stream = torch.cuda.Stream(self.device, priority=-1)  # lower number = higher priority
         vocoder = None
         if batch_vocoder and slots > 1:
-            chunk_lengths = chunk_shapes(first_chunk_tokens, chunk_tokens, self.CONTEXT_TOKENS)
-            shapes = 2 * slots * len(chunk_lengths)  # batch sizes 1..slots per chunk length, with room for the rest
+            # batches of 2..slots are captured for the first and the steady chunk only (a last chunk rarely meets
+            # another of its length; it runs eagerly in a batch): 2 x (slots - 1) CFM graphs, not one per shape
+            chunk_lengths = (first_chunk_tokens, self.CONTEXT_TOKENS + chunk_tokens)
+            every = chunk_shapes(first_chunk_tokens, chunk_tokens, self.CONTEXT_TOKENS)
+            shapes = 2 * (slots * len(chunk_lengths) + len(every))  # all captured shapes, with room for the rest
             self.euler.max_cached = max(self.euler.max_cached, shapes)
             self.s3graphs.widen(shapes)
             self.vocoder = VocodeBatcher(self, max_batch=slots)
