@@ -29,7 +29,9 @@ import statistics
 import subprocess
 import sys
 import time
+import traceback
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -213,13 +215,11 @@ def profile_level(url: str, utts: list, c: int, n: int, pid: int, stem: Path) ->
     return out
 
 
-def s3_section(ckpt: str, probe_compile: bool = False, reps: int = 10, only: str | None = None) -> dict[str, Any]:
+def s3_section(ckpt: str, reps: int = 10) -> dict[str, Any]:
     """In-process S3Gen per chunk with each HiFT mode (fast_hift.MODES), nothing else on the GPU: the vocode of
     the first-chunk shape (12 tokens) and the steady shape (8 + 50 tokens, batch 1 and 4) — whole call, flow
     (encoder + 10 CFM steps) and HiFT apart — and each mode's samples against upstream's for the same seed
-    (max_abs; 0 = bit-equal). ``probe_compile``: then the CFM estimator through torch.compile (inductor,
-    replayed inside the same step graphs) on the first-chunk shape: its time and its distance from the
-    uncompiled mel (not bit-equal by construction; a probe, not a mode)."""
+    (max_abs; 0 = bit-equal). Runs on the CPU too (a smoke run of this code)."""
     import torch
     from chatterbox.tts import ChatterboxTTS
 
@@ -239,25 +239,10 @@ def s3_section(ckpt: str, probe_compile: bool = False, reps: int = 10, only: str
         "n58_b1": torch.randint(0, 6561, (1, 58), generator=g),
         "n58_b4": torch.randint(0, 6561, (4, 58), generator=g),
     }
-    shapes = {k: v.to(dev) for k, v in shapes.items() if only is None or k == only}
+    shapes = {k: v.to(dev) for k, v in shapes.items()}
     out: dict[str, Any] = {"reps": reps, "modes": {}}
     ref: dict[str, Any] = {}
     graphed = None
-
-    def halves(toks: torch.Tensor) -> tuple[float, float]:
-        s3.flow.decoder.solve_euler = fc.euler
-        try:
-            with fc.s3graphs.installed():
-                sync()
-                t0 = time.perf_counter()
-                mel = s3.flow_inference(toks, ref_dict=model.conds.gen, finalize=True)
-                sync()
-                t1 = time.perf_counter()
-                s3.hift_inference(mel.to(s3.dtype), None)
-                sync()
-                return t1 - t0, time.perf_counter() - t1
-        finally:
-            s3.flow.decoder.__dict__.pop("solve_euler", None)
 
     for mode in fast_hift.MODES:
         if mode == "sync-free":
@@ -280,7 +265,7 @@ def s3_section(ckpt: str, probe_compile: bool = False, reps: int = 10, only: str
                 fc.vocode(toks)
                 sync()
                 times.append(time.perf_counter() - t0)
-                f, h = halves(toks)
+                f, h = flow_and_hift_s(fc, toks)
                 flow_t.append(f)
                 hift_t.append(h)
             row |= {
@@ -298,15 +283,36 @@ def s3_section(ckpt: str, probe_compile: bool = False, reps: int = 10, only: str
         fc._watermark(audio)
         wm.append(time.perf_counter() - t0)
     out["watermark_ms_first_chunk"] = statistics.median(wm) * 1000
-    if probe_compile:
-        try:
-            out["compile_probe"] = _compile_probe(fc, shapes, reps)
-        except Exception as exc:  # record, keep the rest
-            import traceback
-
-            tb = traceback.format_exc()[-2000:]
-            out["compile_probe"] = {"error": f"{type(exc).__name__}: {exc}"[:500], "traceback": tb}
     return out
+
+
+def flow_and_hift_s(fc: Any, toks: Any) -> tuple[float, float]:
+    """One S3Gen call's two halves timed apart, with the graphs ``fc.vocode`` installs: flow (encoder + CFM), HiFT."""
+    import torch
+
+    s3 = fc.model.s3gen
+    sync = torch.cuda.synchronize if fc.device.type == "cuda" else (lambda: None)
+    s3.flow.decoder.solve_euler = fc.euler
+    try:
+        with fc.s3graphs.installed():
+            sync()
+            t0 = time.perf_counter()
+            mel = s3.flow_inference(toks, ref_dict=fc.model.conds.gen, finalize=True)
+            sync()
+            t1 = time.perf_counter()
+            s3.hift_inference(mel.to(s3.dtype), None)
+            sync()
+            return t1 - t0, time.perf_counter() - t1
+    finally:
+        s3.flow.decoder.__dict__.pop("solve_euler", None)
+
+
+def record(doc: dict[str, Any], key: str, fn: Callable[[], Any]) -> None:
+    """``doc[key] = fn()``; a failure is recorded there (with its traceback) and the run goes on."""
+    try:
+        doc[key] = fn()
+    except Exception as exc:
+        doc[key] = {"error": f"{type(exc).__name__}: {exc}"[:500], "traceback": traceback.format_exc()[-2000:]}
 
 
 def compile_section(ckpt: str, reps: int) -> dict[str, Any]:
@@ -465,10 +471,7 @@ def t3_section(ckpt: str, utts: list, slots: int = 4, steps: int = 150) -> dict[
     finally:
         sched.close()
     out["batch_aggregate_vs_upstream"] = out[f"batch{slots}_sampled_aggregate_tok_s"] / out["upstream_tok_s"]
-    try:
-        out["vocoder"] = vocoder_section(fc, p, slots)
-    except Exception as exc:  # record, keep the T3 numbers
-        out["vocoder"] = {"error": f"{type(exc).__name__}: {exc}"}
+    record(out, "vocoder", lambda: vocoder_section(fc, p, slots))  # a failure keeps the T3 numbers
     return out
 
 
@@ -481,12 +484,12 @@ def vocoder_section(fc: Any, params: Any, slots: int, reps: int = 10) -> dict[st
 
     sync = torch.cuda.synchronize if fc.device.type == "cuda" else (lambda: None)
     fc.warmup(params, exaggeration=0.3)
-    fc.euler.max_cached = fc.s3graphs.encoder.max_cached = 4 * slots
+    fc.euler.max_cached = 4 * slots
+    fc.s3graphs.widen(4 * slots)
     vb = VocodeBatcher(fc, max_batch=slots)
     out: dict[str, Any] = {"reps": reps}
     try:
         out["warmup"] = vb.warmup((12, fc.CONTEXT_TOKENS + fc.CHUNK_TOKENS))
-        s3 = fc.model.s3gen
         for n in (12, fc.CONTEXT_TOKENS + fc.CHUNK_TOKENS):
             for b in sorted({1, 2, slots}):
                 toks = torch.randint(0, 6561, (b, n), device=fc.device)
@@ -496,22 +499,9 @@ def vocoder_section(fc: Any, params: Any, slots: int, reps: int = 10) -> dict[st
                     t0 = time.perf_counter()
                     vb.run(toks)
                     times.append(time.perf_counter() - t0)
-                    # the same call's two halves, apart (same graphs: the flow's are installed by fc.vocode)
-                    s3.flow.decoder.solve_euler = fc.euler
-                    try:
-                        with fc.s3graphs.installed():
-                            sync()
-                            t0 = time.perf_counter()
-                            mel = s3.flow_inference(toks, ref_dict=fc.model.conds.gen, finalize=True)
-                            sync()
-                            t1 = time.perf_counter()
-                            s3.hift_inference(mel.to(s3.dtype), None)
-                            sync()
-                            t2 = time.perf_counter()
-                    finally:
-                        s3.flow.decoder.__dict__.pop("solve_euler", None)
-                    flow_t.append(t1 - t0)
-                    hift_t.append(t2 - t1)
+                    f, h = flow_and_hift_s(fc, toks)  # the same call's two halves, apart (same graphs)
+                    flow_t.append(f)
+                    hift_t.append(h)
                 med = statistics.median(times)
                 out[f"n{n}_b{b}"] = {
                     "ms_per_call": med * 1000,
@@ -594,12 +584,7 @@ def main(argv: list[str] | None = None) -> int:
     sf.write(str(ref), checkpoint._reference_wav(seed=0), 24000, subtype="PCM_16")
     doc: dict[str, Any] = {"tokens_per_char": TOKENS_PER_CHAR, "utterances": len(utts)}
     if args.hift:
-        try:
-            doc["hift"] = s3_section(str(path), reps=args.s3_reps)
-        except Exception as exc:  # record, the HTTP levels still run
-            import traceback
-
-            doc["hift"] = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-2000:]}
+        record(doc, "hift", lambda: s3_section(str(path), reps=args.s3_reps))
         write_json_atomic(Path(args.out), doc)
         import gc
 
@@ -609,10 +594,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.cuda.empty_cache()  # the in-process model is dropped before the servers load theirs
     if args.no_http:  # the in-process sections only (short device time)
         if args.probe_compile:
-            try:
-                doc["compile_probe"] = compile_section(str(path), args.s3_reps)
-            except Exception as exc:  # record
-                doc["compile_probe"] = {"error": f"{type(exc).__name__}: {exc}"}
+            record(doc, "compile_probe", lambda: compile_section(str(path), args.s3_reps))
         doc["wall_s"] = time.perf_counter() - t0
         write_json_atomic(Path(args.out), doc)
         print(json.dumps({k: doc.get(k) for k in ("hift", "compile_probe")}), flush=True)
@@ -691,21 +673,10 @@ def main(argv: list[str] | None = None) -> int:
         doc["upstream"] = up
         doc["upstream_c1"] = {k: up["c1"][k] for k in ("p50_first_audio_ms", "p50_rtf", "throughput_audio_s_per_s")}
     if not args.skip_t3:
-        try:
-            doc["t3"] = t3_section(str(path), utts, steps=args.t3_steps)
-        except Exception as exc:  # record, keep the HTTP numbers
-            doc["t3"] = {"error": f"{type(exc).__name__}: {exc}"}
+        record(doc, "t3", lambda: t3_section(str(path), utts, steps=args.t3_steps))
         write_json_atomic(Path(args.out), doc)
     if args.probe_compile:
-        try:
-            doc["compile_probe"] = compile_section(str(path), args.s3_reps)
-        except Exception as exc:  # record, keep the rest
-            import traceback
-
-            doc["compile_probe"] = {
-                "error": f"{type(exc).__name__}: {exc}",
-                "traceback": traceback.format_exc()[-2000:],
-            }
+        record(doc, "compile_probe", lambda: compile_section(str(path), args.s3_reps))
         write_json_atomic(Path(args.out), doc)
     doc["targets_met"] = {
         "c1_first_audio_le_150ms": (doc["c1"]["p50_first_audio_ms"] or 1e9) <= 150,

@@ -171,6 +171,12 @@ def test_cli_flags(monkeypatch) -> None:
     assert a.fast == "auto" and a.fast_dtype == "fp32" and a.first_chunk_tokens == 12 and a.chunk_tokens == 50
     assert a.hift == "upstream"  # sync-free and graph are opt-in until measured on a GPU
     assert a.pause_t3_first_chunk == "on" and a.s3_compile == "off"
+    from ttsbench.chatterbox import fast_hift
+
+    hift_opt = next(
+        x for x in ap._subparsers._group_actions[0].choices["serve-chatterbox"]._actions if x.dest == "hift"
+    )
+    assert tuple(hift_opt.choices) == fast_hift.MODES  # the CLI offers exactly the modes FastChatterbox takes
     from ttsbench.errors import UserError
 
     for bad in (["--chunk-tokens", "0"], ["--first-chunk-tokens", "-1"]):  # refused before any model is loaded
@@ -583,9 +589,11 @@ def test_every_streamed_chunk_has_a_captured_shape() -> None:
 
 
 def test_next_sentence_is_decoded_while_the_last_chunk_is_vocoded() -> None:
-    """Engine.stream with batched decoding: sentence k+1 is submitted to the T3 scheduler when sentence k's
-    last token is in (before its last chunk is vocoded) and its stream reads that submission; a client that
-    leaves early closes the submissions nobody will read (their slots are freed)."""
+    """Engine.stream with batched decoding: every sentence's T3 is submitted to the scheduler, sentence k+1's
+    when sentence k's last token is in (before its last chunk is vocoded), and each sentence's stream reads its
+    own submission; a client that leaves early closes the submissions nobody will read (their slots are freed).
+    Stand-ins for the fast path and the scheduler record the calls; the real ones run in
+    test_server_streams_through_the_fast_path."""
     from types import SimpleNamespace
 
     from ttsbench.chatterbox.server import Engine, ServerConfig
@@ -614,14 +622,14 @@ def test_next_sentence_is_decoded_while_the_last_chunk_is_vocoded() -> None:
 
     def stream(sentence, params, tokens=None, on_tokens_done=None, **kw):
         src = tokens(None, sentence, 0, params)
-        events.append(("tokens", sentence, src.text if isinstance(src, Started) else "scheduler"))
+        events.append(("tokens", sentence, src.text))
         if on_tokens_done is not None:
             on_tokens_done()
         events.append(("last chunk", sentence))
         yield np.zeros(SAMPLES_PER_TOKEN, dtype=np.float32)
 
     fast = SimpleNamespace(
-        scheduler=SimpleNamespace(submit=submit, tokens=lambda *a: SimpleNamespace(text="scheduler")),
+        scheduler=SimpleNamespace(submit=submit),
         stream=stream,
         text_tokens=lambda s: s,
         _prepare=lambda ex: None,
@@ -632,7 +640,8 @@ def test_next_sentence_is_decoded_while_the_last_chunk_is_vocoded() -> None:
     out = list(eng.stream("One. Two. Three."))
     assert len(out) == 3
     assert events == [
-        ("tokens", "One.", "scheduler"),
+        ("submit", "One."),
+        ("tokens", "One.", "One."),
         ("submit", "Two."),
         ("last chunk", "One."),
         ("tokens", "Two.", "Two."),
@@ -647,4 +656,4 @@ def test_next_sentence_is_decoded_while_the_last_chunk_is_vocoded() -> None:
     gen = eng.stream("One. Two.")
     next(gen)  # the first sentence's only chunk: "Two." is decoding ahead
     gen.close()  # the client left
-    assert [s.text for s in submitted] == ["Two."] and submitted[0].closed
+    assert [s.text for s in submitted] == ["One.", "Two."] and all(s.closed for s in submitted)

@@ -106,7 +106,6 @@ class GraphedHift:
         from ttsbench.chatterbox.fast_s3 import GraphedCall
 
         self.hift = hift
-        self.device = device
         self.sync_free = install(hift, device)
         self.gen = hift.m_source.l_sin_gen
         self.call = GraphedCall(self._front, "hift", max_cached)

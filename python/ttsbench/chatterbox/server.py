@@ -200,8 +200,10 @@ class Engine:
 
             if cfg.fast_dtype not in ("fp32", "bf16"):
                 raise UserError(f"--fast-dtype {cfg.fast_dtype!r}: use fp32 or bf16")
-            if cfg.hift not in ("upstream", "sync-free", "graph"):
-                raise UserError(f"--hift {cfg.hift!r}: use upstream, sync-free or graph")
+            from ttsbench.chatterbox.fast_hift import MODES as HIFT_MODES
+
+            if cfg.hift not in HIFT_MODES:
+                raise UserError(f"--hift {cfg.hift!r}: use one of {', '.join(HIFT_MODES)}")
             self.fast = FastChatterbox(
                 model,
                 dtype=torch.bfloat16 if cfg.fast_dtype == "bf16" else None,
@@ -300,25 +302,27 @@ class Engine:
 
     def stream(self, text: str, seed: int | None = None) -> Iterator[bytes]:
         """16-bit PCM: per sentence; with the fast path, per vocoded chunk of speech tokens. With batched
-        decoding, the next sentence's T3 starts as soon as the current sentence's last token is in, so it decodes
-        while the current one's last chunk is vocoded."""
+        decoding, each sentence's T3 is submitted to the scheduler, the next one as soon as the current
+        sentence's last token is in, so that it decodes while the current one's last chunk is vocoded."""
         sentences = split_sentences(text)
-        ahead: dict[int, Any] = {}  # sentence index -> its TokenStream, already decoding
+        submitted: dict[int, Any] = {}  # sentence index -> its TokenStream, decoding
+        batched = self.fast is not None and self.fast.scheduler is not None
+
+        def submit(i: int) -> None:
+            if batched and i < len(sentences) and i not in submitted:
+                submitted[i] = self._submit(sentences[i])
+
         try:
             for i, sentence in enumerate(sentences):
+                seed_i = None if seed is None else seed + i
                 if self.fast is None:
-                    yield to_pcm16(self.synthesize(sentence, None if seed is None else seed + i))
+                    yield to_pcm16(self.synthesize(sentence, seed_i))
                     continue
-                nxt = None
-                if self.fast.scheduler is not None and i + 1 < len(sentences):
-
-                    def nxt(j: int = i + 1) -> None:
-                        ahead[j] = self._submit(sentences[j])
-
-                yield from self._fast_chunks(sentence, None if seed is None else seed + i, ahead.pop(i, None), nxt)
+                submit(i)
+                yield from self._fast_chunks(sentence, seed_i, submitted.get(i), lambda j=i + 1: submit(j))
         finally:
-            for pending in ahead.values():  # the client left early: free the slots of sentences never read
-                pending.close()
+            for stream in submitted.values():  # a no-op for a sentence read to the end; else frees its slot
+                stream.close()
 
     def _submit(self, sentence: str) -> Any:
         f = self.fast
@@ -328,17 +332,12 @@ class Engine:
     def _fast_chunks(
         self, sentence: str, seed: int | None, started: Any = None, on_tokens_done: Any = None
     ) -> Iterator[bytes]:
+        """``started``: the sentence's TokenStream from the batched scheduler; None: this thread decodes it (one
+        request at a time, under the engine's lock)."""
         import numpy as np
         import torch
 
-        sched = self.fast.scheduler
-        tokens = None if sched is None else sched.tokens
-        if started is not None:  # this sentence's T3 was submitted ahead (see stream)
-
-            def tokens(*_: Any) -> Any:
-                return started
-
-        with self.lock if sched is None else contextlib.nullcontext(), started or contextlib.nullcontext():
+        with self.lock if started is None else contextlib.nullcontext():
             if seed is not None:
                 torch.manual_seed(seed)
             for chunk in self.fast.stream(
@@ -348,7 +347,7 @@ class Engine:
                 exaggeration=self.cfg.exaggeration,
                 first_chunk_tokens=self.cfg.first_chunk_tokens,
                 chunk_tokens=self.cfg.chunk_tokens,
-                tokens=tokens,
+                tokens=None if started is None else lambda *_: started,
                 on_tokens_done=on_tokens_done,
             ):
                 if not np.isfinite(chunk).all():
