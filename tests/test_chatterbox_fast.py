@@ -390,9 +390,11 @@ def test_vocoder_lock_lets_first_chunks_go_first() -> None:
     assert order[:2] == ["holder", "first"] and sorted(order[2:]) == ["later1", "later2"], order
 
 
-def test_vocoder_thread_batches_due_chunks_of_one_shape(model, fast: FastChatterbox, monkeypatch) -> None:
+def test_vocoder_thread_batches_due_chunks(model, fast: FastChatterbox, monkeypatch) -> None:
     """Chunks that wait together are vocoded together when they have the same length (a first chunk before
-    later chunks); with the noise draws fixed, each row of a batch equals the chunk vocoded alone."""
+    later chunks), or when a shorter one reaches a captured batch length with more of its sentence as left
+    context (that context's audio dropped); with the noise draws fixed, each row of a batch equals its chunk
+    vocoded alone — the extended one equal to vocoding it with that context alone."""
     import threading
 
     from ttsbench.chatterbox.fast_vocoder import VocodeBatcher
@@ -401,37 +403,44 @@ def test_vocoder_thread_batches_due_chunks_of_one_shape(model, fast: FastChatter
     monkeypatch.setattr(torch, "randn_like", lambda x, **k: torch.zeros_like(x))
     monkeypatch.setattr(torch.distributions.Uniform, "sample", lambda self, sample_shape=(): torch.zeros(sample_shape))
     g = torch.Generator().manual_seed(1)
-    toks = {k: torch.randint(0, 6561, (n,), generator=g) for k, n in (("a", 10), ("b", 10), ("c", 6), ("d", 3))}
+    sizes = (("a", 10), ("b", 10), ("c", 6), ("d", 3), ("e", 7), ("f", 8))
+    toks = {k: torch.randint(0, 6561, (n,), generator=g) for k, n in sizes}
+    prefix = {"e": torch.randint(0, 6561, (5,), generator=g), "f": torch.randint(0, 6561, (1,), generator=g)}
     alone = {k: fast.vocode(t).squeeze(0).float().numpy() for k, t in toks.items()}
-    vb = VocodeBatcher(fast, max_batch=4)
+    # e reaches 10 with 3 tokens of its prefix; f (1 token of prefix) cannot, and is vocoded at its own length
+    extended = fast.vocode(torch.cat([prefix["e"][-3:], toks["e"]])).squeeze(0).float().numpy()
+    alone["e"] = extended[3 * SAMPLES_PER_TOKEN :]
+    vb = VocodeBatcher(fast, max_batch=4, lengths=(10,))
     got: dict = {}
     order: list[str] = []
 
     def submit(k: str, urgent: bool) -> None:
-        got[k] = vb.vocode(toks[k], urgent=urgent)
+        got[k] = vb.vocode(toks[k], urgent=urgent, prefix=prefix.get(k))
         order.append(k)
 
     try:
         threads = {k: threading.Thread(target=submit, args=(k, k == "c")) for k in toks}
-        with fast.s3_lock:  # the vocoder thread takes d and waits for the lock; a, b and c queue behind it
+        with fast.s3_lock:  # the vocoder thread takes d and waits for the lock; the others queue behind it
             threads["d"].start()
-            for _ in range(200):
-                if not vb._jobs:
+            for _ in range(400):  # d submitted and taken
+                if vb._seq == 1 and not vb._jobs:
                     break
                 threading.Event().wait(0.05)
-            for k in ("a", "b", "c"):
+            for k in ("f", "e", "a", "b", "c"):
                 threads[k].start()
-            for _ in range(200):
-                if len(vb._jobs) == 3:
-                    break
-                threading.Event().wait(0.05)
-            assert len(vb._jobs) == 3
+                for _ in range(200):  # in this order: f and e are the oldest of the later chunks
+                    if k in {j for j, t in toks.items() if any(x.tokens is t for x in vb._jobs)}:
+                        break
+                    threading.Event().wait(0.01)
+            assert len(vb._jobs) == 5
         for t in threads.values():
             t.join(300)
     finally:
         vb.close()
-    assert vb.batches == {1: 2, 2: 1}, vb.batches  # d, then c alone (urgent, another length), then a + b at once
-    assert order[:2] == ["d", "c"] and set(order[2:]) == {"a", "b"}, order
+    # d; c alone (urgent, another length); f, the oldest, alone (it cannot reach 10); then e + a + b at 10
+    assert vb.batches == {1: 3, 3: 1}, (vb.batches, order)
+    assert vb.extended == 1
+    assert order[:3] == ["d", "c", "f"] and set(order[3:]) == {"a", "b", "e"}, order
     for k in toks:
         assert got[k].shape == alone[k].shape == (len(toks[k]) * SAMPLES_PER_TOKEN,)
         np.testing.assert_allclose(got[k], alone[k], atol=1e-4)

@@ -421,7 +421,9 @@ class FastChatterbox:
                     stamp.append(time.perf_counter())
                     return self._watermark(audio)  # on the vocoder's turn and stream, like the lock path below
 
-                audio = self.vocoder.vocode(chunk, urgent=first, post=post)
+                # the sentence before the chunk: more left context if that lets it join a longer chunk's batch
+                prefix = valid_all[max(0, done - ctx - max(shapes)) : done - ctx]
+                audio = self.vocoder.vocode(chunk, urgent=first, post=post, prefix=prefix)
                 t1 = stamp[0]
             else:
                 with self.s3_lock.urgent() if first else self.s3_lock, hold, self._on_s3_stream():
@@ -534,14 +536,14 @@ class FastChatterbox:
             self.s3_stream = torch.cuda.Stream(self.device, priority=-1)  # lower number = higher priority
         vocoder = None
         if batch_vocoder and slots > 1:
-            # batches of 2..slots are captured for the first and the steady chunk only (a last chunk rarely meets
-            # another of its length; it runs eagerly in a batch): 2 x (slots - 1) CFM graphs, not one per shape
+            # batches of 2..slots are captured for the first and the steady chunk only: 2 x (slots - 1) CFM graphs,
+            # not one per shape (a last, shorter chunk joins a steady one's batch with more left context)
             chunk_lengths = (first_chunk_tokens, self.CONTEXT_TOKENS + chunk_tokens)
             every = chunk_shapes(first_chunk_tokens, chunk_tokens, self.CONTEXT_TOKENS)
             shapes = 2 * (slots * len(chunk_lengths) + len(every))  # all captured shapes, with room for the rest
             self.euler.max_cached = max(self.euler.max_cached, shapes)
             self.s3graphs.widen(shapes)
-            self.vocoder = VocodeBatcher(self, max_batch=slots)
+            self.vocoder = VocodeBatcher(self, max_batch=slots, lengths=chunk_lengths)
             vocoder = self.vocoder.warmup(chunk_lengths) if self.use_graph and self.device.type == "cuda" else {}
         self.scheduler = T3Scheduler(self.batch, poll=poll_tokens)
         return {

@@ -11,6 +11,13 @@ in one ``S3Token2Wav.inference`` call of batch ``B`` (upstream's flow and HiFT t
 prompt is repeated per row). The CFM step and flow-encoder graphs are keyed by shape, so each (B, tokens) is
 captured once in :meth:`warmup` and replayed.
 
+Chunks of different lengths meet too: a job may carry the sentence's earlier tokens (``prefix``), and where
+that is enough, the batcher prepends more of them so that its length matches the others' — a shape whose
+batch graphs were captured (:attr:`VocodeBatcher.lengths`) — and drops their audio before the caller's
+``post`` (960 samples a token). More left context costs little: a chunk's vocoding is latency-bound (on the
+H100, 58 tokens took 111 ms, 12 tokens 95 ms), while two batch-1 calls cost twice. So the last, shorter chunk
+of one stream rides along with another stream's steady chunk instead of taking a turn of its own.
+
 Numbers: a batch of one is exactly :meth:`FastChatterbox.vocode` (one stream decodes bit-equal to before). In
 a batch, each row's arithmetic is the same as alone up to the rounding of a different GEMM shape; the CFM's
 starting noise and HiFT's random phase are drawn for the whole batch, so a row gets different draws than it
@@ -28,6 +35,8 @@ from typing import Any
 
 import torch
 
+from ttsbench.chatterbox.fast import SAMPLES_PER_TOKEN  # fast imports this module lazily: no cycle
+
 
 @dataclass(eq=False)  # identity: jobs hold tensors
 class _Job:
@@ -38,16 +47,28 @@ class _Job:
     done: threading.Event = field(default_factory=threading.Event)
     wav: Any = None  # float32 numpy (samples,)
     error: BaseException | None = None
+    prefix: torch.Tensor | None = None  # earlier tokens of the sentence, available as more left context
+
+    def fits(self, n: int) -> bool:
+        """Whether this job can be vocoded at ``n`` tokens (its own, or more with left context prepended)."""
+        have = len(self.tokens)
+        return have == n or (have < n <= have + (0 if self.prefix is None else len(self.prefix)))
+
+    def row(self, n: int) -> torch.Tensor:
+        extra = n - len(self.tokens)
+        return self.tokens if extra == 0 else torch.cat([self.prefix[len(self.prefix) - extra :], self.tokens])
 
 
 class VocodeBatcher:
     """The vocoder thread of one :class:`~ttsbench.chatterbox.fast.FastChatterbox`."""
 
-    def __init__(self, fast: Any, max_batch: int = 4) -> None:
+    def __init__(self, fast: Any, max_batch: int = 4, lengths: tuple[int, ...] = ()) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         self.fast = fast
         self.max_batch = max_batch
+        self.lengths = tuple(sorted(set(lengths)))  # chunk lengths whose batch graphs are captured (warmup)
+        self.extended = 0  # rows given more left context to join a batch
         self._cv = threading.Condition()
         self._jobs: list[_Job] = []
         self._seq = 0
@@ -69,14 +90,22 @@ class VocodeBatcher:
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout=10)
 
-    def vocode(self, tokens: torch.Tensor, urgent: bool = False, post: Callable[[Any], Any] | None = None) -> Any:
+    def vocode(
+        self,
+        tokens: torch.Tensor,
+        urgent: bool = False,
+        post: Callable[[Any], Any] | None = None,
+        prefix: torch.Tensor | None = None,
+    ) -> Any:
         """Float32 numpy waveform (samples,) of 1-D valid speech tokens, vocoded with whatever else is due;
         ``post(wav)``'s result instead where given. ``post`` runs on the vocoder thread in the same turn (on its
-        high-priority stream, T3 held for a first chunk): GPU work there is not starved by T3 steps."""
+        high-priority stream, T3 held for a first chunk): GPU work there is not starved by T3 steps.
+        ``prefix``: the tokens before ``tokens`` in the sentence; some of them may be vocoded as more left
+        context to batch this chunk with longer ones (their audio is dropped: the result is the same length)."""
         with self._cv:
             if self._stop:
                 raise RuntimeError("the vocoder thread was closed")
-            job = _Job(tokens, urgent, self._seq, post)
+            job = _Job(tokens, urgent, self._seq, post, prefix=prefix)
             self._seq += 1
             self._jobs.append(job)
             self._cv.notify_all()
@@ -85,15 +114,24 @@ class VocodeBatcher:
             raise RuntimeError(f"vocoding failed: {job.error}") from job.error
         return job.wav
 
-    def _take(self) -> list[_Job]:
-        """The most urgent job and the waiting jobs of its shape (urgent first, then oldest), up to max_batch."""
-        head = min(self._jobs, key=lambda j: (not j.urgent, j.seq))
-        n = len(head.tokens)
-        same = sorted((j for j in self._jobs if len(j.tokens) == n), key=lambda j: (not j.urgent, j.seq))
-        group = same[: self.max_batch]
-        for j in group:
+    def _take(self) -> tuple[list[_Job], int]:
+        """The most urgent job (urgent first, then oldest) and the waiting jobs that can be vocoded with it, up to
+        max_batch, and their common length: the head's own, or a longer one it reaches with more left context,
+        whichever takes the most jobs (the shorter on a tie). Once :attr:`lengths` are known, jobs are batched
+        only at those lengths (a batch of a shape without graphs runs eagerly, slower than one by one)."""
+        order = sorted(self._jobs, key=lambda j: (not j.urgent, j.seq))
+        head = order[0]
+        best: list[_Job] = [head]
+        n_best = len(head.tokens)
+        for n in (len(head.tokens), *(m for m in self.lengths if m > len(head.tokens))):
+            if self.lengths and n not in self.lengths:
+                continue  # no batch graphs at this length: a batch would run eagerly, slower than one by one
+            group = [j for j in order if j.fits(n)][: self.max_batch]
+            if head in group and len(group) > len(best):
+                best, n_best = group, n
+        for j in best:
             self._jobs.remove(j)
-        return group
+        return best, n_best
 
     def _loop(self) -> None:
         try:
@@ -113,14 +151,17 @@ class VocodeBatcher:
                         self._cv.wait()
                     if self._stop:
                         return
-                    group = self._take()
+                    group, n = self._take()
                 t0 = time.perf_counter()
                 try:
                     urgent = any(j.urgent for j in group)
                     # s3_lock: a whole-utterance synthesize() on another thread uses the same S3Gen graphs
                     with f.s3_lock.urgent() if urgent else f.s3_lock, self._hold(urgent):
-                        wavs = self.run(torch.stack([j.tokens for j in group]))
+                        wavs = self.run(torch.stack([j.row(n) for j in group]))
                         for j, w in zip(group, wavs, strict=True):
+                            extra = n - len(j.tokens)
+                            self.extended += extra > 0
+                            w = w[extra * SAMPLES_PER_TOKEN :]  # the prepended context's audio
                             j.wav = j.post(w) if j.post is not None else w
                 except BaseException as exc:  # every waiting caller hears of it; the thread keeps serving
                     for j in group:
@@ -147,6 +188,7 @@ class VocodeBatcher:
         """Capture the graphs of every batch size for each chunk length (call before graphs are frozen)."""
         t0 = time.perf_counter()
         shapes = 0
+        self.lengths = tuple(sorted(set(self.lengths) | set(lengths)))
         with torch.inference_mode():
             for n in lengths:
                 for b in range(2, self.max_batch + 1):
@@ -160,5 +202,7 @@ class VocodeBatcher:
         return {
             "max_batch": self.max_batch,
             "batches": dict(sorted(self.batches.items())),
+            "lengths": list(self.lengths),
+            "extended": self.extended,
             "busy_s": round(self.busy_s, 3),
         }
