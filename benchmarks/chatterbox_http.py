@@ -283,62 +283,6 @@ def s3_section(ckpt: str, reps: int = 10) -> dict[str, Any]:
         fc._watermark(audio)
         wm.append(time.perf_counter() - t0)
     out["watermark_ms_first_chunk"] = statistics.median(wm) * 1000
-    if dev.type == "cuda":
-        try:
-            out["stream_overlap"] = stream_overlap(fc)
-        except Exception as exc:  # a probe: its failure must not cost the section's numbers
-            out["stream_overlap"] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
-    return out
-
-
-def stream_overlap(fc: Any, reps: int = 50) -> dict[str, Any]:
-    """Whether two captured CFM step graphs of different shapes run side by side on two CUDA streams: each
-    pair of cached step graphs (shapes (B, mel frames)) replayed ``reps`` times one after the other on one
-    stream, then each on a stream of its own at once. ``overlap`` = sequential / concurrent time (1 = none,
-    2 = both for the price of one): what a second vocoder lane (first chunks beside steady batches) could gain,
-    given that a chunk's flow is latency-bound (a few thousand small kernels a step)."""
-    import itertools
-
-    import torch
-
-    entries = {f"b{k[0]}_t{k[1]}": e for k, e in fc.euler._cache.items() if e.graph is not None}
-    sync = torch.cuda.synchronize
-    side = [torch.cuda.Stream(), torch.cuda.Stream()]
-
-    def timed(fn: Callable[[], None]) -> float:
-        fn()  # once to settle
-        sync()
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        return (time.perf_counter() - t0) * 1000
-
-    out: dict[str, Any] = {"reps": reps}
-    for (na, a), (nb, b) in itertools.combinations(sorted(entries.items()), 2):
-
-        def one_stream(a: Any = a, b: Any = b) -> None:
-            for _ in range(reps):
-                a.graph.replay()
-                b.graph.replay()
-
-        def two_streams(a: Any = a, b: Any = b) -> None:
-            side[0].wait_stream(torch.cuda.current_stream())
-            side[1].wait_stream(torch.cuda.current_stream())
-            for s, e in ((side[0], a), (side[1], b)):
-                with torch.cuda.stream(s):
-                    for _ in range(reps):
-                        e.graph.replay()
-            torch.cuda.current_stream().wait_stream(side[0])
-            torch.cuda.current_stream().wait_stream(side[1])
-
-        alone = {n: timed(lambda e=e: [e.graph.replay() for _ in range(reps)]) / reps for n, e in ((na, a), (nb, b))}
-        seq, conc = timed(one_stream), timed(two_streams)
-        out[f"{na}+{nb}"] = {
-            "step_ms_alone": alone,
-            "sequential_ms": seq / reps,
-            "concurrent_ms": conc / reps,
-            "overlap": seq / conc,
-        }
     return out
 
 
