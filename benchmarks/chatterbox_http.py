@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import json
 import os
 import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import traceback
 import urllib.request
@@ -106,7 +108,11 @@ def run_server(
     extra: list[str],
     log: Path,
     profile_dir: Path | None = None,
+    ready_timeout_s: float = 600.0,
 ) -> dict[str, Any]:
+    """Start ``serve-chatterbox``, run each (concurrency, requests) level against it, stop it. Should it not get
+    ready in ``ready_timeout_s`` or a level fail, the server's stacks (py-spy dump, where installed) go to its
+    log before it is stopped."""
     url = f"http://127.0.0.1:{port}"
     argv = [
         python,
@@ -137,7 +143,7 @@ def run_server(
         proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=False)
     out: dict[str, Any] = {"argv": argv[1:]}
     try:
-        health = _wait_ready(url, proc, 600)
+        health = _wait_ready(url, proc, ready_timeout_s)
         out["ready_s"] = time.perf_counter() - t0
         out["fast_state"] = health.get("fast")
         for c, n in levels:
@@ -148,6 +154,9 @@ def run_server(
             if profile_dir is not None and c > 1:
                 out[f"c{c}_profile"] = profile_level(url, utts, c, n, proc.pid, profile_dir / f"{log.stem}-c{c}")
         out["fast_state_after"] = _health(url).get("fast")
+    except BaseException:
+        _dump_stacks(proc, log)
+        raise
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -156,6 +165,19 @@ def run_server(
             proc.kill()
             proc.wait()
     return out
+
+
+def _dump_stacks(proc: subprocess.Popen, log: Path) -> None:
+    """Append the live server's Python stacks to its log (py-spy dump), where py-spy is installed."""
+    import shutil
+
+    spy = shutil.which("py-spy")
+    if spy is None or proc.poll() is not None:
+        return
+    with log.open("a") as fh:
+        fh.write("\n--- py-spy dump (the run failed or timed out here) ---\n")
+        fh.flush()
+        subprocess.run([spy, "dump", "--pid", str(proc.pid)], stdout=fh, stderr=subprocess.STDOUT, timeout=60)
 
 
 def profile_level(url: str, utts: list, c: int, n: int, pid: int, stem: Path) -> dict[str, Any]:
@@ -215,7 +237,7 @@ def profile_level(url: str, utts: list, c: int, n: int, pid: int, stem: Path) ->
     return out
 
 
-def s3_section(ckpt: str, reps: int = 10) -> dict[str, Any]:
+def s3_section(ckpt: str, reps: int = 10, out: dict[str, Any] | None = None) -> dict[str, Any]:
     """In-process S3Gen per chunk with each HiFT mode (fast_hift.MODES), nothing else on the GPU: the vocode of
     the first-chunk shape (12 tokens) and the steady shape (8 + 50 tokens, batch 1 and 4) — whole call, flow
     (encoder + 10 CFM steps) and HiFT apart — and each mode's samples against upstream's for the same seed
@@ -240,7 +262,8 @@ def s3_section(ckpt: str, reps: int = 10) -> dict[str, Any]:
         "n58_b4": torch.randint(0, 6561, (4, 58), generator=g),
     }
     shapes = {k: v.to(dev) for k, v in shapes.items()}
-    out: dict[str, Any] = {"reps": reps, "modes": {}}
+    out = {} if out is None else out  # filled as it goes: a watchdog (guarded) writes what is there
+    out |= {"reps": reps, "modes": {}}
     ref: dict[str, Any] = {}
     graphed = None
 
@@ -249,6 +272,7 @@ def s3_section(ckpt: str, reps: int = 10) -> dict[str, Any]:
             graphed = fast_hift.GraphedHift(s3.mel2wav, dev, max_cached=12)  # installs sync-free in place
         fc.s3graphs.hift = graphed if mode == "graph" else None
         res: dict[str, Any] = {}
+        out["modes"][mode] = res
         for name, toks in shapes.items():
             for _ in range(3):  # graphs: first sight warms up, the second captures
                 fc.vocode(toks)
@@ -275,7 +299,6 @@ def s3_section(ckpt: str, reps: int = 10) -> dict[str, Any]:
             }
             res[name] = row
         res["graphs"] = graphed.state() if graphed is not None and mode == "graph" else None
-        out["modes"][mode] = res
     audio = next(iter(ref.values()))[0].float().cpu().numpy()
     wm = []
     for _ in range(reps):
@@ -313,6 +336,35 @@ def record(doc: dict[str, Any], key: str, fn: Callable[[], Any]) -> None:
         doc[key] = fn()
     except Exception as exc:
         doc[key] = {"error": f"{type(exc).__name__}: {exc}"[:500], "traceback": traceback.format_exc()[-2000:]}
+
+
+def guarded(doc: dict[str, Any], key: str, fn: Callable[[dict[str, Any]], Any], out: Path, timeout_s: float) -> None:
+    """:func:`record` under a watchdog. ``fn(partial)`` may fill ``partial`` as it goes. A section still running
+    after ``timeout_s`` — a hung CUDA call cannot be interrupted from Python — has every thread's stack printed
+    to stderr and the document written with what ``partial`` holds by then, and the process exits 3: the later
+    sections are lost, not the numbers so far nor where it hung. (Measured need: a probe whose
+    ``torch.cuda.synchronize`` never returned took two whole device runs on 2026-12-07 with nothing written.)"""
+    from ttsbench.atomic import write_json_atomic
+
+    partial: dict[str, Any] = {}
+
+    def expire() -> None:
+        print(f"section {key!r} still running after {timeout_s:.0f} s; stacks:", file=sys.stderr, flush=True)
+        faulthandler.dump_traceback(all_threads=True)
+        doc[key] = {**partial, "error": f"timed out after {timeout_s:.0f} s (every thread's stack is in the log)"}
+        write_json_atomic(out, doc)
+        os._exit(3)
+
+    timer = threading.Timer(timeout_s, expire)
+    timer.daemon = True
+    timer.start()
+    faulthandler.dump_traceback_later(timeout_s + 60, exit=True)  # should the timer thread never get the GIL
+    try:
+        record(doc, key, lambda: fn(partial))
+    finally:
+        timer.cancel()
+        faulthandler.cancel_dump_traceback_later()
+    write_json_atomic(out, doc)
 
 
 def compile_section(ckpt: str, reps: int) -> dict[str, Any]:
@@ -551,6 +603,13 @@ def main(argv: list[str] | None = None) -> int:
         "--s3-reps", type=int, default=10, help="timed calls per shape in the --hift/--probe-compile sections"
     )
     ap.add_argument("--t3-steps", type=int, default=150)
+    ap.add_argument(
+        "--section-timeout",
+        type=float,
+        default=300.0,
+        help="seconds an in-process section (--hift, --probe-compile, T3) may run; past it, every thread's stack "
+        "and the numbers so far are written and the run exits 3",
+    )
     ap.add_argument("--extra", default="--fast-max-len 1024", help="extra serve-chatterbox flags (fast path)")
     ap.add_argument("--only", default=None, help="comma-separated utterance ids (default: all 10)")
     ap.add_argument("--cap", type=int, default=None, help="--max-new-tokens for both servers (CPU smoke runs)")
@@ -583,9 +642,9 @@ def main(argv: list[str] | None = None) -> int:
     ref = logs / "reference.wav"  # the checkpoint's own default voice: the same synthetic 3 s reference
     sf.write(str(ref), checkpoint._reference_wav(seed=0), 24000, subtype="PCM_16")
     doc: dict[str, Any] = {"tokens_per_char": TOKENS_PER_CHAR, "utterances": len(utts)}
+    out, timeout = Path(args.out), args.section_timeout
     if args.hift:
-        record(doc, "hift", lambda: s3_section(str(path), reps=args.s3_reps))
-        write_json_atomic(Path(args.out), doc)
+        guarded(doc, "hift", lambda p: s3_section(str(path), args.s3_reps, p), out, timeout)
         import gc
 
         import torch
@@ -594,9 +653,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.cuda.empty_cache()  # the in-process model is dropped before the servers load theirs
     if args.no_http:  # the in-process sections only (short device time)
         if args.probe_compile:
-            record(doc, "compile_probe", lambda: compile_section(str(path), args.s3_reps))
+            guarded(doc, "compile_probe", lambda p: compile_section(str(path), args.s3_reps), out, timeout)
         doc["wall_s"] = time.perf_counter() - t0
-        write_json_atomic(Path(args.out), doc)
+        write_json_atomic(out, doc)
         print(json.dumps({k: doc.get(k) for k in ("hift", "compile_probe")}), flush=True)
         return 0
     fast = run_server(
@@ -610,13 +669,14 @@ def main(argv: list[str] | None = None) -> int:
         [*args.extra.split(), *cap],
         logs / "server-fast.log",
         Path(args.profile_dir) if args.profile_dir else None,
+        ready_timeout_s=timeout,
     )
     doc["fast"] = fast
     doc["c1"] = {k: fast["c1"][k] for k in ("p50_first_audio_ms", "p50_rtf", "throughput_audio_s_per_s")}
     doc["c4"] = {k: fast["c4"][k] for k in ("p50_first_audio_ms", "p50_rtf", "throughput_audio_s_per_s")}
     if fast["c1"]["throughput_audio_s_per_s"]:
         doc["c4"]["throughput_vs_c1"] = fast["c4"]["throughput_audio_s_per_s"] / fast["c1"]["throughput_audio_s_per_s"]
-    write_json_atomic(Path(args.out), doc)
+    write_json_atomic(out, doc)
     if args.vocoder_ab:
         off = run_server(
             sys.executable,
@@ -628,13 +688,14 @@ def main(argv: list[str] | None = None) -> int:
             utts,
             [*args.extra.split(), *cap, "--vocoder-batching", "off"],
             logs / "server-fast-vocoder-off.log",
+            ready_timeout_s=timeout,
         )
         doc["fast_vocoder_off"] = off
         doc["vocoder_off"] = {
             c: {k: off[c][k] for k in ("p50_first_audio_ms", "p50_rtf", "throughput_audio_s_per_s")}
             for c in ("c1", "c4")
         }
-        write_json_atomic(Path(args.out), doc)
+        write_json_atomic(out, doc)
     for i, spec in enumerate(args.ab):
         name, _, flags = spec.partition("=")
         var = run_server(
@@ -647,6 +708,7 @@ def main(argv: list[str] | None = None) -> int:
             utts,
             [*args.extra.split(), *cap, *flags.split()],
             logs / f"server-fast-{name}.log",
+            ready_timeout_s=timeout,
         )
         summary = {
             c: {k: var[c][k] for k in ("p50_first_audio_ms", "p50_rtf", "throughput_audio_s_per_s")}
@@ -657,7 +719,7 @@ def main(argv: list[str] | None = None) -> int:
                 summary["c4"]["throughput_audio_s_per_s"] / summary["c1"]["throughput_audio_s_per_s"]
             )
         doc.setdefault("ab", {})[name] = {"flags": flags, **summary, "server": var}
-        write_json_atomic(Path(args.out), doc)
+        write_json_atomic(out, doc)
     if not args.skip_upstream:
         up = run_server(
             sys.executable,
@@ -669,15 +731,14 @@ def main(argv: list[str] | None = None) -> int:
             utts,
             cap,
             logs / "server-upstream.log",
+            ready_timeout_s=timeout,
         )
         doc["upstream"] = up
         doc["upstream_c1"] = {k: up["c1"][k] for k in ("p50_first_audio_ms", "p50_rtf", "throughput_audio_s_per_s")}
     if not args.skip_t3:
-        record(doc, "t3", lambda: t3_section(str(path), utts, steps=args.t3_steps))
-        write_json_atomic(Path(args.out), doc)
+        guarded(doc, "t3", lambda p: t3_section(str(path), utts, steps=args.t3_steps), out, timeout)
     if args.probe_compile:
-        record(doc, "compile_probe", lambda: compile_section(str(path), args.s3_reps))
-        write_json_atomic(Path(args.out), doc)
+        guarded(doc, "compile_probe", lambda p: compile_section(str(path), args.s3_reps), out, timeout)
     doc["targets_met"] = {
         "c1_first_audio_le_150ms": (doc["c1"]["p50_first_audio_ms"] or 1e9) <= 150,
         "c1_rtf_le_0.1": (doc["c1"]["p50_rtf"] or 1e9) <= 0.1,
@@ -686,7 +747,7 @@ def main(argv: list[str] | None = None) -> int:
         "t3_ge_10x_upstream": (doc.get("t3", {}).get("fast_vs_upstream") or 0) >= 10,
     }
     doc["wall_s"] = time.perf_counter() - t0
-    write_json_atomic(Path(args.out), doc)
+    write_json_atomic(out, doc)
     t3 = {k: v for k, v in doc.get("t3", {}).items() if not isinstance(v, (list, dict))}
     print(
         json.dumps(

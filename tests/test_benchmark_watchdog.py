@@ -1,0 +1,52 @@
+"""The GPU benchmark's section watchdog (benchmarks/chatterbox_http.py ``guarded``).
+
+Device time is scarce: a section that hangs (on 2026-12-07 a ``torch.cuda.synchronize`` that never returned
+took two whole device runs with nothing written) must still leave its numbers so far and where it hung."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SCRIPT = """
+import json, sys, time
+from pathlib import Path
+
+out = Path(sys.argv[1])
+sys.path[:0] = sys.argv[2:]
+import chatterbox_http as b
+
+
+def hangs_after_one_number(partial):
+    partial["first"] = 1.5
+    time.sleep(60)  # stands for a CUDA call that never returns
+    return {"never": True}
+
+
+doc = {"before": "kept"}
+b.guarded(doc, "ok", lambda p: {"value": 2}, out, 30)
+assert json.loads(out.read_text())["ok"] == {"value": 2}  # written after each section
+b.guarded(doc, "fails", lambda p: 1 / 0, out, 30)
+b.guarded(doc, "hung", hangs_after_one_number, out, 1)
+print("not reached")
+"""
+
+
+def test_a_hung_section_leaves_its_numbers_and_stacks(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    argv = [sys.executable, "-c", SCRIPT, str(out), str(ROOT / "benchmarks"), str(ROOT / "python")]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    assert "not reached" not in proc.stdout
+    doc = json.loads(out.read_text())
+    assert doc["before"] == "kept" and doc["ok"] == {"value": 2}
+    assert "ZeroDivisionError" in doc["fails"]["error"]  # a failing section is recorded, the run goes on
+    assert doc["hung"]["first"] == 1.5 and "timed out after 1 s" in doc["hung"]["error"]
+    assert "never" not in doc["hung"]
+    # where it hung: every thread's stack, the sleeping line among them
+    assert "still running after 1 s" in proc.stderr
+    assert "hangs_after_one_number" in proc.stderr and "Thread" in proc.stderr
