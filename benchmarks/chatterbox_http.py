@@ -62,11 +62,11 @@ def _health(url: str) -> dict:
         return json.loads(r.read())
 
 
-async def _level(url: str, utts: list, c: int, n: int) -> dict[str, Any]:
+async def _level(url: str, utts: list, c: int, n: int, timeout_s: float = 300.0) -> dict[str, Any]:
     from ttsbench.httpbench import RunPlan, RunState, SpeechTarget, run_plan
     from ttsbench.metrics import percentile
 
-    target = SpeechTarget(url=url + "/v1/audio/speech", response_format="wav", stream="audio", timeout_s=300)
+    target = SpeechTarget(url=url + "/v1/audio/speech", response_format="wav", stream="audio", timeout_s=timeout_s)
     await run_plan(target, utts, RunPlan(requests=0, warmup=2, concurrency=(c,)), RunState())
     state = RunState()
     t0 = time.perf_counter()
@@ -108,11 +108,11 @@ def run_server(
     extra: list[str],
     log: Path,
     profile_dir: Path | None = None,
-    ready_timeout_s: float = 600.0,
+    timeout_s: float = 600.0,
 ) -> dict[str, Any]:
-    """Start ``serve-chatterbox``, run each (concurrency, requests) level against it, stop it. Should it not get
-    ready in ``ready_timeout_s`` or a level fail, the server's stacks (py-spy dump, where installed) go to its
-    log before it is stopped."""
+    """Start ``serve-chatterbox``, run each (concurrency, requests) level against it, stop it. ``timeout_s``: the
+    longest wait for it to get ready, and for any one request. Should it not get ready, a level fail or a request
+    fail, the server's stacks (py-spy dump, where installed) go to its log before it is stopped."""
     url = f"http://127.0.0.1:{port}"
     argv = [
         python,
@@ -143,11 +143,13 @@ def run_server(
         proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=False)
     out: dict[str, Any] = {"argv": argv[1:]}
     try:
-        health = _wait_ready(url, proc, ready_timeout_s)
+        health = _wait_ready(url, proc, timeout_s)
         out["ready_s"] = time.perf_counter() - t0
         out["fast_state"] = health.get("fast")
         for c, n in levels:
-            out[f"c{c}"] = asyncio.run(_level(url, utts, c, n))
+            out[f"c{c}"] = asyncio.run(_level(url, utts, c, n, timeout_s))
+            if out[f"c{c}"]["errors"]:
+                _dump_stacks(proc, log)
             print(
                 json.dumps({"fast": fast, "c": c, **{k: v for k, v in out[f"c{c}"].items() if k != "rows"}}), flush=True
             )
@@ -607,8 +609,9 @@ def main(argv: list[str] | None = None) -> int:
         "--section-timeout",
         type=float,
         default=300.0,
-        help="seconds an in-process section (--hift, --probe-compile, T3) may run; past it, every thread's stack "
-        "and the numbers so far are written and the run exits 3",
+        help="seconds an in-process section (--hift, --probe-compile, T3) may run (past it, every thread's stack "
+        "and the numbers so far are written and the run exits 3), and the longest wait for a server to get ready "
+        "or for one request (past it, the server's stacks go to its log)",
     )
     ap.add_argument("--extra", default="--fast-max-len 1024", help="extra serve-chatterbox flags (fast path)")
     ap.add_argument("--only", default=None, help="comma-separated utterance ids (default: all 10)")
@@ -669,7 +672,7 @@ def main(argv: list[str] | None = None) -> int:
         [*args.extra.split(), *cap],
         logs / "server-fast.log",
         Path(args.profile_dir) if args.profile_dir else None,
-        ready_timeout_s=timeout,
+        timeout_s=timeout,
     )
     doc["fast"] = fast
     doc["c1"] = {k: fast["c1"][k] for k in ("p50_first_audio_ms", "p50_rtf", "throughput_audio_s_per_s")}
@@ -688,7 +691,7 @@ def main(argv: list[str] | None = None) -> int:
             utts,
             [*args.extra.split(), *cap, "--vocoder-batching", "off"],
             logs / "server-fast-vocoder-off.log",
-            ready_timeout_s=timeout,
+            timeout_s=timeout,
         )
         doc["fast_vocoder_off"] = off
         doc["vocoder_off"] = {
@@ -708,7 +711,7 @@ def main(argv: list[str] | None = None) -> int:
             utts,
             [*args.extra.split(), *cap, *flags.split()],
             logs / f"server-fast-{name}.log",
-            ready_timeout_s=timeout,
+            timeout_s=timeout,
         )
         summary = {
             c: {k: var[c][k] for k in ("p50_first_audio_ms", "p50_rtf", "throughput_audio_s_per_s")}
@@ -731,7 +734,7 @@ def main(argv: list[str] | None = None) -> int:
             utts,
             cap,
             logs / "server-upstream.log",
-            ready_timeout_s=timeout,
+            timeout_s=timeout,
         )
         doc["upstream"] = up
         doc["upstream_c1"] = {k: up["c1"][k] for k in ("p50_first_audio_ms", "p50_rtf", "throughput_audio_s_per_s")}
