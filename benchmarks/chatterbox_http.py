@@ -422,7 +422,10 @@ def _compile_probe(fc: Any, shapes: dict[str, Any], reps: int) -> dict[str, Any]
     out: dict[str, Any] = {"check": ce.state(), "check_s": time.perf_counter() - t0}
     if not ce.active:
         return out
-    fc.euler._cache.clear()
+    # A fresh step-graph cache for the compiled estimator, the eager one kept alive: destroying a graph frees the
+    # cuBLAS workspace that the other graphs captured on the same stream still use (pytorch/pytorch#193402).
+    eager_graphs = fc.euler
+    fc.euler = type(eager_graphs)(cfm, max_cached=eager_graphs.max_cached)
     try:
         for k, toks in shapes.items():
             t0 = time.perf_counter()
@@ -435,10 +438,10 @@ def _compile_probe(fc: Any, shapes: dict[str, Any], reps: int) -> dict[str, Any]
                 "mel_max_abs": float(err.abs().max()),
                 "mel_rel_rms": float(err.pow(2).mean().sqrt() / eager[k][0].float().pow(2).mean().sqrt()),
             }
+        out["euler_error"] = fc.euler.error
     finally:
         cfm.estimator = ce.eager
-        fc.euler._cache.clear()
-    out["euler_error"] = fc.euler.error
+        fc.euler = eager_graphs  # the compiled graphs go when this returns: nothing is replayed after that
     return out
 
 
