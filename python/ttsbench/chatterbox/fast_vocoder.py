@@ -15,7 +15,7 @@ Chunks of different lengths meet too: a job may carry the sentence's earlier tok
 that is enough, the batcher prepends more of them so that its length matches the others' — a shape whose
 batch graphs were captured (:attr:`VocodeBatcher.lengths`) — and drops their audio before the caller's
 ``post`` (960 samples a token). More left context costs little: a chunk's vocoding is latency-bound (on the
-H100, 58 tokens took 111 ms, 12 tokens 95 ms), while two batch-1 calls cost twice. So the last, shorter chunk
+H100 the flow took 111 ms for 58 tokens, 95 ms for 12), while two batch-1 calls cost twice. So the last, shorter chunk
 of one stream rides along with another stream's steady chunk instead of taking a turn of its own.
 
 Numbers: a batch of one is exactly :meth:`FastChatterbox.vocode` (one stream decodes bit-equal to before). In
