@@ -446,6 +446,48 @@ def test_vocoder_thread_batches_due_chunks(model, fast: FastChatterbox, monkeypa
         np.testing.assert_allclose(got[k], alone[k], atol=1e-4)
 
 
+def test_vocoder_takes_the_head_and_the_largest_batch_of_a_captured_length() -> None:
+    """The batcher's choice over random queues (no model: the choice only): the head (a first chunk before
+    later ones, then the oldest) is always taken; every row reaches the batch's length, with its own tokens or
+    with prefix; a batch of two or more is at a captured length; no candidate length would take more jobs; the
+    jobs left keep their order."""
+    import random
+    from types import SimpleNamespace
+
+    from ttsbench.chatterbox.fast_vocoder import VocodeBatcher, _Job
+
+    rng = random.Random(0)
+    lengths, cap = (12, 58), 4
+    vb = VocodeBatcher(SimpleNamespace(s3_stream=None), max_batch=cap, lengths=lengths)  # its thread waits
+    sizes = {1: 0, 2: 0, 3: 0, 4: 0}
+    try:
+        for _ in range(400):
+            jobs = []
+            for seq in range(rng.randint(1, 7)):
+                n = rng.choice((12, 12, 58, 58, 20, 29, 48, 5))
+                pre = 0 if n == 12 and rng.random() < 0.5 else rng.choice((0, 8, 30, 60))
+                prefix = torch.zeros(pre, dtype=torch.long) if pre else None
+                jobs.append(_Job(torch.zeros(n, dtype=torch.long), urgent=pre == 0 and n == 12, seq=seq, prefix=prefix))
+            with vb._cv:  # the vocoder thread stays asleep: the queue is only looked at here
+                vb._jobs = list(jobs)
+                group, n = vb._take()
+                left = list(vb._jobs)
+                vb._jobs = []
+            head = min(jobs, key=lambda j: (not j.urgent, j.seq))
+            assert group[0] is head and 1 <= len(group) <= cap
+            assert all(j.fits(n) and len(j.row(n)) == n for j in group)
+            assert len(group) == 1 or n in lengths
+            candidates = [m for m in (len(head.tokens), *lengths) if m >= len(head.tokens) and head.fits(m)]
+            for m in candidates:
+                if m in lengths:
+                    assert len(group) >= min(cap, sum(j.fits(m) for j in jobs)), (m, n, len(group))
+            assert left == [j for j in jobs if all(j is not g for g in group)]
+            sizes[len(group)] += 1
+    finally:
+        vb.close()
+    assert all(sizes.values()), sizes  # the draws made batches of every size
+
+
 def test_sync_free_hift_sine_source_equals_upstream() -> None:
     """fast_hift's SineGen forward (device-side buffer, pinned non-blocking phase copy on CUDA) gives upstream's
     numbers for the same seed: voiced, unvoiced and gliding f0, batch of 2; install() swaps only what it names."""
