@@ -627,6 +627,8 @@ def main(argv: list[str] | None = None) -> int:
         "nvidia-smi; collapsed stacks land here",
     )
     args = ap.parse_args(argv)
+    if not args.section_timeout > 0:
+        ap.error(f"--section-timeout {args.section_timeout}: give a number of seconds above 0")
 
     sys.path.insert(0, str(ROOT / "python"))
     from ttsbench.atomic import write_json_atomic

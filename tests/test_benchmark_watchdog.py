@@ -50,3 +50,13 @@ def test_a_hung_section_leaves_its_numbers_and_stacks(tmp_path: Path) -> None:
     # where it hung: every thread's stack, the sleeping line among them
     assert "still running after 1 s" in proc.stderr
     assert "hangs_after_one_number" in proc.stderr and "Thread" in proc.stderr
+
+
+def test_a_section_timeout_of_zero_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    argv = [sys.executable, str(ROOT / "benchmarks" / "chatterbox_http.py"), "--checkpoint", str(tmp_path / "ckpt")]
+    proc = subprocess.run(
+        [*argv, "--out", str(out), "--section-timeout", "0"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 2 and "--section-timeout 0.0: give a number of seconds above 0" in proc.stderr
+    assert not out.exists() and not (tmp_path / "ckpt").exists()  # nothing written, no checkpoint built

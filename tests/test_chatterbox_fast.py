@@ -429,7 +429,7 @@ def test_vocoder_thread_batches_due_chunks(model, fast: FastChatterbox, monkeypa
             for k in ("f", "e", "a", "b", "c"):
                 threads[k].start()
                 for _ in range(200):  # in this order: f and e are the oldest of the later chunks
-                    if k in {j for j, t in toks.items() if any(x.tokens is t for x in vb._jobs)}:
+                    if any(x.tokens is toks[k] for x in vb._jobs):
                         break
                     threading.Event().wait(0.01)
             assert len(vb._jobs) == 5
