@@ -109,10 +109,12 @@ def run_server(
     log: Path,
     profile_dir: Path | None = None,
     timeout_s: float = 600.0,
+    ready_timeout_s: float | None = None,
 ) -> dict[str, Any]:
     """Start ``serve-chatterbox``, run each (concurrency, requests) level against it, stop it. ``timeout_s``: the
-    longest wait for it to get ready, and for any one request. Should it not get ready, a level fail or a request
-    fail, the server's stacks (py-spy dump, where installed) go to its log before it is stopped."""
+    longest wait for any one request, and for it to get ready unless ``ready_timeout_s`` says otherwise. Should
+    it not get ready, a level fail or a request fail, the server's stacks (py-spy dump, where installed) go to
+    its log before it is stopped."""
     url = f"http://127.0.0.1:{port}"
     argv = [
         python,
@@ -143,7 +145,7 @@ def run_server(
         proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=False)
     out: dict[str, Any] = {"argv": argv[1:]}
     try:
-        health = _wait_ready(url, proc, timeout_s)
+        health = _wait_ready(url, proc, ready_timeout_s or timeout_s)
         out["ready_s"] = time.perf_counter() - t0
         out["fast_state"] = health.get("fast")
         for c, n in levels:
@@ -167,6 +169,49 @@ def run_server(
             proc.kill()
             proc.wait()
     return out
+
+
+def run_ab(doc: dict[str, Any], name: str, flags: str, run: Callable[[], dict[str, Any]]) -> None:
+    """One A/B server (``--ab NAME=FLAGS``) into ``doc["ab"][name]``: its c1/c4 summary and the server's record,
+    or, should the server not start or a level fail, the error, so that the variants after it still run and
+    the numbers measured before it stay (on 2026-12-07 a ``--s3-compile on`` server not ready within the
+    timeout ended the whole run)."""
+    entry: dict[str, Any] = {"flags": flags}
+    doc.setdefault("ab", {})[name] = entry
+    try:
+        var = run()
+    except Exception as exc:  # recorded in the document; the run goes on
+        entry["error"] = f"{type(exc).__name__}: {exc}"[:500]
+        print(json.dumps({"ab": name, "error": entry["error"]}), flush=True)
+        return
+    keys = ("p50_first_audio_ms", "p50_rtf", "throughput_audio_s_per_s")
+    summary = {c: {k: var[c][k] for k in keys} for c in ("c1", "c4")}
+    if summary["c1"]["throughput_audio_s_per_s"]:
+        summary["c4"]["throughput_vs_c1"] = (
+            summary["c4"]["throughput_audio_s_per_s"] / summary["c1"]["throughput_audio_s_per_s"]
+        )
+    entry.update(summary)
+    entry["server"] = var
+
+
+def machine() -> dict[str, Any]:
+    """The machine a document was measured on: GPU, torch, CUDA, Python, CPU count."""
+    import platform
+
+    info: dict[str, Any] = {"python": platform.python_version(), "cpus": os.cpu_count(), "arch": platform.machine()}
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["cuda"] = torch.version.cuda
+        if torch.cuda.is_available():
+            props = torch.cuda.get_device_properties(0)
+            info["gpu"] = props.name
+            info["gpu_memory_gib"] = round(props.total_memory / 2**30, 1)
+            info["sm"] = f"{props.major}{props.minor}"
+    except ImportError:  # pragma: no cover - the benchmark needs torch anyway
+        info["torch"] = None
+    return info
 
 
 def _dump_stacks(proc: subprocess.Popen, log: Path) -> None:
@@ -616,6 +661,13 @@ def main(argv: list[str] | None = None) -> int:
         "and the numbers so far are written and the run exits 3), and the longest wait for a server to get ready "
         "or for one request (past it, the server's stacks go to its log)",
     )
+    ap.add_argument(
+        "--ready-timeout",
+        type=float,
+        default=None,
+        help="seconds a server may take to get ready (default: --section-timeout); --s3-compile servers compile "
+        "for over a minute before their warm-up",
+    )
     ap.add_argument("--extra", default="--fast-max-len 1024", help="extra serve-chatterbox flags (fast path)")
     ap.add_argument("--only", default=None, help="comma-separated utterance ids (default: all 10)")
     ap.add_argument("--cap", type=int, default=None, help="--max-new-tokens for both servers (CPU smoke runs)")
@@ -629,6 +681,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if not args.section_timeout > 0:
         ap.error(f"--section-timeout {args.section_timeout}: give a number of seconds above 0")
+    if args.ready_timeout is not None and not args.ready_timeout > 0:
+        ap.error(f"--ready-timeout {args.ready_timeout}: give a number of seconds above 0")
 
     sys.path.insert(0, str(ROOT / "python"))
     from ttsbench.atomic import write_json_atomic
@@ -649,7 +703,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ref = logs / "reference.wav"  # the checkpoint's own default voice: the same synthetic 3 s reference
     sf.write(str(ref), checkpoint._reference_wav(seed=0), 24000, subtype="PCM_16")
-    doc: dict[str, Any] = {"tokens_per_char": TOKENS_PER_CHAR, "utterances": len(utts)}
+    doc: dict[str, Any] = {"machine": machine(), "tokens_per_char": TOKENS_PER_CHAR, "utterances": len(utts)}
     out, timeout = Path(args.out), args.section_timeout
     if args.hift:
         guarded(doc, "hift", lambda p: s3_section(str(path), args.s3_reps, p), out, timeout)
@@ -678,6 +732,7 @@ def main(argv: list[str] | None = None) -> int:
         logs / "server-fast.log",
         Path(args.profile_dir) if args.profile_dir else None,
         timeout_s=timeout,
+        ready_timeout_s=args.ready_timeout,
     )
     doc["fast"] = fast
     doc["c1"] = {k: fast["c1"][k] for k in ("p50_first_audio_ms", "p50_rtf", "throughput_audio_s_per_s")}
@@ -697,6 +752,7 @@ def main(argv: list[str] | None = None) -> int:
             [*args.extra.split(), *cap, "--vocoder-batching", "off"],
             logs / "server-fast-vocoder-off.log",
             timeout_s=timeout,
+            ready_timeout_s=args.ready_timeout,
         )
         doc["fast_vocoder_off"] = off
         doc["vocoder_off"] = {
@@ -706,27 +762,24 @@ def main(argv: list[str] | None = None) -> int:
         write_json_atomic(out, doc)
     for i, spec in enumerate(args.ab):
         name, _, flags = spec.partition("=")
-        var = run_server(
-            sys.executable,
-            str(path),
-            ref,
-            args.port + 10 + i,
-            "on",
-            [(1, len(utts)), (4, args.c4_requests)],
-            utts,
-            [*args.extra.split(), *cap, *flags.split()],
-            logs / f"server-fast-{name}.log",
-            timeout_s=timeout,
+        run_ab(
+            doc,
+            name,
+            flags,
+            lambda flags=flags, i=i, name=name: run_server(
+                sys.executable,
+                str(path),
+                ref,
+                args.port + 10 + i,
+                "on",
+                [(1, len(utts)), (4, args.c4_requests)],
+                utts,
+                [*args.extra.split(), *cap, *flags.split()],
+                logs / f"server-fast-{name}.log",
+                timeout_s=timeout,
+                ready_timeout_s=args.ready_timeout,
+            ),
         )
-        summary = {
-            c: {k: var[c][k] for k in ("p50_first_audio_ms", "p50_rtf", "throughput_audio_s_per_s")}
-            for c in ("c1", "c4")
-        }
-        if summary["c1"]["throughput_audio_s_per_s"]:
-            summary["c4"]["throughput_vs_c1"] = (
-                summary["c4"]["throughput_audio_s_per_s"] / summary["c1"]["throughput_audio_s_per_s"]
-            )
-        doc.setdefault("ab", {})[name] = {"flags": flags, **summary, "server": var}
         write_json_atomic(out, doc)
     if not args.skip_upstream:
         up = run_server(
@@ -740,6 +793,7 @@ def main(argv: list[str] | None = None) -> int:
             cap,
             logs / "server-upstream.log",
             timeout_s=timeout,
+            ready_timeout_s=args.ready_timeout,
         )
         doc["upstream"] = up
         doc["upstream_c1"] = {k: up["c1"][k] for k in ("p50_first_audio_ms", "p50_rtf", "throughput_audio_s_per_s")}

@@ -60,3 +60,38 @@ def test_a_section_timeout_of_zero_is_refused_before_anything_runs(tmp_path: Pat
     )
     assert proc.returncode == 2 and "--section-timeout 0.0: give a number of seconds above 0" in proc.stderr
     assert not out.exists() and not (tmp_path / "ckpt").exists()  # nothing written, no checkpoint built
+
+
+AB_SCRIPT = """
+import json, sys
+sys.path[:0] = sys.argv[1:]
+import chatterbox_http as b
+
+
+def level(fa):
+    return {"p50_first_audio_ms": fa, "p50_rtf": 0.2, "throughput_audio_s_per_s": 5.0}
+
+
+def never_ready():
+    raise RuntimeError("server not ready after 150.0 s")
+
+
+doc = {"c1": {"kept": True}}
+b.run_ab(doc, "slow", "--s3-compile on", never_ready)
+b.run_ab(doc, "fast", "--hift graph", lambda: {"c1": level(170.0), "c4": {**level(400.0), "throughput_audio_s_per_s": 9.0}})
+print(json.dumps({"doc": doc, "machine": b.machine()}))
+"""
+
+
+def test_an_ab_server_that_fails_is_recorded_and_the_next_one_still_runs() -> None:
+    argv = [sys.executable, "-c", AB_SCRIPT, str(ROOT / "benchmarks"), str(ROOT / "python")]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    doc = got["doc"]
+    assert doc["c1"] == {"kept": True}
+    assert doc["ab"]["slow"] == {"flags": "--s3-compile on", "error": "RuntimeError: server not ready after 150.0 s"}
+    fast = doc["ab"]["fast"]
+    assert fast["flags"] == "--hift graph" and fast["c1"]["p50_first_audio_ms"] == 170.0
+    assert fast["c4"]["throughput_vs_c1"] == 9.0 / 5.0 and "error" not in fast
+    assert got["machine"]["python"].count(".") == 2 and got["machine"]["cpus"] >= 1
