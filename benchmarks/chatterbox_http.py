@@ -436,7 +436,7 @@ def _compile_probe(fc: Any, shapes: dict[str, Any], reps: int) -> dict[str, Any]
     (fast_s3.CompiledEstimator: torch.compile, dynamic shapes, checked against eager) — time and mel distance."""
     import torch
 
-    from ttsbench.chatterbox.fast_s3 import CompiledEstimator, sync_free_chunk_mask
+    from ttsbench.chatterbox.fast_s3 import CompiledEstimator, seeded, sync_free_chunk_mask
 
     s3 = fc.model.s3gen
     cfm = s3.flow.decoder
@@ -452,9 +452,11 @@ def _compile_probe(fc: Any, shapes: dict[str, Any], reps: int) -> dict[str, Any]
                 for _ in range(reps):
                     sync()
                     t0 = time.perf_counter()
-                    mel = s3.flow_inference(toks, ref_dict=fc.model.conds.gen, finalize=True)
+                    s3.flow_inference(toks, ref_dict=fc.model.conds.gen, finalize=True)
                     sync()
                     times.append(time.perf_counter() - t0)
+                # the mel compared: same noise for eager and compiled (the CFM starts from torch.randn_like)
+                mel = seeded(lambda: s3.flow_inference(toks, ref_dict=fc.model.conds.gen, finalize=True))
             return mel.clone(), statistics.median(times) * 1000
         finally:
             s3.flow.decoder.__dict__.pop("solve_euler", None)

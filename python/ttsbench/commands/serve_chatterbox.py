@@ -87,10 +87,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--hift",
         choices=("upstream", "sync-free", "graph"),
-        default="upstream",
-        help="fast path on CUDA, the HiFT vocoder: upstream = as released; sync-free = no blocking host->GPU "
-        "copies; graph = sync-free and replayed from a CUDA graph per chunk shape (both bit-equal on the CPU; "
-        "default upstream until measured on a GPU: benchmarks/chatterbox_http.py --hift --ab 'g=--hift graph')",
+        default="sync-free",
+        help="fast path on CUDA, the HiFT vocoder: upstream = as released; sync-free (default) = no blocking "
+        "host->GPU copies, bit-equal to upstream on the H200; graph = sync-free and replayed from a CUDA graph per "
+        "chunk shape, ~15 ms faster first audio but not bit-equal on the H200 (max 6e-5 at one shape; "
+        "docs/benchmarks/chatterbox-http-h200-hift.json)",
     )
     p.add_argument(
         "--vocoder-batching",
