@@ -373,6 +373,7 @@ def main() -> int:
         "gemv_error": fc.t3.gemv_error,
         "t3_graphs": len(fc.t3._graphs),
         "cfm_captures": fc.euler.captures,
+        "cfm_uncached": fc.euler.uncached,
         "cfm_error": fc.euler.error,
         "s3_graphs": fc.s3graphs.state(),
     }

@@ -569,8 +569,10 @@ def test_graphed_hift_split_equals_upstream(model) -> None:
     assert torch.equal(a, g.inference(mel[:1], cache)[0])
 
     s3 = S3Graphs(model.s3gen, hift=g)
-    s3.widen(12)
-    assert s3.encoder.max_cached == g.call.max_cached == 12
+    s3.widen(12)  # widening never narrows: the encoder keeps its 24, HiFT goes from 6 to 12
+    assert (s3.encoder.max_cached, g.call.max_cached) == (24, 12)
+    s3.widen(30)
+    assert s3.encoder.max_cached == g.call.max_cached == 30
     s3.freeze()
     assert s3.encoder.frozen and g.call.frozen and s3.error is None
     assert set(s3.state()) == {"encoder", "hift"}
@@ -712,3 +714,75 @@ def test_next_sentence_is_decoded_while_the_last_chunk_is_vocoded() -> None:
     next(gen)  # the first sentence's only chunk: "Two." is decoding ahead
     gen.close()  # the client left
     assert [s.text for s in submitted] == ["One.", "Two."] and all(s.closed for s in submitted)
+
+
+def test_full_graph_caches_run_new_shapes_eagerly_and_destroy_no_graph(monkeypatch) -> None:
+    """NEVER_EVICT (fast_s3): destroying a CUDA graph clears the cuBLAS workspace that every other graph captured
+    on the same stream embeds (pytorch/pytorch#193402), so the encoder/HiFT cache (GraphedCall) and the CFM step
+    cache (GraphEuler) never drop a graph: past max_cached a new shape runs eagerly, and a capture error keeps the
+    graphs held. Driven on the CPU with a stand-in for torch's CUDA graph API that records every graph made and
+    destroyed (replays here do nothing, so only the eager results are compared)."""
+    import contextlib
+    import gc
+    import weakref
+    from types import SimpleNamespace
+
+    from ttsbench.chatterbox import fast_s3
+    from ttsbench.chatterbox.fast import GraphEuler
+
+    made: list[weakref.ref] = []
+    replays = {"n": 0}
+    fail = {"on": False}
+
+    class StandInGraph:
+        def __init__(self) -> None:
+            made.append(weakref.ref(self))
+
+        def replay(self) -> None:
+            replays["n"] += 1
+
+    @contextlib.contextmanager
+    def stand_in_capture(g: StandInGraph, pool: object = None):
+        if fail["on"]:
+            raise RuntimeError("capture failed")
+        yield
+
+    monkeypatch.setattr(fast_s3, "graphable", lambda t: True)
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", StandInGraph)
+    monkeypatch.setattr(torch.cuda, "graph", stand_in_capture)
+    monkeypatch.setattr(torch.cuda, "graph_pool_handle", lambda: object())
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
+
+    def alive() -> int:
+        gc.collect()
+        return sum(r() is not None for r in made)
+
+    call = fast_s3.GraphedCall(lambda x: x * 2, "stand-in", max_cached=2)
+    xs = [torch.full((1, n), float(n)) for n in (3, 4, 5, 6)]
+    for x in xs:
+        for _ in range(3):  # warm-up, capture, replay (for the first two shapes)
+            call(x)
+    assert call.captures == 2 and len(made) == 2 and alive() == 2
+    assert call.state()["cached"] == 2 and call.state()["uncached"] == 2 * 3  # shapes 5 and 6, every call
+    assert torch.equal(call(xs[3]), xs[3] * 2)  # eager, right value
+    before = replays["n"]
+    call(xs[0])
+    assert replays["n"] == before + 1  # a held shape still replays
+    fail["on"] = True
+    call.max_cached = 4
+    call(xs[2])  # first sight of a shape now admitted: warm-up
+    call(xs[2])  # capture fails: graphing stops, the graphs held stay alive
+    assert call.error and "capture failed" in call.error and alive() == len(made) - 1  # only the failed one
+    assert torch.equal(call(xs[0]), xs[0] * 2)  # eager from now on
+    fail["on"] = False
+
+    made.clear()
+    est = SimpleNamespace(dtype=torch.float32, forward=lambda x, mask, mu, t, spks, cond, r: torch.zeros_like(x))
+    euler = GraphEuler(SimpleNamespace(estimator=est, inference_cfg_rate=0.7), max_cached=2)
+    t_span = torch.linspace(0, 1, 4)
+    for T in (8, 9, 10, 8, 11):
+        x = torch.randn(1, 80, T)
+        out = euler(x, t_span, torch.zeros(1, 80, T), torch.ones(1, 1, T), torch.zeros(1, 80), torch.zeros(1, 80, T))
+        if T in (10, 11):  # past the limit: every step eager, the estimator's zeros leave x unchanged
+            assert torch.equal(out, x)
+    assert euler.captures == 2 and euler.uncached == 2 and len(euler._cache) == 2 and alive() == 2

@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 
+from ttsbench.chatterbox import fast_s3
 from ttsbench.chatterbox.fast_s3 import CompiledEstimator, S3Graphs, sync_free_chunk_mask
 from ttsbench.chatterbox.fast_t3 import FastT3, SamplingParams
 
@@ -131,14 +132,16 @@ class GraphEuler:
     """Drop-in for ``CausalConditionalCFM.solve_euler`` (non-meanflow) with the step in a CUDA graph.
 
     Same arithmetic as upstream's loop (CFG pair in one batch of 2B, ``(1 + r) * d - r * c``, ``x + dt * d``).
-    The graph of a shape (B, T) is kept (``max_cached`` shapes, least recently used dropped), so repeated
-    shapes — the streaming chunks — replay every step without capturing again."""
+    The graph of a shape (B, T) is kept, so repeated shapes — the streaming chunks — replay every step without
+    capturing again. Up to ``max_cached`` shapes: past that, a new shape's steps run eagerly (``uncached``), and
+    no graph is ever dropped while others may replay (:data:`~ttsbench.chatterbox.fast_s3.NEVER_EVICT`)."""
 
-    def __init__(self, cfm: Any, max_cached: int = 6) -> None:
+    def __init__(self, cfm: Any, max_cached: int = 24) -> None:
         self.cfm = cfm
         self.error: str | None = None
         self.graphed_calls = 0
         self.captures = 0
+        self.uncached = 0
         self.max_cached = max_cached
         self.frozen = False  # True: no new captures (concurrent serving); unseen shapes run eagerly
         self._cache: dict[tuple, _EulerEntry] = {}
@@ -159,16 +162,16 @@ class GraphEuler:
         in_dtype = x.dtype
         x, t_span, mu, mask, spks, cond = cast_all(x, t_span, mu, mask, spks, cond, dtype=cfm.estimator.dtype)
         B, T = mu.size(0), x.size(2)
-        cuda = x.device.type == "cuda" and self.error is None
+        cuda = fast_s3.graphable(x) and self.error is None
         key = (B, T, x.dtype, x.device)
-        e = self._cache.pop(key, None) if cuda else None
+        e = self._cache.get(key) if cuda else None
         if e is None:
             e = _EulerEntry(B, T, {"device": x.device, "dtype": x.dtype})
-            cuda = cuda and not self.frozen
-        if cuda:
-            self._cache[key] = e  # most recent last
-            while len(self._cache) > self.max_cached:
-                self._cache.pop(next(iter(self._cache)))
+            if cuda and (self.frozen or len(self._cache) >= self.max_cached):
+                cuda = False  # eager: a full cache drops nothing (NEVER_EVICT)
+                self.uncached += 1
+            if cuda:
+                self._cache[key] = e
         e.mask_in[:B] = mask
         e.mask_in[B:] = mask
         e.mu_in[:B] = mu
@@ -200,9 +203,8 @@ class GraphEuler:
                         step()
                     e.graph = g
                     self.captures += 1
-                except RuntimeError as exc:
+                except RuntimeError as exc:  # the graphs held stay alive (NEVER_EVICT), unused from now on
                     self.error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
-                    self._cache.clear()
                     torch.cuda.synchronize()
             if e.graph is not None:
                 e.graph.replay()

@@ -21,7 +21,6 @@ before the replay and feeds it in as an input, so the numbers stay upstream's; i
 from __future__ import annotations
 
 import contextlib
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -93,6 +92,21 @@ def _rebuild(obj: Any, it: Iterator[torch.Tensor]) -> Any:
     return obj
 
 
+NEVER_EVICT = """Graph caches here never drop a graph while the process may still replay others.
+
+torch's ``CUDAGraph`` reset (a graph destroyed) clears the cuBLAS workspaces of its capture stream
+(``clearCublasWorkspacesForStream``), and every graph captured on that stream — ``torch.cuda.graph``'s one default
+capture stream, so all of ours — embeds that workspace's address: the others would replay GEMMs into freed
+memory, which a later capture in a shared pool may hand out again (pytorch/pytorch#193402, open). So a full
+cache runs new shapes eagerly instead of evicting the least recently used graph, and a capture error keeps the
+graphs held (unused). Serving captures every shape it needs at warm-up and never reaches the limit."""
+
+
+def graphable(t: torch.Tensor) -> bool:
+    """Whether a call on ``t`` may replay or capture a CUDA graph (tests replace this to drive the caches)."""
+    return t.device.type == "cuda"
+
+
 class _Entry:
     def __init__(self, args: tuple) -> None:
         self.args = tuple(a.clone() if torch.is_tensor(a) else a for a in args)  # static inputs
@@ -101,11 +115,13 @@ class _Entry:
 
 
 class GraphedCall:
-    """``fn(*args)`` replayed from a CUDA graph per distinct tensor-argument signature (LRU of ``max_cached``).
+    """``fn(*args)`` replayed from a CUDA graph per distinct tensor-argument signature (up to ``max_cached``).
 
     The first call of a signature runs eagerly (warm-up: caches, workspace, plan creation), the second captures
     and replays. ``capture_ctx`` (a context-manager factory) is entered around warm-up and capture — e.g. the
-    sync-free mask or the conv istft. On anything but CUDA, or after a capture error, ``fn`` runs eagerly."""
+    sync-free mask or the conv istft. On anything but CUDA, or after a capture error, ``fn`` runs eagerly.
+    Once ``max_cached`` graphs are held, a new signature runs eagerly too (``uncached`` counts those calls): see
+    :data:`NEVER_EVICT`."""
 
     def __init__(
         self,
@@ -122,8 +138,9 @@ class GraphedCall:
         self.frozen = False  # True: no new captures (concurrent serving); unseen shapes run eagerly
         self.captures = 0
         self.replays = 0
+        self.uncached = 0
         self._seen: set[tuple] = set()
-        self._cache: OrderedDict[tuple, _Entry] = OrderedDict()
+        self._cache: dict[tuple, _Entry] = {}
         self._pool: Any = None
 
     @staticmethod
@@ -132,11 +149,12 @@ class GraphedCall:
 
     def __call__(self, *args: Any) -> Any:
         tensors = [a for a in args if torch.is_tensor(a)]
-        if self.error is not None or not tensors or tensors[0].device.type != "cuda":
+        if self.error is not None or not tensors or not graphable(tensors[0]):
             return self.fn(*args)
         key = self._key(args)
         e = self._cache.get(key)
-        if e is None and self.frozen:
+        if e is None and (self.frozen or len(self._cache) >= self.max_cached):
+            self.uncached += 1
             return self.fn(*args)
         if e is None:
             if key not in self._seen:  # first sight: eager warm-up under the capture context
@@ -146,7 +164,6 @@ class GraphedCall:
             e = self._capture(key, args)
             if e is None:
                 return self.fn(*args)
-        self._cache.move_to_end(key)
         for static, a in zip(e.args, args, strict=True):
             if torch.is_tensor(static):
                 static.copy_(a)
@@ -163,26 +180,29 @@ class GraphedCall:
             with self.capture_ctx(), torch.cuda.graph(g, pool=self._pool):
                 e.out = self.fn(*e.args)
             e.graph = g
-        except RuntimeError as exc:
+        except RuntimeError as exc:  # the graphs held stay alive (NEVER_EVICT); none is replayed any more
             self.error = f"{self.name}: {type(exc).__name__}: {exc}".splitlines()[0][:300]
-            self._cache.clear()
             torch.cuda.synchronize()
             return None
         self.captures += 1
         self._cache[key] = e
-        while len(self._cache) > self.max_cached:
-            self._cache.popitem(last=False)
         return e
 
     def state(self) -> dict[str, Any]:
-        return {"captures": self.captures, "replays": self.replays, "cached": len(self._cache), "error": self.error}
+        return {
+            "captures": self.captures,
+            "replays": self.replays,
+            "cached": len(self._cache),
+            "uncached": self.uncached,
+            "error": self.error,
+        }
 
 
 class S3Graphs:
     """The graphed flow encoder of one S3Gen (``model.s3gen``), and its graphed HiFT where one is given
     (:class:`~ttsbench.chatterbox.fast_hift.GraphedHift`); :meth:`installed` swaps them in."""
 
-    def __init__(self, s3gen: Any, max_cached: int = 6, hift: Any = None) -> None:
+    def __init__(self, s3gen: Any, max_cached: int = 24, hift: Any = None) -> None:
         self.s3 = s3gen
         enc = s3gen.flow.encoder
         self.encoder = GraphedCall(
