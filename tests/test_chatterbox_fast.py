@@ -786,3 +786,29 @@ def test_full_graph_caches_run_new_shapes_eagerly_and_destroy_no_graph(monkeypat
         if T in (10, 11):  # past the limit: every step eager, the estimator's zeros leave x unchanged
             assert torch.equal(out, x)
     assert euler.captures == 2 and euler.uncached == 2 and len(euler._cache) == 2 and alive() == 2
+
+
+def test_hift_graph_diff_probe_names_the_first_module_that_differs() -> None:
+    """benchmarks/hift_graph_diff.py records every module's output by hook and names the first that differs
+    between two runs (the GPU probe for --hift graph's 6e-5 difference relies on this order)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import hift_graph_diff as hd
+
+    net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    x = torch.randn(3, 4)
+    a: list = []
+    b: list = []
+    with torch.no_grad():
+        with hd.recording(net, a):
+            net(x)
+        assert hd.compare(a, a)["differing"] == 0
+        net[2].bias[0] += 1e-3
+        with hd.recording(net, b):
+            net(x)
+    res = hd.compare(a, b)
+    assert res["calls"] == 4 and res["differing"] == 2  # the changed layer and the root, not layers before it
+    assert res["first"][0]["module"] == "2" and res["first"][0]["type"] == "Linear"
+    assert res["first"][0]["max_abs"] == pytest.approx(1e-3, rel=1e-3)
+    assert "error" in hd.compare(a, b[:3])
