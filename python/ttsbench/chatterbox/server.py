@@ -23,6 +23,14 @@ one shape from several requests in one batched S3Gen call (:mod:`ttsbench.chatte
 seeds the global generators, but the draws of concurrent requests interleave, so only a request decoded alone is
 reproducible. Otherwise synthesis is serialized by a lock (one request at a time). The voice is
 the reference WAV given at start. Bad requests get a JSON 4xx and never stop the server.
+
+A failed synthesis is logged with its traceback and answered 500. A CUDA error that leaves the process's GPU
+context unusable (an illegal memory access, a device-side assert, a launch failure: every later CUDA call fails
+too, :func:`fatal_gpu_error`) instead marks the server failed: ``/health`` answers 503 ``{"status": "failed"}``
+at once, so a health-checking client fails over, later requests get 503, and the process exits with status 70
+so that its supervisor restarts it (the role's systemd unit has ``Restart=on-failure``). Measured need: on the
+H100 (2026-12-07) a server with ``--s3-compile on`` hit an illegal memory access at concurrency 4 and then
+answered every request 500 while ``/health`` still said ok.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ import re
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -82,6 +91,7 @@ class ServerConfig:
     voice_aliases: tuple[str, ...] = ()
     token: str | None = field(default=None, repr=False)
     verbose: bool = False
+    failed_exit_delay_s: float = 3.0  # after a sticky CUDA error: how long /health answers 503 before the exit
     fast: str = "auto"  # auto (on where CUDA is present) | on | off
     fast_dtype: str = "fp32"  # fp32 | bf16
     first_chunk_tokens: int = 12  # streaming: vocode and send after this many valid speech tokens
@@ -160,6 +170,20 @@ class Engine:
         self.fast: Any = None
         self.fast_warmup: dict[str, Any] | None = None
         self.fast_batching: dict[str, Any] | None = None
+        self.failed: str | None = None  # a sticky CUDA error: /health fails, the process exits (fatal_gpu_error)
+        self.on_failed: Any = None  # called once when failed is set (serve: shut the server down)
+        self._fail_lock = threading.Lock()  # not self.lock: a synthesis may hold that one
+
+    def fail(self, reason: str) -> None:
+        """Mark the engine unusable (the first reason is kept) and tell the server, once."""
+        with self._fail_lock:
+            first = self.failed is None
+            if first:
+                self.failed = reason
+        if first:
+            print(json.dumps({"event": "gpu_failed", "error": reason}), file=sys.stderr, flush=True)
+            if self.on_failed is not None:
+                self.on_failed()
 
     def load(self) -> None:
         cfg = self.cfg
@@ -432,6 +456,27 @@ class BadRequest(Exception):
         self.status = status
 
 
+# CUDA errors after which the process's context is unusable ("sticky": every later CUDA call fails too)
+_STICKY_CUDA = re.compile(
+    r"illegal memory access|misaligned address|unspecified launch failure|illegal instruction"
+    r"|device-side assert|hardware stack error|cudaErrorLaunchFailure|cudaErrorIllegalAddress",
+    re.IGNORECASE,
+)
+EXIT_GPU_FAILED = 70  # EX_SOFTWARE: the supervisor restarts the server
+
+
+def fatal_gpu_error(exc: BaseException) -> str | None:
+    """The first line of a sticky CUDA error anywhere in ``exc``'s chain (cause, context), else None."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if _STICKY_CUDA.search(str(e)):
+            return f"{type(e).__name__}: {str(e).strip().splitlines()[0]}"
+        e = e.__cause__ or e.__context__
+    return None
+
+
 class Handler(JsonHandler):
     server_version = "ttsbench-chatterbox/1"
     engine: Engine
@@ -474,7 +519,11 @@ class Handler(JsonHandler):
             self._error(401, "missing or wrong bearer token")
             return
         e, c = self.engine, self.cfg
-        if self.path == "/health":
+        if self.path == "/health" and e.failed:
+            self.send_json(
+                503, {"status": "failed", "model_loaded": False, "error": e.failed, "exit_code": EXIT_GPU_FAILED}
+            )
+        elif self.path == "/health":
             self.send_json(
                 200,
                 {
@@ -534,15 +583,22 @@ class Handler(JsonHandler):
         except BadRequest as exc:
             self._error(exc.status, str(exc))
             return
+        if self.engine.failed:
+            self._error(503, f"the server's GPU context failed ({self.engine.failed}); it is restarting")
+            return
         try:
             self._speak(text, fmt, mode, seed)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
         except Exception as exc:  # a failed synthesis must not take the server down
-            print(f"serve-chatterbox: synthesis failed: {exc!r}", file=sys.stderr, flush=True)
+            print(f"serve-chatterbox: synthesis failed: {exc!r}\n{traceback.format_exc()}", file=sys.stderr, flush=True)
             self.close_connection = True
+            fatal = fatal_gpu_error(exc)
+            if fatal:  # the GPU context is gone: fail /health now, exit for the supervisor to restart us
+                self.engine.fail(fatal)
             if not getattr(self, "_started", False):
-                self._error(500, f"synthesis failed: {exc}")
+                status = 503 if fatal else 500
+                self._error(status, f"synthesis failed: {exc}" + ("; the server is restarting" if fatal else ""))
 
     def _parse(self, body: bytes) -> tuple[str, str, str, int | None]:
         c = self.cfg
@@ -673,6 +729,12 @@ def serve(cfg: ServerConfig) -> int:
     def _stop(signum: int, _frame: Any) -> None:
         threading.Thread(target=server.shutdown, daemon=True).start()
 
+    def _failed() -> None:  # a few seconds of 503s on /health first, so pollers see why before the port closes
+        timer = threading.Timer(cfg.failed_exit_delay_s, server.shutdown)
+        timer.daemon = True
+        timer.start()
+
+    engine.on_failed = _failed
     signal.signal(signal.SIGTERM, _stop)
     try:
         server.serve_forever(poll_interval=0.2)
@@ -680,5 +742,8 @@ def serve(cfg: ServerConfig) -> int:
         pass
     finally:
         server.server_close()
+    if engine.failed:
+        print(json.dumps({"event": "stopped", "error": engine.failed, "exit_code": EXIT_GPU_FAILED}), flush=True)
+        return EXIT_GPU_FAILED
     print(json.dumps({"event": "stopped"}), flush=True)
     return 0
