@@ -214,12 +214,30 @@ def machine() -> dict[str, Any]:
     return info
 
 
-def _dump_stacks(proc: subprocess.Popen, log: Path) -> None:
-    """Append the live server's Python stacks to its log (py-spy dump), where py-spy is installed."""
+def find_py_spy() -> str | None:
+    """py-spy on PATH, else in the ``bin`` beside an import path entry: ``pip install --target /tmp/site`` (the
+    device runs' wheels) puts the binary in ``/tmp/site/bin``, off PATH (so on 2026-12-07 a hung level's server
+    left no stacks)."""
     import shutil
 
-    spy = shutil.which("py-spy")
-    if spy is None or proc.poll() is not None:
+    found = shutil.which("py-spy")
+    if found:
+        return found
+    for entry in sys.path:
+        cand = Path(entry or ".") / "bin" / "py-spy"
+        if cand.is_file() and os.access(cand, os.X_OK):
+            return str(cand)
+    return None
+
+
+def _dump_stacks(proc: subprocess.Popen, log: Path) -> None:
+    """Append the live server's Python stacks to its log (py-spy dump); says so in the log where py-spy is missing."""
+    if proc.poll() is not None:
+        return
+    spy = find_py_spy()
+    if spy is None:
+        with log.open("a") as fh:
+            fh.write("\n--- no py-spy found (PATH, <import path>/bin): no stacks of the failed or hung server ---\n")
         return
     with log.open("a") as fh:
         fh.write("\n--- py-spy dump (the run failed or timed out here) ---\n")
@@ -236,7 +254,7 @@ def profile_level(url: str, utts: list, c: int, n: int, pid: int, stem: Path) ->
 
     out: dict[str, Any] = {}
     for mode, flags in (("gil", ["--gil"]), ("threads", [])):
-        spy = shutil.which("py-spy")
+        spy = find_py_spy()
         smi = shutil.which("nvidia-smi")
         rec = None
         if spy:

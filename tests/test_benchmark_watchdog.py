@@ -96,3 +96,29 @@ def test_an_ab_server_that_fails_is_recorded_and_the_next_one_still_runs() -> No
     assert fast["flags"] == "--hift graph" and fast["c1"]["p50_first_audio_ms"] == 170.0
     assert fast["c4"]["throughput_vs_c1"] == 9.0 / 5.0 and "error" not in fast
     assert got["machine"]["python"].count(".") == 2 and got["machine"]["cpus"] >= 1
+
+
+SPY_SCRIPT = """
+import os, sys
+site, bench, py = sys.argv[1:4]
+os.environ["PATH"] = "/nonexistent"
+sys.path[:0] = [bench, py]
+import chatterbox_http as b
+
+print(b.find_py_spy())
+sys.path.insert(0, site)
+print(b.find_py_spy())
+"""
+
+
+def test_py_spy_is_found_beside_a_target_install(tmp_path: Path) -> None:
+    """The device runs install their wheels with ``pip --target /tmp/site``: py-spy lands in /tmp/site/bin, off
+    PATH. A hung server's stacks need it found there (on 2026-12-07 none were written)."""
+    spy = tmp_path / "site" / "bin" / "py-spy"
+    spy.parent.mkdir(parents=True)
+    spy.write_text("#!/bin/sh\n")
+    spy.chmod(0o755)
+    argv = [sys.executable, "-c", SPY_SCRIPT, str(tmp_path / "site"), str(ROOT / "benchmarks"), str(ROOT / "python")]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["None", str(spy)]

@@ -188,9 +188,11 @@ def test_cli_flags(monkeypatch) -> None:
     seen: list = []
     monkeypatch.setattr(server, "serve", lambda cfg: seen.append(cfg) or 0)
     opts = ["--hift", "graph", "--pause-t3-first-chunk", "off", "--s3-compile", "on", "--chunk-tokens", "75"]
+    opts += ["--vocoder-batching", "off"]  # --s3-compile on needs it (tests/test_chatterbox_server_names.py)
     assert serve_chatterbox._run(ap.parse_args(["serve-chatterbox", "--reference", "x.wav", *opts])) == 0
     cfg = seen[0]
     assert (cfg.hift, cfg.pause_t3_first_chunk, cfg.s3_compile, cfg.chunk_tokens) == ("graph", False, True, 75)
+    assert cfg.batch_vocoder is False
     with pytest.raises(SystemExit):  # argparse refuses a mode that does not exist
         ap.parse_args(["serve-chatterbox", "--reference", "x.wav", "--hift", "fast"])
     assert ap.parse_args(["bench-chatterbox", "--fast"]).fast is True

@@ -81,3 +81,35 @@ def test_split_sentences_keeps_titles_initials_and_abbreviations(text, sentences
     from ttsbench.chatterbox.server import split_sentences
 
     assert split_sentences(text) == sentences
+
+
+@pytest.mark.parametrize(
+    ("flags", "refused"),
+    [
+        (["--s3-compile", "on"], True),  # batched vocoding is the default with 4 batch slots
+        (["--s3-compile", "on", "--vocoder-batching", "off"], False),
+        (["--s3-compile", "on", "--batch-slots", "0"], False),
+        (["--s3-compile", "on", "--batch-slots", "1"], False),
+        (["--vocoder-batching", "on"], False),
+    ],
+)
+def test_s3_compile_with_batched_vocoding_is_refused_before_loading(monkeypatch, flags, refused):
+    """--s3-compile on with batched vocoding crashed or hung at c=4 on the H100 (2026-12-07): refused at once,
+    with what to do instead; the other combinations reach serve()."""
+    import argparse
+
+    from ttsbench.chatterbox import server
+    from ttsbench.commands import serve_chatterbox
+    from ttsbench.errors import UserError
+
+    served = []
+    monkeypatch.setattr(server, "serve", lambda cfg: served.append(cfg) or 0)
+    ap = argparse.ArgumentParser()
+    serve_chatterbox.register(ap.add_subparsers())
+    args = ap.parse_args(["serve-chatterbox", "--reference", "r.wav", *flags])
+    if refused:
+        with pytest.raises(UserError, match=r"--vocoder-batching off"):
+            args.func(args)
+        assert served == []
+    else:
+        assert args.func(args) == 0 and len(served) == 1

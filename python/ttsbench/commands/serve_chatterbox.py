@@ -106,7 +106,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="off",
         help="fast path on CUDA: run S3Gen's CFM estimator through torch.compile (fewer, fused kernels; NOT "
         "bit-equal to upstream: checked against eager at start-up and refused above 1e-3 relative RMS; "
-        "/health shows the measured difference). Default off",
+        "/health shows the measured difference). Needs --vocoder-batching off or --batch-slots 0 (batched "
+        "vocoding with it crashed or hung at concurrency 4). Default off",
     )
     p.add_argument(
         "--pause-t3-first-chunk",
@@ -154,6 +155,15 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError("--max-new-tokens must be a positive number")
     if args.first_chunk_tokens < 1 or args.chunk_tokens < 1:
         raise UserError("--first-chunk-tokens and --chunk-tokens must be positive numbers of speech tokens")
+    if args.s3_compile == "on" and args.batch_slots > 1 and args.vocoder_batching == "on":
+        # measured on the H100, 2026-12-07 (docs/benchmarks/chatterbox-http-h100-compile.json): alone (c=1) the
+        # compiled estimator served every request, first audio 147-151 ms; with batched vocoding at c=4 one run
+        # hit an illegal memory access and another hung
+        raise UserError(
+            "--s3-compile on is not safe with batched vocoding: at concurrency 4 it crashed the GPU context "
+            "(illegal memory access) or hung on the H100. Add --vocoder-batching off (chunks are vocoded one at a "
+            "time; T3 still decodes concurrent requests together), or --batch-slots 0, or leave --s3-compile off"
+        )
     label = args.weights_label
     if label is None:
         label = "hub" if args.weights == "hub" else _guess_label(Path(args.weights))
