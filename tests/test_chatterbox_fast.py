@@ -169,7 +169,7 @@ def test_cli_flags(monkeypatch) -> None:
     bench_chatterbox.register(sub)
     a = ap.parse_args(["serve-chatterbox", "--reference", "x.wav"])
     assert a.fast == "auto" and a.fast_dtype == "fp32" and a.first_chunk_tokens == 12 and a.chunk_tokens == 50
-    assert a.hift == "sync-free"  # bit-equal on the H200; graph is not (6e-5 at one shape), so it stays opt-in
+    assert a.hift == "graph"  # equals eager HiFT under deterministic cuDNN (docs/benchmarks/hift-graph-diff-h100.json)
     assert a.pause_t3_first_chunk == "on" and a.s3_compile == "off"
     from ttsbench.chatterbox import fast_hift
 

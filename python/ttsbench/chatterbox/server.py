@@ -97,7 +97,7 @@ class ServerConfig:
     first_chunk_tokens: int = 12  # streaming: vocode and send after this many valid speech tokens
     chunk_tokens: int = 50  # streaming: valid speech tokens per later chunk (each re-runs the flow over the prompt)
     batch_slots: int = 4  # fast path: concurrent requests decoded together (0: one request at a time)
-    hift: str = "sync-free"  # fast path on CUDA: upstream | sync-free | graph (fast_hift.py)
+    hift: str = "graph"  # fast path on CUDA: upstream | sync-free | graph (fast_hift.py)
     batch_vocoder: bool = True  # fast path, batch_slots > 1: due chunks of concurrent streams vocoded together
     s3_compile: bool = False  # fast path on CUDA: CFM estimator through torch.compile (not bit-equal; checked)
     pause_t3_first_chunk: bool = True  # fast path, batch_slots > 0: no T3 steps while a first chunk is vocoded

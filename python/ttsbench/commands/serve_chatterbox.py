@@ -87,11 +87,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--hift",
         choices=("upstream", "sync-free", "graph"),
-        default="sync-free",
-        help="fast path on CUDA, the HiFT vocoder: upstream = as released; sync-free (default) = no blocking "
-        "host->GPU copies, bit-equal to upstream on the H200; graph = sync-free and replayed from a CUDA graph per "
-        "chunk shape, ~15 ms faster first audio but not bit-equal on the H200 (max 6e-5 at one shape; "
-        "docs/benchmarks/chatterbox-http-h200-hift.json)",
+        default="graph",
+        help="fast path on CUDA, the HiFT vocoder: upstream = as released; sync-free = no blocking host->GPU "
+        "copies, bit-equal to upstream; graph (default) = sync-free and replayed from a CUDA graph per chunk shape: "
+        "bit-equal to eager HiFT under deterministic cuDNN, and otherwise as close to upstream as upstream is to "
+        "itself (docs/benchmarks/hift-graph-diff-h100.json); first audio and c=4 throughput better on the GPUs "
+        "measured (docs/benchmarks/README.md)",
     )
     p.add_argument(
         "--vocoder-batching",
