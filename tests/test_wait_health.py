@@ -39,3 +39,33 @@ def test_healthy_required_key_and_dead_process(tmp_path: Path) -> None:
     dead.write_text(str(proc.pid))
     rc, doc = _wait("http://127.0.0.1:9/health", "30", str(dead))
     assert rc == 2 and doc["reason"] == "the server process exited"
+
+
+def test_an_unhealthy_answer_keeps_the_servers_reason(tmp_path: Path) -> None:
+    """A 503 with a JSON body (serve-chatterbox after a CUDA error) is reported with that body, not only 'HTTP
+    Error 503', so the play says why the server is not healthy."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Failed(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps({"status": "failed", "error": "AcceleratorError: CUDA error: illegal memory access"})
+            self.send_response(503)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *_a: object) -> None:
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Failed)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    live = tmp_path / "live.pid"
+    live.write_text(str(os.getpid()))
+    try:
+        rc, doc = _wait(f"http://127.0.0.1:{srv.server_address[1]}/health", "1.2", str(live))
+    finally:
+        srv.shutdown()
+    assert rc == 3 and doc["healthy"] is False
+    assert doc["last"].startswith("HTTP 503: ") and "illegal memory access" in doc["last"]

@@ -4,7 +4,9 @@
 Usage: wait_health.py URL TIMEOUT_S PIDFILE|unit:NAME [TOKEN_FILE|-] [REQUIRED_KEY|-]
 Healthy = HTTP 200 and, when REQUIRED_KEY is given, that key of the JSON body is true (e.g. model_loaded).
 The bearer token is read from a file (never on the command line). Exit 0 healthy, 2 the server exited,
-3 timed out. Prints one JSON line: the health document (when it is JSON) plus healthy and waited_s.
+3 timed out. Prints one JSON line: the health document (when it is JSON) plus healthy and waited_s; when
+unhealthy, the reason and the last answer (an error status with its body, e.g. serve-chatterbox's 503
+``{"status": "failed", "error": ...}`` after a CUDA error).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
 
@@ -49,6 +52,9 @@ def main(url: str, timeout_s: float, target: str, token_file: str = "-", require
                     print(json.dumps(doc))
                     return 0
                 last = f"HTTP {resp.status}: {doc}"
+        except urllib.error.HTTPError as exc:  # e.g. 503 {"status": "failed", "error": ...}: keep the server's why
+            body = exc.read(2000).decode("utf-8", "replace").strip()
+            last = f"HTTP {exc.code}: {body or exc.reason}"
         except Exception as exc:
             last = f"{type(exc).__name__}: {exc}"
         if not alive(target):
