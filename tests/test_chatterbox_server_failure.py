@@ -93,3 +93,31 @@ def test_fatal_gpu_error_reads_the_whole_chain() -> None:
         assert srv.fatal_gpu_error(exc) == "RuntimeError: CUDA error: device-side assert triggered"
     assert srv.fatal_gpu_error(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")) is None
     assert srv.fatal_gpu_error(ValueError("bad input")) is None
+
+
+def test_the_command_exits_70_without_teardown(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ttsbench serve-chatterbox`` leaves with os._exit(70) after a GPU failure (no interpreter teardown on a
+    broken CUDA context), and returns other statuses normally."""
+    import argparse
+
+    from ttsbench.commands import serve_chatterbox
+
+    exits: list[int] = []
+
+    class Exited(Exception):
+        pass
+
+    def fake_exit(code: int) -> None:
+        exits.append(code)
+        raise Exited
+
+    ap = argparse.ArgumentParser()
+    serve_chatterbox.register(ap.add_subparsers())
+    args = ap.parse_args(["serve-chatterbox", "--reference", "r.wav"])
+    monkeypatch.setattr(serve_chatterbox.os, "_exit", fake_exit)
+    monkeypatch.setattr(srv, "serve", lambda cfg: 0)
+    assert args.func(args) == 0 and exits == []
+    monkeypatch.setattr(srv, "serve", lambda cfg: srv.EXIT_GPU_FAILED)
+    with pytest.raises(Exited):
+        args.func(args)
+    assert exits == [70]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -137,7 +139,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ttsbench.chatterbox.server import ServerConfig, serve
+    from ttsbench.chatterbox.server import EXIT_GPU_FAILED, ServerConfig, serve
     from ttsbench.errors import UserError
 
     token = None
@@ -201,7 +203,14 @@ def _run(args: argparse.Namespace) -> int:
         accept_models=tuple(args.accept_model),
         voice_aliases=tuple(args.voice_alias),
     )
-    return serve(cfg)
+    rc = serve(cfg)
+    if rc == EXIT_GPU_FAILED:
+        # the GPU context is broken: skip the interpreter's teardown (CUDA frees on a failed context can crash
+        # or hang it, and the supervisor restarts the server on exactly this status)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(rc)
+    return rc
 
 
 def _guess_label(weights_dir: object) -> str:
