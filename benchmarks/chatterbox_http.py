@@ -12,7 +12,7 @@ utterance twice) with at most 4 in flight. ``first_audio_ms`` = bench-http's ttf
 after the WAV header), ``rtf`` = request wall time / audio seconds, ``throughput_audio_s_per_s`` = audio
 seconds of all timed requests / wall seconds of the level.
 
-Device run (the checkout travels; wheels in ``.whl/``)::
+Device run (the checkout travels; wheels in ``.whl/``, built by ``tools/device-wheels``, carried)::
 
     pip install --no-index --no-deps --target /tmp/site .whl/*.whl
     PYTHONPATH=/tmp/site:python python benchmarks/chatterbox_http.py --checkpoint /tmp/ckpt --out $OUT/http.json

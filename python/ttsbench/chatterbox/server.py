@@ -28,9 +28,10 @@ A failed synthesis is logged with its traceback and answered 500. A CUDA error t
 context unusable (an illegal memory access, a device-side assert, a launch failure: every later CUDA call fails
 too, :func:`fatal_gpu_error`) instead marks the server failed: ``/health`` answers 503 ``{"status": "failed"}``
 at once, so a health-checking client fails over, later requests get 503, and the process exits with status 70
-so that its supervisor restarts it (the role's systemd unit has ``Restart=on-failure``). Measured need: on the
-H100 (2026-12-07) a server with ``--s3-compile on`` hit an illegal memory access at concurrency 4 and then
-answered every request 500 while ``/health`` still said ok.
+so that its supervisor restarts it (the role's systemd unit restarts on that status only:
+``RestartForceExitStatus=70``). Measured need: on the H100 (2026-12-07) a server with ``--s3-compile on`` hit
+an illegal memory access at concurrency 4 and then answered every request 500 while ``/health`` still said ok.
+The sticky messages are torch's own (the test uses the one that server logged).
 """
 
 from __future__ import annotations
