@@ -148,8 +148,10 @@ def run_server(
         health = _wait_ready(url, proc, ready_timeout_s or timeout_s)
         out["ready_s"] = time.perf_counter() - t0
         out["fast_state"] = health.get("fast")
+        seen: set[float] = set()
         for c, n in levels:
             out[f"c{c}"] = asyncio.run(_level(url, utts, c, n, timeout_s))
+            out[f"c{c}"]["vocoder"] = vocoder_level(_health(url).get("fast") or {}, seen)
             if out[f"c{c}"]["errors"]:
                 _dump_stacks(proc, log)
             print(
@@ -169,6 +171,44 @@ def run_server(
             proc.kill()
             proc.wait()
     return out
+
+
+def vocoder_level(fast_state: dict[str, Any], seen: set[float]) -> dict[str, Any] | None:
+    """The vocoder thread's calls of one level, from the server's trace (``fast.vocoder.trace``; the calls
+    not in ``seen``, which is updated): calls per batch size, nested (preempted) calls, and the p50/p90/max
+    wait of first chunks and of later chunks from submission to their call's start. None without a trace."""
+    trace = (fast_state.get("vocoder") or {}).get("trace")
+    if trace is None:
+        return None
+    calls = [c for c in trace if c["t_ms"] not in seen]
+    seen.update(c["t_ms"] for c in calls)
+    waits: dict[str, list[float]] = {"first": [], "later": []}
+    batches: dict[str, int] = {}
+    for c in calls:
+        batches[str(c["b"])] = batches.get(str(c["b"]), 0) + 1
+        # a call's rows: its first chunks come first in the batch (the head is the most urgent job)
+        for i, w in enumerate(c["wait_ms"]):
+            waits["first" if i < c["first"] else "later"].append(w)
+
+    def dist(v: list[float]) -> dict[str, Any]:
+        if not v:
+            return {"n": 0}
+        v = sorted(v)
+        return {
+            "n": len(v),
+            "p50": round(statistics.median(v), 1),
+            "p90": round(v[int(0.9 * (len(v) - 1))], 1),
+            "max": v[-1],
+        }
+
+    return {
+        "calls": len(calls),
+        "batches": dict(sorted(batches.items())),
+        "nested": sum(bool(c.get("nested")) for c in calls),
+        "call_ms_p50": round(statistics.median([c["ms"] for c in calls]), 1) if calls else None,
+        "wait_ms": {k: dist(v) for k, v in waits.items()},
+        "trace_full": len(trace) >= 160,  # the server keeps its last 160 calls: earlier ones of the level are lost
+    }
 
 
 def run_ab(doc: dict[str, Any], name: str, flags: str, run: Callable[[], dict[str, Any]]) -> None:

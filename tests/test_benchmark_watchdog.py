@@ -122,3 +122,35 @@ def test_py_spy_is_found_beside_a_target_install(tmp_path: Path) -> None:
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == ["None", str(spy)]
+
+
+LEVEL_SCRIPT = """
+import json, sys
+sys.path[:0] = sys.argv[1:3]
+import chatterbox_http as b
+
+def call(t, b_, first, waits, nested=False):
+    return {"t_ms": t, "ms": 100.0, "b": b_, "n": 58, "first": first, "nested": nested, "wait_ms": waits}
+
+seen = set()
+c1 = [call(1.0, 1, 1, [3.0]), call(2.0, 1, 0, [1.0])]
+c4 = [call(3.0, 2, 1, [50.0, 90.0]), call(4.0, 1, 1, [20.0], nested=True), call(5.0, 3, 0, [1.0, 2.0, 4.0])]
+out = [b.vocoder_level({"vocoder": {"trace": c1}}, seen), b.vocoder_level({"vocoder": {"trace": c1 + c4}}, seen),
+       b.vocoder_level({}, seen)]
+print(json.dumps(out))
+"""
+
+
+def test_each_level_gets_its_own_vocoder_calls_and_first_chunk_waits() -> None:
+    """The benchmark splits the server's vocoder trace by level (a call seen in c=1 is not counted again in
+    c=4) and reads each batch's first chunks as its leading rows: the wait a first chunk had is what
+    --vocoder-preempt is meant to shorten."""
+    argv = [sys.executable, "-c", LEVEL_SCRIPT, str(ROOT / "benchmarks"), str(ROOT / "python")]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    c1, c4, none = json.loads(proc.stdout)
+    assert c1["calls"] == 2 and c1["wait_ms"]["first"] == {"n": 1, "p50": 3.0, "p90": 3.0, "max": 3.0}
+    assert c4["calls"] == 3 and c4["batches"] == {"1": 1, "2": 1, "3": 1} and c4["nested"] == 1
+    assert c4["wait_ms"]["first"]["n"] == 2 and c4["wait_ms"]["first"]["max"] == 50.0
+    assert c4["wait_ms"]["later"]["n"] == 4 and c4["wait_ms"]["later"]["max"] == 90.0
+    assert none is None

@@ -170,7 +170,7 @@ def test_cli_flags(monkeypatch) -> None:
     a = ap.parse_args(["serve-chatterbox", "--reference", "x.wav"])
     assert a.fast == "auto" and a.fast_dtype == "fp32" and a.first_chunk_tokens == 12 and a.chunk_tokens == 50
     assert a.hift == "graph"  # equals eager HiFT under deterministic cuDNN (docs/benchmarks/hift-graph-diff-h100.json)
-    assert a.pause_t3_first_chunk == "on" and a.s3_compile == "off"
+    assert a.pause_t3_first_chunk == "on" and a.s3_compile == "off" and a.vocoder_preempt == "off"
     from ttsbench.chatterbox import fast_hift
 
     hift_opt = next(
@@ -192,7 +192,13 @@ def test_cli_flags(monkeypatch) -> None:
     assert serve_chatterbox._run(ap.parse_args(["serve-chatterbox", "--reference", "x.wav", *opts])) == 0
     cfg = seen[0]
     assert (cfg.hift, cfg.pause_t3_first_chunk, cfg.s3_compile, cfg.chunk_tokens) == ("graph", False, True, 75)
-    assert cfg.batch_vocoder is False
+    assert cfg.batch_vocoder is False and cfg.vocoder_preempt is False
+    seen.clear()
+    assert (
+        serve_chatterbox._run(ap.parse_args(["serve-chatterbox", "--reference", "x.wav", "--vocoder-preempt", "on"]))
+        == 0
+    )
+    assert seen[0].vocoder_preempt is True and seen[0].batch_vocoder is True
     with pytest.raises(SystemExit):  # argparse refuses a mode that does not exist
         ap.parse_args(["serve-chatterbox", "--reference", "x.wav", "--hift", "fast"])
     assert ap.parse_args(["bench-chatterbox", "--fast"]).fast is True
@@ -446,6 +452,162 @@ def test_vocoder_thread_batches_due_chunks(model, fast: FastChatterbox, monkeypa
     for k in toks:
         assert got[k].shape == alone[k].shape == (len(toks[k]) * SAMPLES_PER_TOKEN,)
         np.testing.assert_allclose(got[k], alone[k], atol=1e-4)
+
+
+def _preempt_run(preempt: bool, fast, euler) -> tuple[list[str], dict, object]:
+    """A later chunk S is being vocoded when a first chunk U arrives (submitted from inside S's first
+    ``between``, so the timing is fixed): the order the two finished in, their audio, and the batcher."""
+    import threading
+
+    from ttsbench.chatterbox.fast_vocoder import VocodeBatcher
+
+    vb = VocodeBatcher(fast, max_batch=4, lengths=(6,), preempt=preempt)
+    toks = {"S": torch.arange(6) + 100, "U": torch.arange(6) + 7}
+    got: dict = {}
+    order: list[str] = []
+    started = threading.Event()
+
+    def submit(k: str) -> None:
+        got[k] = vb.vocode(toks[k], urgent=k == "U")
+        order.append(k)
+
+    u = threading.Thread(target=submit, args=("U",))
+    original = vb._between
+
+    def between(entry) -> None:  # S's first step is in: U arrives now
+        if not started.is_set():
+            started.set()
+            u.start()
+            for _ in range(500):
+                if any(j.urgent for j in vb._jobs):
+                    break
+                threading.Event().wait(0.01)
+        original(entry)
+
+    vb._between = between
+    euler.between = None
+    try:
+        if not preempt:  # no between hook then: U arrives during S's call all the same
+            real = fast.vocode
+
+            def vocode_and_submit(t):
+                if not started.is_set():
+                    started.set()
+                    u.start()
+                    for _ in range(500):
+                        if any(j.urgent for j in vb._jobs):
+                            break
+                        threading.Event().wait(0.01)
+                return real(t)
+
+            fast.vocode = vocode_and_submit
+        s = threading.Thread(target=submit, args=("S",))
+        s.start()
+        s.join(300)
+        u.join(300)
+    finally:
+        vb.close()
+        fast.__dict__.pop("vocode", None)
+    return order, got, vb
+
+
+def test_vocoder_preemption_vocodes_a_first_chunk_between_cfm_steps_and_keeps_the_batch(monkeypatch) -> None:
+    """--vocoder-preempt: a first chunk that arrives while a later chunk's CFM runs is vocoded between two of its
+    Euler steps and finishes first; the later chunk's result is unchanged although the first chunk replayed the
+    same shape's step graph on the same static buffers (the entry is snapshotted and restored). Graphs are a
+    stand-in whose replay runs the captured step on its static buffers, as a CUDA graph does; without
+    preemption the first chunk waits for the whole call. Each call is traced with its waits."""
+    from types import SimpleNamespace
+
+    from ttsbench.chatterbox import fast_s3
+    from ttsbench.chatterbox.fast import GraphEuler, VocoderLock
+
+    monkeypatch.setattr(fast_s3, "graphable", lambda t: True)
+    monkeypatch.setattr(GraphEuler, "_capture", staticmethod(lambda step: SimpleNamespace(replay=step)))
+
+    def forward(x, mask, mu, t, spks, cond, r):  # depends on the state and on every per-call input
+        return torch.tanh(x + mu * (1 + t[:, None, None]) + spks[:, :, None] + cond) * mask
+
+    euler = GraphEuler(
+        SimpleNamespace(estimator=SimpleNamespace(dtype=torch.float32, forward=forward), inference_cfg_rate=0.7)
+    )
+    t_span = torch.linspace(0, 1, 6)
+
+    class Fast:  # the batcher's view of FastChatterbox: vocode (B, n) tokens through the Euler solver
+        device = torch.device("cpu")
+        s3_stream = None
+        scheduler = None
+        pause_t3_first_chunk = False
+
+        def __init__(self) -> None:
+            self.s3_lock = VocoderLock()
+            self.euler = euler
+
+        def vocode(self, toks: torch.Tensor) -> torch.Tensor:
+            B, n = toks.shape
+            mu = torch.sin(toks.float())[:, None, :].expand(B, 80, n).contiguous()
+            spks, cond = torch.cos(toks.float()[:, :1]).expand(B, 80), mu * 0.5
+            out = euler(torch.zeros(B, 80, n), t_span, mu, torch.ones(B, 1, n), spks, cond)
+            return out[:, :, :, None].expand(B, 80, n, 20).reshape(B, -1)  # any (B, samples)
+
+    fast = Fast()
+    alone = {k: fast.vocode(t[None])[0].numpy() for k, t in (("S", torch.arange(6) + 100), ("U", torch.arange(6) + 7))}
+    assert euler.captures == 1 and len(euler._cache) == 1  # one shape: S and U share the entry and its graph
+    assert not np.allclose(alone["S"], alone["U"])
+
+    order, got, vb = _preempt_run(True, fast, euler)
+    assert order == ["U", "S"] and vb.preemptions == 1
+    for k in ("S", "U"):
+        np.testing.assert_array_equal(got[k], alone[k])  # same steps on the same numbers: exactly equal
+    st = vb.state()
+    outer, nested = sorted(st["trace"], key=lambda c: c["nested"])
+    assert (outer["first"], nested["first"], nested["nested"], outer["nested"]) == (0, 1, True, False)
+    assert nested["t_ms"] >= outer["t_ms"] and nested["ms"] <= outer["ms"]
+    assert st["wait_ms"]["first"]["n"] == 1 and st["wait_ms"]["later"]["n"] == 1 and st["preempt"] is True
+
+    order, got, vb = _preempt_run(False, fast, euler)
+    assert order == ["S", "U"] and vb.preemptions == 0
+    for k in ("S", "U"):
+        np.testing.assert_array_equal(got[k], alone[k])
+    first = vb.state()["wait_ms"]["first"]
+    assert first["n"] == 1 and first["p50"] >= 0
+
+
+def test_vocoder_preemption_through_the_real_s3gen(model, fast: FastChatterbox, monkeypatch) -> None:
+    """The same preemption through chatterbox's own S3Gen (flow encoder wrapper, CFM through GraphEuler, HiFT):
+    with the noise draws fixed, both chunks equal their audio vocoded alone, and the graphed parts' nested
+    installation leaves the outer one in place (S3Graphs, GraphedHift)."""
+    import copy
+
+    from ttsbench.chatterbox import fast_hift
+
+    monkeypatch.setattr(torch, "randn_like", lambda x, **k: torch.zeros_like(x))
+    monkeypatch.setattr(torch.distributions.Uniform, "sample", lambda self, sample_shape=(): torch.zeros(sample_shape))
+    fast.use_graph = True  # route through GraphEuler (its graphs themselves only on CUDA)
+    try:
+        alone = {
+            k: fast.vocode(t).squeeze(0).float().numpy()
+            for k, t in (("S", torch.arange(6) + 100), ("U", torch.arange(6) + 7))
+        }
+        order, got, vb = _preempt_run(True, fast, fast.euler)
+    finally:
+        fast.use_graph = False
+    assert order == ["U", "S"] and vb.preemptions == 1
+    for k in ("S", "U"):
+        np.testing.assert_allclose(got[k], alone[k], atol=1e-5)
+    enc = model.s3gen.flow.encoder
+    with fast.s3graphs.installed():
+        with fast.s3graphs.installed():
+            pass
+        assert enc.__dict__.get("forward") is fast.s3graphs.encoder
+    assert "forward" not in enc.__dict__
+    hift = copy.deepcopy(model.s3gen.mel2wav)  # GraphedHift patches its HiFT: not the shared model's
+    g = fast_hift.GraphedHift(hift, torch.device("cpu"))
+    with g.installed():
+        with g.installed():
+            pass
+        assert hift.__dict__.get("inference") == g.inference
+    assert "inference" not in hift.__dict__
 
 
 def test_vocoder_takes_the_head_and_the_largest_batch_of_a_captured_length() -> None:

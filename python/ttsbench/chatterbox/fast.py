@@ -127,6 +127,15 @@ class _EulerEntry:
         self.r_cur = torch.zeros(1, **kw)
         self.graph: Any = None
 
+    def snapshot(self) -> list[torch.Tensor]:
+        """Copies of the per-call inputs and the running state (stream-ordered, no host sync): what a nested
+        call of the same shape would overwrite."""
+        return [t.clone() for t in (self.mask_in, self.mu_in, self.spks_in, self.cond_in, self.xs)]
+
+    def restore(self, saved: list[torch.Tensor]) -> None:
+        for dst, src in zip((self.mask_in, self.mu_in, self.spks_in, self.cond_in, self.xs), saved, strict=True):
+            dst.copy_(src)
+
 
 class GraphEuler:
     """Drop-in for ``CausalConditionalCFM.solve_euler`` (non-meanflow) with the step in a CUDA graph.
@@ -144,7 +153,20 @@ class GraphEuler:
         self.uncached = 0
         self.max_cached = max_cached
         self.frozen = False  # True: no new captures (concurrent serving); unseen shapes run eagerly
+        # called after every step but the last with the step's entry; may vocode other rows in between (the
+        # vocoder thread's preemption, fast_vocoder.VocodeBatcher), keeping this call's state with
+        # entry.snapshot()/restore() where it reuses the same shape
+        self.between: Callable[[_EulerEntry], None] | None = None
         self._cache: dict[tuple, _EulerEntry] = {}
+
+    @staticmethod
+    def _capture(step: Callable[[], None]) -> Any:
+        """One Euler step captured in a CUDA graph (it runs at ``replay()``); tests replace this with a stand-in
+        whose replay runs ``step`` on the same static buffers."""
+        g = torch.cuda.CUDAGraph()
+        with sync_free_chunk_mask(), torch.cuda.graph(g):
+            step()
+        return g
 
     def __call__(
         self,
@@ -193,15 +215,14 @@ class GraphEuler:
             e.xs.copy_(e.xs + (e.r_cur - e.t_cur) * d)
 
         used_graph = False
+        between = self.between
+        last = len(t_span) - 2
         for k, (t, r) in enumerate(itertools.pairwise(t_span)):
             e.t_cur.copy_(t.unsqueeze(0))
             e.r_cur.copy_(r.unsqueeze(0))
             if e.graph is None and k >= 1 and cuda and self.error is None:
                 try:
-                    g = torch.cuda.CUDAGraph()
-                    with sync_free_chunk_mask(), torch.cuda.graph(g):
-                        step()
-                    e.graph = g
+                    e.graph = self._capture(step)
                     self.captures += 1
                 except RuntimeError as exc:  # the graphs held stay alive (NEVER_EVICT), unused from now on
                     self.error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
@@ -211,6 +232,8 @@ class GraphEuler:
                 used_graph = True
             else:
                 step()
+            if between is not None and k < last:
+                between(e)
         self.graphed_calls += int(used_graph)
         return e.xs.clone().to(in_dtype)
 
@@ -520,6 +543,7 @@ class FastChatterbox:
         slots: int = 4,
         poll_tokens: int = 4,
         batch_vocoder: bool = True,
+        vocoder_preempt: bool = False,
         first_chunk_tokens: int = 12,
         chunk_tokens: int = CHUNK_TOKENS,
     ) -> dict:
@@ -527,7 +551,8 @@ class FastChatterbox:
         slots over this path's T3 weights, its graphs captured now, and the scheduler thread started. Stream with
         ``stream(..., tokens=self.scheduler.tokens)``. ``batch_vocoder``: chunks of concurrent streams are vocoded
         together by a :class:`~ttsbench.chatterbox.fast_vocoder.VocodeBatcher` (its batch shapes for
-        the first chunk and for context + chunk captured now); else they take the vocoder in turn."""
+        the first chunk and for context + chunk captured now); else they take the vocoder in turn.
+        ``vocoder_preempt``: that batcher vocodes first chunks between the CFM steps of a batch of later ones."""
         from ttsbench.chatterbox.fast_batch import BatchT3, T3Scheduler
         from ttsbench.chatterbox.fast_vocoder import VocodeBatcher
 
@@ -545,7 +570,7 @@ class FastChatterbox:
             shapes = 2 * (slots * len(chunk_lengths) + len(every))  # all captured shapes, with room for the rest
             self.euler.max_cached = max(self.euler.max_cached, shapes)
             self.s3graphs.widen(shapes)
-            self.vocoder = VocodeBatcher(self, max_batch=slots, lengths=chunk_lengths)
+            self.vocoder = VocodeBatcher(self, max_batch=slots, lengths=chunk_lengths, preempt=vocoder_preempt)
             vocoder = self.vocoder.warmup(chunk_lengths) if self.use_graph and self.device.type == "cuda" else {}
         self.scheduler = T3Scheduler(self.batch, poll=poll_tokens)
         return {

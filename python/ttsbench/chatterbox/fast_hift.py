@@ -151,6 +151,10 @@ class GraphedHift:
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
+        """The graphed inference swapped in for the block (re-entrant: an inner block leaves it installed)."""
+        if self.hift.__dict__.get("inference") == self.inference:
+            yield
+            return
         self.hift.inference = self.inference
         try:
             yield

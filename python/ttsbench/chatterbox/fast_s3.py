@@ -212,9 +212,11 @@ class S3Graphs:
 
     @contextlib.contextmanager
     def installed(self, encoder: bool = True) -> Iterator[None]:
+        """The graphed parts swapped in for the block. Re-entrant: a nested call (a first chunk vocoded between
+        the CFM steps of a steady batch) leaves the outer installation as it found it."""
         enc = self.s3.flow.encoder
         with contextlib.ExitStack() as stack:
-            if encoder:
+            if encoder and enc.__dict__.get("forward") is not self.encoder:
                 enc.forward = self.encoder
                 stack.callback(enc.__dict__.pop, "forward", None)
                 if self.hift is not None:

@@ -18,6 +18,20 @@ batch graphs were captured (:attr:`VocodeBatcher.lengths`) — and drops their a
 H100 the flow took 111 ms for 58 tokens, 95 ms for 12), while two batch-1 calls cost twice. So the last, shorter chunk
 of one stream rides along with another stream's steady chunk instead of taking a turn of its own.
 
+Preemption (``preempt=True``, ``serve-chatterbox --vocoder-preempt on``): a first chunk that arrives while a
+batch of later chunks is being vocoded need not wait for the whole call (up to 221 ms for a batch of four on
+the H100). Between two CFM steps of a batch without first chunks (:attr:`GraphEuler.between`), the thread looks
+for waiting first chunks and vocodes them there, whole, then goes on with the batch, its Euler state kept
+(:meth:`_EulerEntry.snapshot`). Graph launches return before the GPU runs them, so the thread paces the batch:
+it keeps at most :data:`PACE_AHEAD` steps queued on the GPU (a CUDA event per step), so that the first chunk's
+kernels queue behind a step or two rather than behind the rest of the batch. Same stream, same thread: nothing
+runs concurrently that did not before. The batch's numbers are those of its Euler steps, unchanged; only the
+draws from the shared generators happen in another order (HiFT's phase), as they already did when streams
+interleaved.
+
+Every call is traced (:meth:`state`'s ``trace``: start, duration, batch, length, first chunks, and each job's
+wait from submission to the call's start), so a run shows where a first chunk waited.
+
 Numbers: a batch of one is exactly :meth:`FastChatterbox.vocode` (one stream decodes bit-equal to before). In
 a batch, each row's arithmetic is the same as alone up to the rounding of a different GEMM shape; the CFM's
 starting noise and HiFT's random phase are drawn for the whole batch, so a row gets different draws than it
@@ -27,8 +41,10 @@ would alone — as it already did when streams interleaved (the generators are s
 from __future__ import annotations
 
 import contextlib
+import statistics
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +52,10 @@ from typing import Any
 import torch
 
 from ttsbench.chatterbox.fast import SAMPLES_PER_TOKEN  # fast imports this module lazily: no cycle
+
+PACE_AHEAD = 2  # CFM steps a preemptible batch keeps queued on the GPU ahead of the vocoder thread
+TRACE_CALLS = 160  # vocoder calls kept in the trace (a c=4 level of the HTTP benchmark makes about 70)
+TRACE_WAITS = 1000  # waits kept per kind for the state's distribution
 
 
 @dataclass(eq=False)  # identity: jobs hold tensors
@@ -48,6 +68,7 @@ class _Job:
     wav: Any = None  # float32 numpy (samples,)
     error: BaseException | None = None
     prefix: torch.Tensor | None = None  # earlier tokens of the sentence, available as more left context
+    t_submit: float = field(default_factory=time.perf_counter)
 
     def fits(self, n: int) -> bool:
         """Whether this job can be vocoded at ``n`` tokens (its own, or more with left context prepended)."""
@@ -62,11 +83,18 @@ class _Job:
 class VocodeBatcher:
     """The vocoder thread of one :class:`~ttsbench.chatterbox.fast.FastChatterbox`."""
 
-    def __init__(self, fast: Any, max_batch: int = 4, lengths: tuple[int, ...] = ()) -> None:
+    def __init__(self, fast: Any, max_batch: int = 4, lengths: tuple[int, ...] = (), preempt: bool = False) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         self.fast = fast
         self.max_batch = max_batch
+        self.preempt = preempt
+        self.preemptions = 0  # first-chunk calls made between the CFM steps of another batch
+        self._pace: deque[Any] = deque()  # CUDA events of the steps queued by a preemptible batch
+        self._t0 = time.perf_counter()
+        self._trace: deque[dict[str, Any]] = deque(maxlen=TRACE_CALLS)
+        # ms from a job's submission to its call's start, the latest TRACE_WAITS of each kind
+        self._waits: dict[str, deque[float]] = {k: deque(maxlen=TRACE_WAITS) for k in ("first", "later")}
         self.lengths = tuple(sorted(set(lengths)))  # chunk lengths whose batch graphs are captured (warmup)
         self.extended = 0  # rows given more left context to join a batch
         self._cv = threading.Condition()
@@ -152,25 +180,79 @@ class VocodeBatcher:
                     if self._stop:
                         return
                     group, n = self._take()
-                t0 = time.perf_counter()
+                self._call(group, n)
+
+    def _call(self, group: list[_Job], n: int, nested: bool = False) -> None:
+        """Vocode ``group`` at ``n`` tokens, run each job's ``post`` and wake its caller. ``nested``: called
+        between the CFM steps of another batch (:meth:`_between`), which holds the S3Gen lock already."""
+        f = self.fast
+        t0 = time.perf_counter()
+        urgent = any(j.urgent for j in group)
+        preemptible = self.preempt and not urgent and not nested
+        for j in group:
+            self._waits["first" if j.urgent else "later"].append((t0 - j.t_submit) * 1e3)
+        try:
+            # s3_lock: a whole-utterance synthesize() on another thread uses the same S3Gen graphs
+            lock = contextlib.nullcontext() if nested else f.s3_lock.urgent() if urgent else f.s3_lock
+            with lock, self._hold(urgent):
+                if preemptible:
+                    f.euler.between = self._between
                 try:
-                    urgent = any(j.urgent for j in group)
-                    # s3_lock: a whole-utterance synthesize() on another thread uses the same S3Gen graphs
-                    with f.s3_lock.urgent() if urgent else f.s3_lock, self._hold(urgent):
-                        wavs = self.run(torch.stack([j.row(n) for j in group]))
-                        for j, w in zip(group, wavs, strict=True):
-                            extra = n - len(j.tokens)
-                            self.extended += extra > 0
-                            w = w[extra * SAMPLES_PER_TOKEN :]  # the prepended context's audio
-                            j.wav = j.post(w) if j.post is not None else w
-                except BaseException as exc:  # every waiting caller hears of it; the thread keeps serving
-                    for j in group:
-                        j.error = exc
+                    wavs = self.run(torch.stack([j.row(n) for j in group]))
                 finally:
-                    self.busy_s += time.perf_counter() - t0
-                    self.batches[len(group)] = self.batches.get(len(group), 0) + 1
-                    for j in group:
-                        j.done.set()
+                    if preemptible:
+                        f.euler.between = None
+                        self._pace.clear()
+                for j, w in zip(group, wavs, strict=True):
+                    extra = n - len(j.tokens)
+                    self.extended += extra > 0
+                    w = w[extra * SAMPLES_PER_TOKEN :]  # the prepended context's audio
+                    j.wav = j.post(w) if j.post is not None else w
+        except BaseException as exc:  # every waiting caller hears of it; the thread keeps serving
+            for j in group:
+                j.error = exc
+        finally:
+            t1 = time.perf_counter()
+            if not nested:  # a nested call's time is inside its outer call's
+                self.busy_s += t1 - t0
+            self.batches[len(group)] = self.batches.get(len(group), 0) + 1
+            self._trace.append(
+                {
+                    "t_ms": round((t0 - self._t0) * 1e3, 1),
+                    "ms": round((t1 - t0) * 1e3, 1),
+                    "b": len(group),
+                    "n": n,
+                    "first": sum(j.urgent for j in group),
+                    "nested": nested,
+                    "wait_ms": [round((t0 - j.t_submit) * 1e3, 1) for j in group],
+                }
+            )
+            for j in group:
+                j.done.set()
+
+    def _between(self, entry: Any) -> None:
+        """Between two CFM steps of a preemptible batch: pace it (at most :data:`PACE_AHEAD` steps queued on the
+        GPU), then vocode any waiting first chunks, keeping the batch's Euler state."""
+        f = self.fast
+        if f.device.type == "cuda":
+            ev = torch.cuda.Event()
+            ev.record()
+            self._pace.append(ev)
+            while len(self._pace) > PACE_AHEAD:
+                self._pace.popleft().synchronize()
+        with self._cv:
+            if self._stop or not any(j.urgent for j in self._jobs):
+                return
+            group, n = self._take()  # headed by a first chunk
+        saved = entry.snapshot()  # a nested call of the same shape reuses this entry's buffers
+        self.preemptions += 1
+        f.euler.between = None  # the nested call is not preempted itself
+        try:
+            self._call(group, n, nested=True)
+        finally:
+            entry.restore(saved)
+            f.euler.between = self._between
+            self._pace.clear()  # the nested call ended with a host copy: every queued step has run
 
     def _hold(self, urgent: bool) -> contextlib.AbstractContextManager:
         f = self.fast
@@ -205,4 +287,16 @@ class VocodeBatcher:
             "lengths": list(self.lengths),
             "extended": self.extended,
             "busy_s": round(self.busy_s, 3),
+            "preempt": self.preempt,
+            "preemptions": self.preemptions,
+            "wait_ms": {k: _dist(list(v)) for k, v in self._waits.items()},
+            "trace": list(self._trace),
         }
+
+
+def _dist(ms: list[float]) -> dict[str, Any]:
+    """Count, p50, p90 and max of a list of milliseconds (None where empty)."""
+    if not ms:
+        return {"n": 0, "p50": None, "p90": None, "max": None}
+    q = statistics.quantiles(ms, n=10, method="inclusive") if len(ms) > 1 else [ms[0]] * 9
+    return {"n": len(ms), "p50": round(statistics.median(ms), 1), "p90": round(q[8], 1), "max": round(max(ms), 1)}

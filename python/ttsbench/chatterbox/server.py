@@ -100,6 +100,7 @@ class ServerConfig:
     batch_slots: int = 4  # fast path: concurrent requests decoded together (0: one request at a time)
     hift: str = "graph"  # fast path on CUDA: upstream | sync-free | graph (fast_hift.py)
     batch_vocoder: bool = True  # fast path, batch_slots > 1: due chunks of concurrent streams vocoded together
+    vocoder_preempt: bool = False  # batched vocoding: first chunks vocoded between the CFM steps of a later batch
     s3_compile: bool = False  # fast path on CUDA: CFM estimator through torch.compile (not bit-equal; checked)
     pause_t3_first_chunk: bool = True  # fast path, batch_slots > 0: no T3 steps while a first chunk is vocoded
     fast_max_len: int = 2048  # fast path: KV cache positions per request
@@ -249,6 +250,7 @@ class Engine:
             self.fast_batching = self.fast.enable_batching(
                 cfg.batch_slots,
                 batch_vocoder=cfg.batch_vocoder,
+                vocoder_preempt=cfg.vocoder_preempt,
                 first_chunk_tokens=cfg.first_chunk_tokens,
                 chunk_tokens=cfg.chunk_tokens,
             )

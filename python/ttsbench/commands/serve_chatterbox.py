@@ -104,6 +104,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "call (on) or one after another (off; default on)",
     )
     p.add_argument(
+        "--vocoder-preempt",
+        choices=("on", "off"),
+        default="off",
+        help="fast path with batched vocoding: a request's first chunk is vocoded between two CFM steps of a "
+        "batch of later chunks instead of after the whole batch (the batch is paced a step or two ahead on the "
+        "GPU; its numbers are unchanged). Default off until measured (docs/benchmarks/README.md)",
+    )
+    p.add_argument(
         "--s3-compile",
         choices=("on", "off"),
         default="off",
@@ -194,6 +202,7 @@ def _run(args: argparse.Namespace) -> int:
         chunk_tokens=args.chunk_tokens,
         batch_slots=args.batch_slots,
         batch_vocoder=args.vocoder_batching == "on",
+        vocoder_preempt=args.vocoder_preempt == "on",
         hift=args.hift,
         pause_t3_first_chunk=args.pause_t3_first_chunk == "on",
         s3_compile=args.s3_compile == "on",
