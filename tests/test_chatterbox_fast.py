@@ -235,6 +235,10 @@ def test_server_streams_through_the_fast_path(tmp_path: Path) -> None:
         "2",
         "--fast-max-len",
         "256",
+        "--vocoder-preempt",
+        "on",
+        "--vocoder-yield",
+        "on",
     )
     bodies: dict[int, bytes] = {}
 
@@ -258,8 +262,12 @@ def test_server_streams_through_the_fast_path(tmp_path: Path) -> None:
             t.start()
         for t in threads:
             t.join(600)
-        sched = httpx.get(url + "/health", timeout=10).json()["fast"]["scheduler"]
+        after = httpx.get(url + "/health", timeout=10).json()["fast"]
+        sched, voc = after["scheduler"], after["vocoder"]
     assert sched["error"] is None and sched["steps"] > 0
+    # both streams registered for their first chunk and released it (no request left counted as decoding)
+    assert voc["preempt"] is True and voc["yield_t3"] is True and voc["expecting"] == 0, voc
+    assert sum(voc["batches"].values()) == len(voc["trace"]) >= 3
     assert "2" in sched["width_steps"], sched  # the two requests shared decode steps
     for i in range(2):
         dec = StreamDecoder("wav")
@@ -511,12 +519,9 @@ def _preempt_run(preempt: bool, fast, euler) -> tuple[list[str], dict, object]:
     return order, got, vb
 
 
-def test_vocoder_preemption_vocodes_a_first_chunk_between_cfm_steps_and_keeps_the_batch(monkeypatch) -> None:
-    """--vocoder-preempt: a first chunk that arrives while a later chunk's CFM runs is vocoded between two of its
-    Euler steps and finishes first; the later chunk's result is unchanged although the first chunk replayed the
-    same shape's step graph on the same static buffers (the entry is snapshotted and restored). Graphs are a
-    stand-in whose replay runs the captured step on its static buffers, as a CUDA graph does; without
-    preemption the first chunk waits for the whole call. Each call is traced with its waits."""
+def _toy_fast(monkeypatch):
+    """The batcher's view of FastChatterbox on the CPU: (B, n) tokens through a real GraphEuler whose "graphs" are a
+    stand-in replaying the captured step on its static buffers, as a CUDA graph does (one shape: one shared entry)."""
     from types import SimpleNamespace
 
     from ttsbench.chatterbox import fast_s3
@@ -528,12 +533,11 @@ def test_vocoder_preemption_vocodes_a_first_chunk_between_cfm_steps_and_keeps_th
     def forward(x, mask, mu, t, spks, cond, r):  # depends on the state and on every per-call input
         return torch.tanh(x + mu * (1 + t[:, None, None]) + spks[:, :, None] + cond) * mask
 
-    euler = GraphEuler(
-        SimpleNamespace(estimator=SimpleNamespace(dtype=torch.float32, forward=forward), inference_cfg_rate=0.7)
-    )
+    est = SimpleNamespace(dtype=torch.float32, forward=forward)
+    euler = GraphEuler(SimpleNamespace(estimator=est, inference_cfg_rate=0.7))
     t_span = torch.linspace(0, 1, 6)
 
-    class Fast:  # the batcher's view of FastChatterbox: vocode (B, n) tokens through the Euler solver
+    class Fast:
         device = torch.device("cpu")
         s3_stream = None
         scheduler = None
@@ -550,7 +554,15 @@ def test_vocoder_preemption_vocodes_a_first_chunk_between_cfm_steps_and_keeps_th
             out = euler(torch.zeros(B, 80, n), t_span, mu, torch.ones(B, 1, n), spks, cond)
             return out[:, :, :, None].expand(B, 80, n, 20).reshape(B, -1)  # any (B, samples)
 
-    fast = Fast()
+    return Fast(), euler
+
+
+def test_vocoder_preemption_vocodes_a_first_chunk_between_cfm_steps_and_keeps_the_batch(monkeypatch) -> None:
+    """--vocoder-preempt: a first chunk that arrives while a later chunk's CFM runs is vocoded between two of its
+    Euler steps and finishes first; the later chunk's result is unchanged although the first chunk replayed the
+    same shape's step graph on the same static buffers (the entry is snapshotted and restored). Without
+    preemption the first chunk waits for the whole call. Each call is traced with its waits."""
+    fast, euler = _toy_fast(monkeypatch)
     alone = {k: fast.vocode(t[None])[0].numpy() for k, t in (("S", torch.arange(6) + 100), ("U", torch.arange(6) + 7))}
     assert euler.captures == 1 and len(euler._cache) == 1  # one shape: S and U share the entry and its graph
     assert not np.allclose(alone["S"], alone["U"])
@@ -571,6 +583,86 @@ def test_vocoder_preemption_vocodes_a_first_chunk_between_cfm_steps_and_keeps_th
         np.testing.assert_array_equal(got[k], alone[k])
     first = vb.state()["wait_ms"]["first"]
     assert first["n"] == 1 and first["p50"] >= 0
+
+
+def test_vocoder_yield_holds_later_chunks_while_a_request_decodes_its_first_tokens(monkeypatch) -> None:
+    """--vocoder-yield: while a request is registered as decoding toward its first chunk, a waiting later chunk
+    does not start, and one in progress pauses between CFM steps; the first chunk, once submitted, goes first.
+    A request still waiting for a T3 slot does not count, and a hold never outlasts YIELD_MAX_S."""
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from ttsbench.chatterbox import fast_vocoder
+    from ttsbench.chatterbox.fast_vocoder import VocodeBatcher
+
+    fast, _ = _toy_fast(monkeypatch)
+    monkeypatch.setattr(fast_vocoder, "YIELD_MAX_S", 2.0)  # parts 1 and 2 end their holds themselves
+    S, U = torch.arange(6) + 100, torch.arange(5) + 7  # U cannot join S's batch (no captured length for it)
+    alone = fast.vocode(S[None])[0].numpy()
+
+    def later(vb, got, order) -> threading.Thread:
+        def run() -> None:
+            got["S"] = vb.vocode(S)
+            order.append("S")
+
+        t = threading.Thread(target=run)
+        t.start()
+        return t
+
+    # 1. held before it starts: S waits while a request decodes; U (its first chunk) then goes first
+    vb = VocodeBatcher(fast, max_batch=4, lengths=(6,), yield_t3=True)
+    got: dict = {}
+    order: list[str] = []
+    try:
+        first_in = vb.expect_first()
+        t = later(vb, got, order)
+        time.sleep(0.15)
+        assert not vb._trace and vb.state()["expecting"] == 1  # S not started
+        got["U"] = vb.vocode(U, urgent=True, first_in=first_in)  # as stream() submits its first chunk
+        first_in()  # idempotent
+        t.join(60)
+    finally:
+        vb.close()
+    assert [c["first"] for c in vb.state()["trace"]] == [1, 0] and vb.yields == 1 and vb.yield_s >= 0.1
+    np.testing.assert_array_equal(got["S"], alone)
+    assert vb.state()["expecting"] == 0
+
+    # 2. paused mid-call: a request registers during S's first step; S goes on once the first chunk is in
+    vb = VocodeBatcher(fast, max_batch=4, lengths=(6,), yield_t3=True)
+    got, order = {}, []
+    original, done = vb._between, []
+
+    def between(entry) -> None:
+        if not done:
+            done.append(vb.expect_first())
+            threading.Timer(0.2, done[0]).start()  # the first chunk is in 0.2 s later
+        original(entry)
+
+    vb._between = between
+    try:
+        later(vb, got, order).join(60)
+    finally:
+        vb.close()
+    assert vb.yields == 1 and 0.15 <= vb.yield_s < 1.5, vb.yield_s  # ended by the first chunk, not the cap
+    np.testing.assert_array_equal(got["S"], alone)
+
+    # 3. bounded, and a request still queued for a T3 slot does not hold anything
+    monkeypatch.setattr(fast_vocoder, "YIELD_MAX_S", 0.3)
+    fast.scheduler = SimpleNamespace(queued=lambda: 1, paused=None)
+    vb = VocodeBatcher(fast, max_batch=4, lengths=(6,), yield_t3=True)
+    got, order = {}, []
+    try:
+        vb.expect_first()  # never released: it waits for a slot
+        later(vb, got, order).join(60)
+        assert vb.yields == 0
+        fast.scheduler = None  # now it decodes: the next later chunk waits, but only YIELD_MAX_S
+        t0 = time.perf_counter()
+        later(vb, got, order).join(60)
+        assert time.perf_counter() - t0 >= 0.25 and vb.yields >= 1
+    finally:
+        vb.close()
+        fast.scheduler = None
 
 
 def test_vocoder_preemption_through_the_real_s3gen(model, fast: FastChatterbox, monkeypatch) -> None:

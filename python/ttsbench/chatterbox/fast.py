@@ -417,6 +417,9 @@ class FastChatterbox:
         tm = timings or StreamTimings()
 
         shapes = chunk_shapes(first_chunk_tokens, chunk_tokens, context_tokens)  # graphs captured for these
+        batcher = self.vocoder if tokens is not None else None
+        # the batching vocoder may hold later chunks back while this stream decodes toward its first chunk
+        first_in = batcher.expect_first() if batcher is not None else (lambda: None)
 
         def vocode_next(n: int) -> Any:
             nonlocal done, tail
@@ -448,7 +451,7 @@ class FastChatterbox:
 
                 # the sentence before the chunk: more left context if that lets it join a longer chunk's batch
                 prefix = valid_all[max(0, done - ctx - max(shapes)) : done - ctx]
-                audio = self.vocoder.vocode(chunk, urgent=first, post=post, prefix=prefix)
+                audio = self.vocoder.vocode(chunk, urgent=first, post=post, prefix=prefix, first_in=first_in)
                 t1 = stamp[0]
             else:
                 with self.s3_lock.urgent() if first else self.s3_lock, hold, self._on_s3_stream():
@@ -475,18 +478,21 @@ class FastChatterbox:
             )
         else:
             parts = tokens(self.model.conds.t3, self.text_tokens(text), max_new_tokens, params)
-        for part in parts:
-            tm.t3_tokens += len(part)
-            tm.t3_s += time.perf_counter() - t_tok
-            valid_all = torch.cat([valid_all, self.valid(part.to(self.device))])
-            while len(valid_all) - done >= target:
-                yield vocode_next(target)
-                target = chunk_tokens
-            t_tok = time.perf_counter()
-        if on_tokens_done is not None:
-            on_tokens_done()
-        if len(valid_all) > done:
-            yield vocode_next(len(valid_all) - done)
+        try:
+            for part in parts:
+                tm.t3_tokens += len(part)
+                tm.t3_s += time.perf_counter() - t_tok
+                valid_all = torch.cat([valid_all, self.valid(part.to(self.device))])
+                while len(valid_all) - done >= target:
+                    yield vocode_next(target)
+                    target = chunk_tokens
+                t_tok = time.perf_counter()
+            if on_tokens_done is not None:
+                on_tokens_done()
+            if len(valid_all) > done:
+                yield vocode_next(len(valid_all) - done)
+        finally:  # no first chunk (no tokens, an error, the client gone): the vocoder stops waiting for one
+            first_in()
         if tail is not None:
             tm.chunks.append(len(tail))
             yield tail.astype(np.float32, copy=False)
@@ -544,6 +550,7 @@ class FastChatterbox:
         poll_tokens: int = 4,
         batch_vocoder: bool = True,
         vocoder_preempt: bool = False,
+        vocoder_yield: bool = False,
         first_chunk_tokens: int = 12,
         chunk_tokens: int = CHUNK_TOKENS,
     ) -> dict:
@@ -552,7 +559,8 @@ class FastChatterbox:
         ``stream(..., tokens=self.scheduler.tokens)``. ``batch_vocoder``: chunks of concurrent streams are vocoded
         together by a :class:`~ttsbench.chatterbox.fast_vocoder.VocodeBatcher` (its batch shapes for
         the first chunk and for context + chunk captured now); else they take the vocoder in turn.
-        ``vocoder_preempt``: that batcher vocodes first chunks between the CFM steps of a batch of later ones."""
+        ``vocoder_preempt``: that batcher vocodes first chunks between the CFM steps of a batch of later ones;
+        ``vocoder_yield``: its batches of later chunks wait while a request decodes toward its first chunk."""
         from ttsbench.chatterbox.fast_batch import BatchT3, T3Scheduler
         from ttsbench.chatterbox.fast_vocoder import VocodeBatcher
 
@@ -570,7 +578,9 @@ class FastChatterbox:
             shapes = 2 * (slots * len(chunk_lengths) + len(every))  # all captured shapes, with room for the rest
             self.euler.max_cached = max(self.euler.max_cached, shapes)
             self.s3graphs.widen(shapes)
-            self.vocoder = VocodeBatcher(self, max_batch=slots, lengths=chunk_lengths, preempt=vocoder_preempt)
+            self.vocoder = VocodeBatcher(
+                self, max_batch=slots, lengths=chunk_lengths, preempt=vocoder_preempt, yield_t3=vocoder_yield
+            )
             vocoder = self.vocoder.warmup(chunk_lengths) if self.use_graph and self.device.type == "cuda" else {}
         self.scheduler = T3Scheduler(self.batch, poll=poll_tokens)
         return {

@@ -370,6 +370,10 @@ class T3Scheduler:
             self._cv.notify_all()
         return TokenStream(req)
 
+    def queued(self) -> int:
+        """Requests submitted and still waiting for a slot (all slots busy)."""
+        return self._waiting.qsize()
+
     def tokens(
         self, t3_cond: Any, text_tokens: torch.Tensor, max_new_tokens: int, params: SamplingParams
     ) -> Iterator[torch.Tensor]:

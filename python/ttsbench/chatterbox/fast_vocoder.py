@@ -29,6 +29,15 @@ runs concurrently that did not before. The batch's numbers are those of its Eule
 draws from the shared generators happen in another order (HiFT's phase), as they already did when streams
 interleaved.
 
+Yielding to T3 (``yield_t3=True``, ``--vocoder-yield on``): measured on the H100 (2026-12-07,
+docs/benchmarks/chatterbox-http-h100-preempt.json), a first chunk at c=4 waited only 35-65 ms (p50) for the
+vocoder, yet first audio was ~400 ms: a new request's first tokens were decoded while batches of later chunks
+ran on the vocoder's high-priority stream, and a batch of one later chunk took 191-222 ms there against 120 ms
+at c=1. So while any request is still decoding toward its first chunk (:meth:`expect_first`), a batch of later
+chunks does not start, and one in progress pauses between CFM steps, until that first chunk is submitted or
+:data:`YIELD_MAX_S` has passed: T3 has the GPU to itself for those few tokens. Later chunks have slack (at c=4
+each stream is generated about twice as fast as it plays).
+
 Every call is traced (:meth:`state`'s ``trace``: start, duration, batch, length, first chunks, and each job's
 wait from submission to the call's start), so a run shows where a first chunk waited.
 
@@ -54,6 +63,7 @@ import torch
 from ttsbench.chatterbox.fast import SAMPLES_PER_TOKEN  # fast imports this module lazily: no cycle
 
 PACE_AHEAD = 2  # CFM steps a preemptible batch keeps queued on the GPU ahead of the vocoder thread
+YIELD_MAX_S = 0.25  # longest a batch of later chunks waits for a request's first tokens (prefill + 12 steps)
 TRACE_CALLS = 160  # vocoder calls kept in the trace (a c=4 level of the HTTP benchmark makes about 70)
 TRACE_WAITS = 1000  # waits kept per kind for the state's distribution
 
@@ -83,12 +93,23 @@ class _Job:
 class VocodeBatcher:
     """The vocoder thread of one :class:`~ttsbench.chatterbox.fast.FastChatterbox`."""
 
-    def __init__(self, fast: Any, max_batch: int = 4, lengths: tuple[int, ...] = (), preempt: bool = False) -> None:
+    def __init__(
+        self,
+        fast: Any,
+        max_batch: int = 4,
+        lengths: tuple[int, ...] = (),
+        preempt: bool = False,
+        yield_t3: bool = False,
+    ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         self.fast = fast
         self.max_batch = max_batch
         self.preempt = preempt
+        self.yield_t3 = yield_t3
+        self._expecting = 0  # requests decoding toward their first chunk (expect_first)
+        self.yields = 0  # waits for a request's first tokens
+        self.yield_s = 0.0
         self.preemptions = 0  # first-chunk calls made between the CFM steps of another batch
         self._pace: deque[Any] = deque()  # CUDA events of the steps queued by a preemptible batch
         self._t0 = time.perf_counter()
@@ -124,23 +145,72 @@ class VocodeBatcher:
         urgent: bool = False,
         post: Callable[[Any], Any] | None = None,
         prefix: torch.Tensor | None = None,
+        first_in: Callable[[], None] | None = None,
     ) -> Any:
         """Float32 numpy waveform (samples,) of 1-D valid speech tokens, vocoded with whatever else is due;
         ``post(wav)``'s result instead where given. ``post`` runs on the vocoder thread in the same turn (on its
         high-priority stream, T3 held for a first chunk): GPU work there is not starved by T3 steps.
         ``prefix``: the tokens before ``tokens`` in the sentence; some of them may be vocoded as more left
-        context to batch this chunk with longer ones (their audio is dropped: the result is the same length)."""
-        with self._cv:
+        context to batch this chunk with longer ones (their audio is dropped: the result is the same length).
+        ``first_in``: :meth:`expect_first`'s release, called as the job is queued (one step: the thread never
+        sees the request neither expected nor queued, so it cannot start later chunks in between)."""
+        with self._cv:  # an RLock: first_in takes it again
             if self._stop:
+                if first_in is not None:
+                    first_in()
                 raise RuntimeError("the vocoder thread was closed")
             job = _Job(tokens, urgent, self._seq, post, prefix=prefix)
             self._seq += 1
             self._jobs.append(job)
+            if first_in is not None:
+                first_in()
             self._cv.notify_all()
         job.done.wait()
         if job.error is not None:
             raise RuntimeError(f"vocoding failed: {job.error}") from job.error
         return job.wav
+
+    def expect_first(self) -> Callable[[], None]:
+        """A request starts decoding toward its first chunk; call the returned function (idempotent) once that
+        chunk is submitted or the request ends without one. With ``yield_t3``, batches of later chunks wait
+        meanwhile (:meth:`_yield`)."""
+        with self._cv:
+            self._expecting += 1
+        done = threading.Event()
+
+        def first_in() -> None:
+            if done.is_set():
+                return
+            done.set()
+            with self._cv:
+                self._expecting -= 1
+                self._cv.notify_all()
+
+        return first_in
+
+    def _yield(self) -> None:
+        """With ``yield_t3``: while a request decodes toward its first chunk and no first chunk waits, hold off
+        (up to :data:`YIELD_MAX_S`), so that its tokens are not decoded next to a batch of later chunks."""
+        if not self.yield_t3:
+            return
+        t0 = time.perf_counter()
+        deadline = t0 + YIELD_MAX_S
+        with self._cv:
+            if not self._decoding_first() or self._stop or any(j.urgent for j in self._jobs):
+                return
+            self.yields += 1
+            while self._decoding_first() and not self._stop and not any(j.urgent for j in self._jobs):
+                left = deadline - time.perf_counter()
+                if left <= 0:
+                    break
+                self._cv.wait(left)
+        self.yield_s += time.perf_counter() - t0
+
+    def _decoding_first(self) -> int:
+        """Requests decoding toward their first chunk now: those expected, less any still waiting for a T3 slot
+        (holding later chunks back cannot speed those up, and would slow the requests whose slots they wait for)."""
+        sched = getattr(self.fast, "scheduler", None)
+        return self._expecting - (sched.queued() if sched is not None else 0)
 
     def _take(self) -> tuple[list[_Job], int]:
         """The most urgent job (urgent first, then oldest) and the waiting jobs that can be vocoded with it, up to
@@ -179,6 +249,12 @@ class VocodeBatcher:
                         self._cv.wait()
                     if self._stop:
                         return
+                self._yield()  # a batch of later chunks waits while a request decodes its first tokens
+                with self._cv:
+                    if self._stop:
+                        return
+                    if not self._jobs:
+                        continue
                     group, n = self._take()
                 self._call(group, n)
 
@@ -188,7 +264,7 @@ class VocodeBatcher:
         f = self.fast
         t0 = time.perf_counter()
         urgent = any(j.urgent for j in group)
-        preemptible = self.preempt and not urgent and not nested
+        preemptible = (self.preempt or self.yield_t3) and not urgent and not nested
         for j in group:
             self._waits["first" if j.urgent else "later"].append((t0 - j.t_submit) * 1e3)
         try:
@@ -231,8 +307,9 @@ class VocodeBatcher:
                 j.done.set()
 
     def _between(self, entry: Any) -> None:
-        """Between two CFM steps of a preemptible batch: pace it (at most :data:`PACE_AHEAD` steps queued on the
-        GPU), then vocode any waiting first chunks, keeping the batch's Euler state."""
+        """Between two CFM steps of a batch of later chunks: pace it (at most :data:`PACE_AHEAD` steps queued on
+        the GPU), hold it while a request decodes its first tokens (``yield_t3``), then vocode any waiting first
+        chunks (``preempt``), keeping the batch's Euler state."""
         f = self.fast
         if f.device.type == "cuda":
             ev = torch.cuda.Event()
@@ -240,6 +317,9 @@ class VocodeBatcher:
             self._pace.append(ev)
             while len(self._pace) > PACE_AHEAD:
                 self._pace.popleft().synchronize()
+        self._yield()
+        if not self.preempt:
+            return
         with self._cv:
             if self._stop or not any(j.urgent for j in self._jobs):
                 return
@@ -289,6 +369,10 @@ class VocodeBatcher:
             "busy_s": round(self.busy_s, 3),
             "preempt": self.preempt,
             "preemptions": self.preemptions,
+            "yield_t3": self.yield_t3,
+            "expecting": self._expecting,  # requests decoding toward a first chunk now (0 when idle)
+            "yields": self.yields,
+            "yield_s": round(self.yield_s, 3),
             "wait_ms": {k: _dist(list(v)) for k, v in self._waits.items()},
             "trace": list(self._trace),
         }

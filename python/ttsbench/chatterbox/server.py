@@ -101,6 +101,7 @@ class ServerConfig:
     hift: str = "graph"  # fast path on CUDA: upstream | sync-free | graph (fast_hift.py)
     batch_vocoder: bool = True  # fast path, batch_slots > 1: due chunks of concurrent streams vocoded together
     vocoder_preempt: bool = False  # batched vocoding: first chunks vocoded between the CFM steps of a later batch
+    vocoder_yield: bool = False  # batched vocoding: later chunks wait while a request decodes its first tokens
     s3_compile: bool = False  # fast path on CUDA: CFM estimator through torch.compile (not bit-equal; checked)
     pause_t3_first_chunk: bool = True  # fast path, batch_slots > 0: no T3 steps while a first chunk is vocoded
     fast_max_len: int = 2048  # fast path: KV cache positions per request
@@ -251,6 +252,7 @@ class Engine:
                 cfg.batch_slots,
                 batch_vocoder=cfg.batch_vocoder,
                 vocoder_preempt=cfg.vocoder_preempt,
+                vocoder_yield=cfg.vocoder_yield,
                 first_chunk_tokens=cfg.first_chunk_tokens,
                 chunk_tokens=cfg.chunk_tokens,
             )

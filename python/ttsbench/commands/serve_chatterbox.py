@@ -112,6 +112,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "GPU; its numbers are unchanged). Default off until measured (docs/benchmarks/README.md)",
     )
     p.add_argument(
+        "--vocoder-yield",
+        choices=("on", "off"),
+        default="off",
+        help="fast path with batched vocoding: while a request decodes toward its first chunk, batches of later "
+        "chunks wait (at most 250 ms; one in progress pauses between CFM steps), so the new request's first "
+        "tokens have the GPU. Default off until measured (docs/benchmarks/README.md)",
+    )
+    p.add_argument(
         "--s3-compile",
         choices=("on", "off"),
         default="off",
@@ -203,6 +211,7 @@ def _run(args: argparse.Namespace) -> int:
         batch_slots=args.batch_slots,
         batch_vocoder=args.vocoder_batching == "on",
         vocoder_preempt=args.vocoder_preempt == "on",
+        vocoder_yield=args.vocoder_yield == "on",
         hift=args.hift,
         pause_t3_first_chunk=args.pause_t3_first_chunk == "on",
         s3_compile=args.s3_compile == "on",
