@@ -183,12 +183,14 @@ def vocoder_level(fast_state: dict[str, Any], seen: set[float]) -> dict[str, Any
     calls = [c for c in trace if c["t_ms"] not in seen]
     seen.update(c["t_ms"] for c in calls)
     waits: dict[str, list[float]] = {"first": [], "later": []}
+    decode: list[float] = []  # a first chunk's request: decoding up to the chunk's submission
     batches: dict[str, int] = {}
     for c in calls:
         batches[str(c["b"])] = batches.get(str(c["b"]), 0) + 1
         # a call's rows: its first chunks come first in the batch (the head is the most urgent job)
         for i, w in enumerate(c["wait_ms"]):
             waits["first" if i < c["first"] else "later"].append(w)
+        decode += [d for d in c.get("decode_ms", []) if d is not None]
 
     def dist(v: list[float]) -> dict[str, Any]:
         if not v:
@@ -207,6 +209,14 @@ def vocoder_level(fast_state: dict[str, Any], seen: set[float]) -> dict[str, Any
         "nested": sum(bool(c.get("nested")) for c in calls),
         "call_ms_p50": round(statistics.median([c["ms"] for c in calls]), 1) if calls else None,
         "wait_ms": {k: dist(v) for k, v in waits.items()},
+        "first_chunk_decode_ms": dist(decode),
+        # calls of a first chunk, by batch size: what the vocoding itself took
+        "first_call_ms_p50": round(statistics.median([c["ms"] for c in calls if c["first"]]), 1)
+        if any(c["first"] for c in calls)
+        else None,
+        "later_call_ms_p50": round(statistics.median([c["ms"] for c in calls if not c["first"]]), 1)
+        if any(not c["first"] for c in calls)
+        else None,
         "trace_full": len(trace) >= 160,  # the server keeps its last 160 calls: earlier ones of the level are lost
     }
 

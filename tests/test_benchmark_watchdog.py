@@ -135,6 +135,7 @@ def call(t, b_, first, waits, nested=False):
 seen = set()
 c1 = [call(1.0, 1, 1, [3.0]), call(2.0, 1, 0, [1.0])]
 c4 = [call(3.0, 2, 1, [50.0, 90.0]), call(4.0, 1, 1, [20.0], nested=True), call(5.0, 3, 0, [1.0, 2.0, 4.0])]
+c4[0]["decode_ms"], c4[1]["decode_ms"] = [210.0, None], [230.0]
 out = [b.vocoder_level({"vocoder": {"trace": c1}}, seen), b.vocoder_level({"vocoder": {"trace": c1 + c4}}, seen),
        b.vocoder_level({}, seen)]
 print(json.dumps(out))
@@ -153,4 +154,8 @@ def test_each_level_gets_its_own_vocoder_calls_and_first_chunk_waits() -> None:
     assert c4["calls"] == 3 and c4["batches"] == {"1": 1, "2": 1, "3": 1} and c4["nested"] == 1
     assert c4["wait_ms"]["first"]["n"] == 2 and c4["wait_ms"]["first"]["max"] == 50.0
     assert c4["wait_ms"]["later"]["n"] == 4 and c4["wait_ms"]["later"]["max"] == 90.0
+    assert c4["first_chunk_decode_ms"] == {"n": 2, "p50": 220.0, "p90": 210.0, "max": 230.0}
+    assert (c4["first_call_ms_p50"], c4["later_call_ms_p50"]) == (100.0, 100.0) and c1["first_chunk_decode_ms"] == {
+        "n": 0
+    }
     assert none is None

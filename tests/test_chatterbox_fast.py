@@ -625,6 +625,8 @@ def test_vocoder_yield_holds_later_chunks_while_a_request_decodes_its_first_toke
     finally:
         vb.close()
     assert [c["first"] for c in vb.state()["trace"]] == [1, 0] and vb.yields == 1 and vb.yield_s >= 0.1
+    u_call, s_call = vb.state()["trace"]
+    assert u_call["decode_ms"][0] >= 150 and s_call["decode_ms"] == [None]  # U's request decoded since expect_first
     np.testing.assert_array_equal(got["S"], alone)
     assert vb.state()["expecting"] == 0
 

@@ -79,6 +79,7 @@ class _Job:
     error: BaseException | None = None
     prefix: torch.Tensor | None = None  # earlier tokens of the sentence, available as more left context
     t_submit: float = field(default_factory=time.perf_counter)
+    decode_ms: float | None = None  # a first chunk: from its request's expect_first() to this submission
 
     def fits(self, n: int) -> bool:
         """Whether this job can be vocoded at ``n`` tokens (its own, or more with left context prepended)."""
@@ -88,6 +89,23 @@ class _Job:
     def row(self, n: int) -> torch.Tensor:
         extra = n - len(self.tokens)
         return self.tokens if extra == 0 else torch.cat([self.prefix[len(self.prefix) - extra :], self.tokens])
+
+
+class _Expected:
+    """:meth:`VocodeBatcher.expect_first`'s release (idempotent), with the time the request started decoding."""
+
+    def __init__(self, vb: VocodeBatcher) -> None:
+        self.vb = vb
+        self.t0 = time.perf_counter()
+        self.released = False
+
+    def __call__(self) -> None:
+        with self.vb._cv:
+            if self.released:
+                return
+            self.released = True
+            self.vb._expecting -= 1
+            self.vb._cv.notify_all()
 
 
 class VocodeBatcher:
@@ -160,6 +178,8 @@ class VocodeBatcher:
                     first_in()
                 raise RuntimeError("the vocoder thread was closed")
             job = _Job(tokens, urgent, self._seq, post, prefix=prefix)
+            if isinstance(first_in, _Expected) and not first_in.released:
+                job.decode_ms = (job.t_submit - first_in.t0) * 1e3  # the request's decoding up to this chunk
             self._seq += 1
             self._jobs.append(job)
             if first_in is not None:
@@ -176,17 +196,7 @@ class VocodeBatcher:
         meanwhile (:meth:`_yield`)."""
         with self._cv:
             self._expecting += 1
-        done = threading.Event()
-
-        def first_in() -> None:
-            if done.is_set():
-                return
-            done.set()
-            with self._cv:
-                self._expecting -= 1
-                self._cv.notify_all()
-
-        return first_in
+        return _Expected(self)
 
     def _yield(self) -> None:
         """With ``yield_t3``: while a request decodes toward its first chunk and no first chunk waits, hold off
@@ -301,6 +311,7 @@ class VocodeBatcher:
                     "first": sum(j.urgent for j in group),
                     "nested": nested,
                     "wait_ms": [round((t0 - j.t_submit) * 1e3, 1) for j in group],
+                    "decode_ms": [None if j.decode_ms is None else round(j.decode_ms, 1) for j in group],
                 }
             )
             for j in group:
