@@ -170,7 +170,7 @@ def test_cli_flags(monkeypatch) -> None:
     a = ap.parse_args(["serve-chatterbox", "--reference", "x.wav"])
     assert a.fast == "auto" and a.fast_dtype == "fp32" and a.first_chunk_tokens == 12 and a.chunk_tokens == 50
     assert a.hift == "graph"  # equals eager HiFT under deterministic cuDNN (docs/benchmarks/hift-graph-diff-h100.json)
-    assert a.pause_t3_first_chunk == "on" and a.s3_compile == "off" and a.vocoder_preempt == "off"
+    assert a.pause_t3_first_chunk == "on" and a.s3_compile == "off" and a.vocoder_preempt == a.vocoder_yield == "on"
     from ttsbench.chatterbox import fast_hift
 
     hift_opt = next(
@@ -192,13 +192,12 @@ def test_cli_flags(monkeypatch) -> None:
     assert serve_chatterbox._run(ap.parse_args(["serve-chatterbox", "--reference", "x.wav", *opts])) == 0
     cfg = seen[0]
     assert (cfg.hift, cfg.pause_t3_first_chunk, cfg.s3_compile, cfg.chunk_tokens) == ("graph", False, True, 75)
-    assert cfg.batch_vocoder is False and cfg.vocoder_preempt is False
+    assert cfg.batch_vocoder is False and cfg.vocoder_preempt is cfg.vocoder_yield is True
     seen.clear()
-    assert (
-        serve_chatterbox._run(ap.parse_args(["serve-chatterbox", "--reference", "x.wav", "--vocoder-preempt", "on"]))
-        == 0
-    )
-    assert seen[0].vocoder_preempt is True and seen[0].batch_vocoder is True
+    off = ["--vocoder-preempt", "off", "--vocoder-yield", "off"]
+    assert serve_chatterbox._run(ap.parse_args(["serve-chatterbox", "--reference", "x.wav", *off])) == 0
+    assert seen[0].vocoder_preempt is seen[0].vocoder_yield is False and seen[0].batch_vocoder is True
+
     with pytest.raises(SystemExit):  # argparse refuses a mode that does not exist
         ap.parse_args(["serve-chatterbox", "--reference", "x.wav", "--hift", "fast"])
     assert ap.parse_args(["bench-chatterbox", "--fast"]).fast is True

@@ -100,8 +100,9 @@ class ServerConfig:
     batch_slots: int = 4  # fast path: concurrent requests decoded together (0: one request at a time)
     hift: str = "graph"  # fast path on CUDA: upstream | sync-free | graph (fast_hift.py)
     batch_vocoder: bool = True  # fast path, batch_slots > 1: due chunks of concurrent streams vocoded together
-    vocoder_preempt: bool = False  # batched vocoding: first chunks vocoded between the CFM steps of a later batch
-    vocoder_yield: bool = False  # batched vocoding: later chunks wait while a request decodes its first tokens
+    # batched vocoding, measured together (docs/benchmarks/README.md, run7): c=4 first audio ~415 -> ~300 ms (H100)
+    vocoder_preempt: bool = True  # first chunks vocoded between the CFM steps of a batch of later chunks
+    vocoder_yield: bool = True  # batches of later chunks wait while a request decodes its first tokens
     s3_compile: bool = False  # fast path on CUDA: CFM estimator through torch.compile (not bit-equal; checked)
     pause_t3_first_chunk: bool = True  # fast path, batch_slots > 0: no T3 steps while a first chunk is vocoded
     fast_max_len: int = 2048  # fast path: KV cache positions per request

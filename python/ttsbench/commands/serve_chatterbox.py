@@ -106,18 +106,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--vocoder-preempt",
         choices=("on", "off"),
-        default="off",
+        default="on",
         help="fast path with batched vocoding: a request's first chunk is vocoded between two CFM steps of a "
         "batch of later chunks instead of after the whole batch (the batch is paced a step or two ahead on the "
-        "GPU; its numbers are unchanged). Default off until measured (docs/benchmarks/README.md)",
+        "GPU; its numbers are unchanged). Default on; with --vocoder-yield on it took c=4 first audio on the H100 "
+        "from ~415 to ~300 ms for 9-14 %% less c=4 throughput (docs/benchmarks/README.md)",
     )
     p.add_argument(
         "--vocoder-yield",
         choices=("on", "off"),
-        default="off",
+        default="on",
         help="fast path with batched vocoding: while a request decodes toward its first chunk, batches of later "
         "chunks wait (at most 250 ms; one in progress pauses between CFM steps), so the new request's first "
-        "tokens have the GPU. Default off until measured (docs/benchmarks/README.md)",
+        "tokens have the GPU. Default on; use it with --vocoder-preempt on (alone it made c=4 first audio worse: "
+        "the first chunk then waits for the held batch). Both off: throughput first",
     )
     p.add_argument(
         "--s3-compile",
