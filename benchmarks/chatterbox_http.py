@@ -177,6 +177,8 @@ def vocoder_level(fast_state: dict[str, Any], seen: set[float]) -> dict[str, Any
     """The vocoder thread's calls of one level, from the server's trace (``fast.vocoder.trace``; the calls
     not in ``seen``, which is updated): calls per batch size, nested (preempted) calls, and the p50/p90/max
     wait of first chunks and of later chunks from submission to their call's start. None without a trace."""
+    from ttsbench.metrics import ms_dist
+
     trace = (fast_state.get("vocoder") or {}).get("trace")
     if trace is None:
         return None
@@ -192,24 +194,13 @@ def vocoder_level(fast_state: dict[str, Any], seen: set[float]) -> dict[str, Any
             waits["first" if i < c["first"] else "later"].append(w)
         decode += [d for d in c.get("decode_ms", []) if d is not None]
 
-    def dist(v: list[float]) -> dict[str, Any]:
-        if not v:
-            return {"n": 0}
-        v = sorted(v)
-        return {
-            "n": len(v),
-            "p50": round(statistics.median(v), 1),
-            "p90": round(v[int(0.9 * (len(v) - 1))], 1),
-            "max": v[-1],
-        }
-
     return {
         "calls": len(calls),
         "batches": dict(sorted(batches.items())),
         "nested": sum(bool(c.get("nested")) for c in calls),
         "call_ms_p50": round(statistics.median([c["ms"] for c in calls]), 1) if calls else None,
-        "wait_ms": {k: dist(v) for k, v in waits.items()},
-        "first_chunk_decode_ms": dist(decode),
+        "wait_ms": {k: ms_dist(v) for k, v in waits.items()},
+        "first_chunk_decode_ms": ms_dist(decode),
         # calls of a first chunk, by batch size: what the vocoding itself took
         "first_call_ms_p50": round(statistics.median([c["ms"] for c in calls if c["first"]]), 1)
         if any(c["first"] for c in calls)

@@ -154,7 +154,7 @@ def test_each_level_gets_its_own_vocoder_calls_and_first_chunk_waits() -> None:
     assert c4["calls"] == 3 and c4["batches"] == {"1": 1, "2": 1, "3": 1} and c4["nested"] == 1
     assert c4["wait_ms"]["first"]["n"] == 2 and c4["wait_ms"]["first"]["max"] == 50.0
     assert c4["wait_ms"]["later"]["n"] == 4 and c4["wait_ms"]["later"]["max"] == 90.0
-    assert c4["first_chunk_decode_ms"] == {"n": 2, "p50": 220.0, "p90": 210.0, "max": 230.0}
+    assert c4["first_chunk_decode_ms"] == {"n": 2, "p50": 220.0, "p90": 228.0, "max": 230.0}
     assert (c4["first_call_ms_p50"], c4["later_call_ms_p50"]) == (100.0, 100.0) and c1["first_chunk_decode_ms"] == {
         "n": 0
     }

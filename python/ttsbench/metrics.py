@@ -46,6 +46,19 @@ def percentile(values: list[float], q: float) -> float | None:
     return float(np.percentile(xs, q, method="linear"))
 
 
+def ms_dist(values: Sequence[float]) -> dict[str, Any]:
+    """``{n, p50, p90, max}`` of durations in ms (percentiles as :func:`percentile`, 0.1 ms), ``{n: 0}`` for none."""
+    xs = [float(v) for v in values if v is not None and math.isfinite(v)]
+    if not xs:
+        return {"n": 0}
+    return {
+        "n": len(xs),
+        "p50": round(float(np.percentile(xs, 50)), 1),
+        "p90": round(float(np.percentile(xs, 90)), 1),
+        "max": round(max(xs), 1),
+    }
+
+
 def _stats(prefix: str, values: list[float]) -> dict[str, float | None]:
     out: dict[str, float | None] = {f"mean_{prefix}": (sum(values) / len(values)) if values else None}
     for q in PERCENTILES:

@@ -50,7 +50,6 @@ would alone — as it already did when streams interleaved (the generators are s
 from __future__ import annotations
 
 import contextlib
-import statistics
 import threading
 import time
 from collections import deque
@@ -61,6 +60,7 @@ from typing import Any
 import torch
 
 from ttsbench.chatterbox.fast import SAMPLES_PER_TOKEN  # fast imports this module lazily: no cycle
+from ttsbench.metrics import ms_dist
 
 PACE_AHEAD = 2  # CFM steps a preemptible batch keeps queued on the GPU ahead of the vocoder thread
 YIELD_MAX_S = 0.25  # longest a batch of later chunks waits for a request's first tokens (prefill + 12 steps)
@@ -384,14 +384,6 @@ class VocodeBatcher:
             "expecting": self._expecting,  # requests decoding toward a first chunk now (0 when idle)
             "yields": self.yields,
             "yield_s": round(self.yield_s, 3),
-            "wait_ms": {k: _dist(list(v)) for k, v in self._waits.items()},
+            "wait_ms": {k: ms_dist(list(v)) for k, v in self._waits.items()},
             "trace": list(self._trace),
         }
-
-
-def _dist(ms: list[float]) -> dict[str, Any]:
-    """Count, p50, p90 and max of a list of milliseconds (None where empty)."""
-    if not ms:
-        return {"n": 0, "p50": None, "p90": None, "max": None}
-    q = statistics.quantiles(ms, n=10, method="inclusive") if len(ms) > 1 else [ms[0]] * 9
-    return {"n": len(ms), "p50": round(statistics.median(ms), 1), "p90": round(q[8], 1), "max": round(max(ms), 1)}
