@@ -128,6 +128,7 @@ class VocodeBatcher:
         self._expecting = 0  # requests decoding toward their first chunk (expect_first)
         self.yields = 0  # waits for a request's first tokens
         self.yield_s = 0.0
+        self._held = 0.0  # seconds the batch in hand has been held so far (at most YIELD_MAX_S in all)
         self.preemptions = 0  # first-chunk calls made between the CFM steps of another batch
         self._pace: deque[Any] = deque()  # CUDA events of the steps queued by a preemptible batch
         self._t0 = time.perf_counter()
@@ -199,12 +200,13 @@ class VocodeBatcher:
         return _Expected(self)
 
     def _yield(self) -> None:
-        """With ``yield_t3``: while a request decodes toward its first chunk and no first chunk waits, hold off
-        (up to :data:`YIELD_MAX_S`), so that its tokens are not decoded next to a batch of later chunks."""
-        if not self.yield_t3:
+        """With ``yield_t3``: while a request decodes toward its first chunk and no first chunk waits, hold off,
+        so that its tokens are not decoded next to a batch of later chunks. A batch is held :data:`YIELD_MAX_S`
+        at most in all (before it starts and between its steps), whatever keeps a request from its first chunk."""
+        if not self.yield_t3 or self._held >= YIELD_MAX_S:
             return
         t0 = time.perf_counter()
-        deadline = t0 + YIELD_MAX_S
+        deadline = t0 + YIELD_MAX_S - self._held  # one budget for a batch: before it starts and between its steps
         with self._cv:
             if not self._decoding_first() or self._stop or any(j.urgent for j in self._jobs):
                 return
@@ -214,7 +216,9 @@ class VocodeBatcher:
                 if left <= 0:
                     break
                 self._cv.wait(left)
-        self.yield_s += time.perf_counter() - t0
+        held = time.perf_counter() - t0
+        self.yield_s += held
+        self._held += held
 
     def _decoding_first(self) -> int:
         """Requests decoding toward their first chunk now: those expected, less any still waiting for a T3 slot
@@ -259,6 +263,7 @@ class VocodeBatcher:
                         self._cv.wait()
                     if self._stop:
                         return
+                self._held = 0.0
                 self._yield()  # a batch of later chunks waits while a request decodes its first tokens
                 with self._cv:
                     if self._stop:
