@@ -34,8 +34,8 @@ docs/benchmarks/chatterbox-http-h100-preempt.json), a first chunk at c=4 waited 
 vocoder, yet first audio was ~400 ms: a new request's first tokens were decoded while batches of later chunks
 ran on the vocoder's high-priority stream, and a batch of one later chunk took 191-222 ms there against 120 ms
 at c=1. So while any request is still decoding toward its first chunk (:meth:`expect_first`), a batch of later
-chunks does not start, and one in progress pauses between CFM steps, until that first chunk is submitted or
-:data:`YIELD_MAX_S` has passed: T3 has the GPU to itself for those few tokens. Later chunks have slack (at c=4
+chunks does not start, and one in progress pauses between CFM steps, until that first chunk is submitted, for
+:data:`YIELD_MAX_S` at most per batch: T3 has the GPU to itself for those few tokens. Later chunks have slack (at c=4
 each stream is generated about twice as fast as it plays).
 
 Every call is traced (:meth:`state`'s ``trace``: start, duration, batch, length, first chunks, and each job's
