@@ -179,7 +179,8 @@ def vocoder_level(fast_state: dict[str, Any], seen: set[float]) -> dict[str, Any
     wait of first chunks and of later chunks from submission to their call's start. None without a trace."""
     from ttsbench.metrics import ms_dist
 
-    trace = (fast_state.get("vocoder") or {}).get("trace")
+    vocoder = fast_state.get("vocoder") or {}
+    trace = vocoder.get("trace")
     if trace is None:
         return None
     calls = [c for c in trace if c["t_ms"] not in seen]
@@ -208,7 +209,8 @@ def vocoder_level(fast_state: dict[str, Any], seen: set[float]) -> dict[str, Any
         "later_call_ms_p50": round(statistics.median([c["ms"] for c in calls if not c["first"]]), 1)
         if any(not c["first"] for c in calls)
         else None,
-        "trace_full": len(trace) >= 160,  # the server keeps its last 160 calls: earlier ones of the level are lost
+        # the server keeps its last trace_max calls: when full, the level's earliest calls may be lost
+        "trace_full": len(trace) >= vocoder.get("trace_max", len(trace) + 1),
     }
 
 

@@ -136,7 +136,8 @@ seen = set()
 c1 = [call(1.0, 1, 1, [3.0]), call(2.0, 1, 0, [1.0])]
 c4 = [call(3.0, 2, 1, [50.0, 90.0]), call(4.0, 1, 1, [20.0], nested=True), call(5.0, 3, 0, [1.0, 2.0, 4.0])]
 c4[0]["decode_ms"], c4[1]["decode_ms"] = [210.0, None], [230.0]
-out = [b.vocoder_level({"vocoder": {"trace": c1}}, seen), b.vocoder_level({"vocoder": {"trace": c1 + c4}}, seen),
+out = [b.vocoder_level({"vocoder": {"trace": c1, "trace_max": 5}}, seen),
+       b.vocoder_level({"vocoder": {"trace": c1 + c4, "trace_max": 5}}, seen),
        b.vocoder_level({}, seen)]
 print(json.dumps(out))
 """
@@ -150,6 +151,7 @@ def test_each_level_gets_its_own_vocoder_calls_and_first_chunk_waits() -> None:
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     c1, c4, none = json.loads(proc.stdout)
+    assert (c1["trace_full"], c4["trace_full"]) == (False, True)
     assert c1["calls"] == 2 and c1["wait_ms"]["first"] == {"n": 1, "p50": 3.0, "p90": 3.0, "max": 3.0}
     assert c4["calls"] == 3 and c4["batches"] == {"1": 1, "2": 1, "3": 1} and c4["nested"] == 1
     assert c4["wait_ms"]["first"]["n"] == 2 and c4["wait_ms"]["first"]["max"] == 50.0

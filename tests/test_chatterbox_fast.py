@@ -462,8 +462,8 @@ def test_vocoder_thread_batches_due_chunks(model, fast: FastChatterbox, monkeypa
 
 
 def _preempt_run(preempt: bool, fast, euler) -> tuple[list[str], dict, object]:
-    """A later chunk S is being vocoded when a first chunk U arrives (submitted from inside S's first
-    ``between``, so the timing is fixed): the order the two finished in, their audio, and the batcher."""
+    """A later chunk S is being vocoded when a first chunk U arrives (queued as S's vocoding starts, before its
+    first CFM step, so the timing is fixed): the order the two finished in, their audio, and the batcher."""
     import threading
 
     from ttsbench.chatterbox.fast_vocoder import VocodeBatcher
@@ -472,42 +472,26 @@ def _preempt_run(preempt: bool, fast, euler) -> tuple[list[str], dict, object]:
     toks = {"S": torch.arange(6) + 100, "U": torch.arange(6) + 7}
     got: dict = {}
     order: list[str] = []
-    started = threading.Event()
 
     def submit(k: str) -> None:
         got[k] = vb.vocode(toks[k], urgent=k == "U")
         order.append(k)
 
     u = threading.Thread(target=submit, args=("U",))
-    original = vb._between
+    real = fast.vocode
 
-    def between(entry) -> None:  # S's first step is in: U arrives now
-        if not started.is_set():
-            started.set()
+    def vocode(t):  # S's call has begun: U arrives now (U's own, nested or later, call passes through)
+        if u.ident is None:  # not started yet
             u.start()
             for _ in range(500):
                 if any(j.urgent for j in vb._jobs):
                     break
                 threading.Event().wait(0.01)
-        original(entry)
+        return real(t)
 
-    vb._between = between
     euler.between = None
+    fast.vocode = vocode
     try:
-        if not preempt:  # no between hook then: U arrives during S's call all the same
-            real = fast.vocode
-
-            def vocode_and_submit(t):
-                if not started.is_set():
-                    started.set()
-                    u.start()
-                    for _ in range(500):
-                        if any(j.urgent for j in vb._jobs):
-                            break
-                        threading.Event().wait(0.01)
-                return real(t)
-
-            fast.vocode = vocode_and_submit
         s = threading.Thread(target=submit, args=("S",))
         s.start()
         s.join(300)

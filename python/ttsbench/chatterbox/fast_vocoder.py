@@ -391,4 +391,5 @@ class VocodeBatcher:
             "yield_s": round(self.yield_s, 3),
             "wait_ms": {k: ms_dist(list(v)) for k, v in self._waits.items()},
             "trace": list(self._trace),
+            "trace_max": TRACE_CALLS,
         }
