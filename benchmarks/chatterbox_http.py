@@ -564,7 +564,7 @@ def t3_section(ckpt: str, utts: list, slots: int = 4, steps: int = 150) -> dict[
     from ttsbench.chatterbox import fast_equiv as fe
     from ttsbench.chatterbox.fast import FastChatterbox
     from ttsbench.chatterbox.fast_batch import BatchT3, T3Scheduler
-    from ttsbench.chatterbox.fast_t3 import SamplingParams
+    from ttsbench.chatterbox.fast_t3 import FastT3, SamplingParams
 
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     model = ChatterboxTTS.from_local(ckpt, dev)
@@ -576,8 +576,16 @@ def t3_section(ckpt: str, utts: list, slots: int = 4, steps: int = 150) -> dict[
     sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
     picks = [u for u in utts if u.utt_id in ("u02", "u10", "u05")] or utts[:2]
     fc.t3.capture_all()
-    out: dict[str, Any] = {"steps": steps, "utterances": [u.utt_id for u in picks]}
-    up, fa = [], []
+    # the same decoder with the eager decode attention, for the fused kernel's A/B (fast_attn.py)
+    eager_attn = FastT3(model.t3, max_len=1024, attn=False)
+    eager_attn.capture_all()
+    out: dict[str, Any] = {
+        "steps": steps,
+        "utterances": [u.utt_id for u in picks],
+        "fused_attn": fc.t3.fused_attn,
+        "attn_error": fc.t3.attn_error,
+    }
+    up, fa, fe_tok = [], [], []
     for u in picks:
         tt = fc.text_tokens(u.text)
         torch.manual_seed(0)
@@ -593,9 +601,28 @@ def t3_section(ckpt: str, utts: list, slots: int = 4, steps: int = 150) -> dict[
         n = fc.t3.generate(conds, tt, steps, p).numel()
         sync()
         fa.append(n / (time.perf_counter() - t0))
+        eager_attn.generate(conds, tt, 8, p)
+        sync()
+        t0 = time.perf_counter()
+        n = eager_attn.generate(conds, tt, steps, p).numel()
+        sync()
+        fe_tok.append(n / (time.perf_counter() - t0))
     out["upstream_tok_s"] = statistics.median(up)
     out["fast_tok_s"] = statistics.median(fa)
     out["fast_vs_upstream"] = out["fast_tok_s"] / out["upstream_tok_s"]
+    out["fast_eager_attn_tok_s"] = statistics.median(fe_tok)
+    out["fused_vs_eager_attn"] = out["fast_tok_s"] / out["fast_eager_attn_tok_s"]
+    # equivalence of the decoder measured above against upstream (teacher-forced logits, greedy tokens)
+    u = picks[0]
+    forced = fc.t3.generate(conds, fc.text_tokens(u.text), 100, p).view(-1)
+    forced = forced[forced < fc.t3.stop_token].tolist()
+    out["equivalence"] = {
+        "utt": u.utt_id,
+        "logits_vs_upstream": fe.logits_check(model, fc.t3, u.text, forced, cfg_weight=p.cfg_weight),
+        "logits_eager_attn_vs_upstream": fe.logits_check(model, eager_attn, u.text, forced, cfg_weight=p.cfg_weight),
+        "greedy_vs_upstream": fe.greedy_check(model, fc.t3, u.text, 100, p),
+    }
+    del eager_attn
     batch = BatchT3(fc.t3, slots=slots)
     out["batch_graphs"] = batch.capture_all(1024)
     out["batch_graph_error"] = batch.graph_error

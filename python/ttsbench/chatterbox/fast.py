@@ -254,10 +254,12 @@ class FastChatterbox:
         graph_s3: bool = True,
         hift: str = "upstream",
         s3_compile: bool = False,
+        t3_attn: bool | None = None,
     ) -> None:
         self.model = model
         self.device = torch.device(model.device) if isinstance(model.device, str) else model.device
-        self.t3 = FastT3(model.t3, dtype=dtype, max_len=max_len, cuda_graph=cuda_graph)
+        # t3_attn: the fused decode attention (fast_attn.py); None = where it loads and passes its check
+        self.t3 = FastT3(model.t3, dtype=dtype, max_len=max_len, cuda_graph=cuda_graph, attn=t3_attn)
         cfm = model.s3gen.flow.decoder
         self.euler = GraphEuler(cfm)
         self._cfm = cfm

@@ -72,10 +72,6 @@ class BatchT3:
         self.p_minp = torch.zeros(S, 1, device=dev, dtype=torch.float32)
         self.p_topp = torch.ones(S, 1, device=dev, dtype=torch.float32)
         self.p_greedy = torch.zeros(S, 1, dtype=torch.bool, device=dev)
-        # flat index of (row, head) in a layer's cache viewed as (2S*H*L, D): base + pos of the row
-        rows = torch.arange(2 * S, device=dev)[:, None] * f.n_heads + torch.arange(f.n_heads, device=dev)[None]
-        self.row_base = rows * L  # (2S, H)
-        self.arange = torch.arange(L, device=dev)
         self._graphs: dict[Any, Any] = {}
         self._pool: Any = None
         self.cuda_graph = f.cuda_graph
@@ -100,27 +96,8 @@ class BatchT3:
         else:
             cos = f.cos.index_select(0, pos).view(R, 1, 1, f.head_dim)
             sin = f.sin.index_select(0, pos).view(R, 1, 1, f.head_dim)
-        bias = (
-            torch.zeros(R, bucket, device=self.device, dtype=f.dtype)
-            .masked_fill_(self.arange[:bucket][None] > pos[:, None], -math.inf)
-            .view(R, 1, bucket)
-        )
-        idx = (self.row_base[:R] + pos[:, None]).view(-1)  # (R*H,)
-        scale = f.head_dim**-0.5
-        H, D = f.n_heads, f.head_dim
-
-        def write(i: int, k: torch.Tensor, v: torch.Tensor) -> None:
-            self.k_cache[i].view(-1, D).index_copy_(0, idx, k.reshape(R * H, D))
-            self.v_cache[i].view(-1, D).index_copy_(0, idx, v.reshape(R * H, D))
-
-        def attend(i: int, q: torch.Tensor) -> torch.Tensor:
-            k = self.k_cache[i, :R, :, :bucket]
-            v = self.v_cache[i, :R, :, :bucket]  # (R, H, b, D)
-            s = (k * q).sum(-1) * scale + bias  # (R, H, b)
-            p = torch.softmax(s.float(), dim=-1).to(v.dtype)
-            return (p.unsqueeze(-1) * v).sum(-2, keepdim=True)  # (R, H, 1, D)
-
-        self.logits[:R].copy_(f._layers(h, cos, sin, write, attend, decode=self.compiled)[:, -1])
+        attend = f._attend_fn(pos, bucket, self.k_cache, self.v_cache)
+        self.logits[:R].copy_(f._layers(h, cos, sin, attend, decode=self.compiled)[:, -1])
         self.pos[:W].add_(self.active[:W])
         self.spos[:W].add_(self.active[:W])
 
@@ -233,16 +210,14 @@ class BatchT3:
         r0, r1 = 2 * s, 2 * s + 2
         cos, sin = f.cos[:L], f.sin[:L]
 
-        def write(i: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        def attend(i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             self.k_cache[i, r0:r1, :, :L] = k
             self.v_cache[i, r0:r1, :, :L] = v
-
-        def attend(i: int, q: torch.Tensor) -> torch.Tensor:
             return F.scaled_dot_product_attention(
                 q.contiguous(), self.k_cache[i, r0:r1, :, :L], self.v_cache[i, r0:r1, :, :L], is_causal=True
             )
 
-        logits = f._layers(embeds.to(f.dtype), cos, sin, write, attend)
+        logits = f._layers(embeds.to(f.dtype), cos, sin, attend)
         self.logits[r0:r1].copy_(logits[:, -1])
         self.pos[s] = L
         self.spos[s] = 1

@@ -85,6 +85,7 @@ class FastT3:
         check_every: int = 16,
         compile_layers: bool | None = None,
         gemv: bool | None = None,
+        attn: bool | None = None,
     ) -> None:
         if getattr(t3, "is_gpt", False) or t3.hp.is_multilingual:
             raise UnsupportedModel("fast T3 supports the English Llama T3 only (no GPT-2 / multilingual)")
@@ -140,6 +141,10 @@ class FastT3:
         self.gemv = False
         if gemv if gemv is not None else self.device.type == "cuda":
             self._try_gemv()
+        self._attn: Callable[..., torch.Tensor] | None = None
+        self.attn_error: str | None = None
+        if attn if attn is not None else self.device.type == "cuda":
+            self._try_attn()
         self._pre, self._post = self._layer_fns()
         self.compiled = False
         if compile_layers if compile_layers is not None else self.cuda_graph:
@@ -223,6 +228,40 @@ class FastT3:
         self._lin = lin
         self.gemv = True
 
+    def _try_attn(self) -> None:
+        """Take the fused decode attention (``fast_attn``: cache write + attention in one kernel per layer)
+        where it loads and agrees with the eager form on this decoder's head shape (rel 1e-5 fp32, 2e-2 bf16,
+        rows at different positions); else say why (``attn_error``)."""
+        from ttsbench.chatterbox import fast_attn
+
+        op, why = fast_attn.load()
+        if op is None:
+            self.attn_error = why
+            return
+        tol = 1e-5 if self.dtype == torch.float32 else 2e-2
+        H, D, kw = self.n_heads, self.head_dim, {"device": self.device, "dtype": self.dtype}
+        try:
+            with torch.inference_mode():
+                q, k, v = (torch.randn(4, H, 1, D, **kw) for _ in range(3))
+                cache = [torch.randn(4, H, 2 * BUCKET, D, **kw) for _ in range(2)]
+                pos = torch.tensor([0, 1, BUCKET + 3, 2 * BUCKET - 1], device=self.device)
+                mine = [c.clone() for c in cache]
+                got = op(q, k, v, *mine, pos, 2 * BUCKET)
+                ref = fast_attn.eager(q, k, v, *cache, pos, 2 * BUCKET)
+                err = float((got.float() - ref.float()).norm() / ref.float().norm().clamp_min(1e-30))
+                if not err <= tol:
+                    raise RuntimeError(f"fused attention differs from the eager form by {err:.2e}")
+                if not all(torch.equal(a, b) for a, b in zip(mine, cache, strict=True)):
+                    raise RuntimeError("fused attention wrote the KV cache differently from the eager form")
+        except Exception as exc:
+            self.attn_error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+            return
+        self._attn = op
+
+    @property
+    def fused_attn(self) -> bool:
+        return self._attn is not None
+
     def _layer_fns(self) -> tuple[Callable, Callable]:
         eps, H, D = self.eps, self.n_heads, self.head_dim
         lin = self._lin
@@ -276,15 +315,15 @@ class FastT3:
         h: torch.Tensor,
         cos: torch.Tensor,
         sin: torch.Tensor,
-        write: Callable,
-        attend: Callable,
+        attend: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
         decode: bool = False,
     ) -> torch.Tensor:
+        """The backbone + speech head; ``attend(i, q, k, v)`` writes layer ``i``'s new keys/values into its
+        cache and returns the attention output (B, H, S, D)."""
         pre, post = (self._dpre, self._dpost) if (decode and self.compiled) else (self._pre, self._post)
         for i, (ln1, wqkv, wo, ln2, wgu, wd) in enumerate(self.layers):
             q, k, v = pre(h, ln1, wqkv, cos, sin)
-            write(i, k, v)
-            o = attend(i, q)  # (B, H, S, D)
+            o = attend(i, q, k, v)
             h = post(h, o, wo, ln2, wgu, wd)
         h = _rms(h, self.norm_w, self.eps)
         return self._lin(h, self.head_w, self.head_b).float()
@@ -296,18 +335,33 @@ class FastT3:
             raise ValueError(f"prefix of {L} positions does not fit max_len {self.max_len}")
         cos, sin = self.cos[:L], self.sin[:L]
 
-        def write(i: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        def attend(i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             self.k_cache[i, :, :, :L] = k
             self.v_cache[i, :, :, :L] = v
-
-        def attend(i: int, q: torch.Tensor) -> torch.Tensor:
             return F.scaled_dot_product_attention(
                 q.contiguous(), self.k_cache[i, :, :, :L], self.v_cache[i, :, :, :L], is_causal=True
             )
 
-        logits = self._layers(embeds.to(self.dtype), cos, sin, write, attend)
+        logits = self._layers(embeds.to(self.dtype), cos, sin, attend)
         self.logits.copy_(logits[:, -1])
         self.prefix_len = L
+
+    def _attend_fn(
+        self, pos: torch.Tensor, bucket: int, k_cache: torch.Tensor | None = None, v_cache: torch.Tensor | None = None
+    ) -> Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+        """A decode step's ``attend``: one query per row at cache slot ``pos[row]`` (R,), attending over the
+        bucket's slots up to it — the fused kernel (``fast_attn``) where it passed its start-up check, else the
+        eager math of SDPA (cache writes, masked scores, softmax in fp32). ``k_cache``/``v_cache``: the
+        ``[layers, rows, heads, max_len, head_dim]`` caches (default: this decoder's)."""
+        kc = self.k_cache if k_cache is None else k_cache
+        vc = self.v_cache if v_cache is None else v_cache
+        if self._attn is not None:
+            op = self._attn
+            return lambda i, q, k, v: op(q, k, v, kc[i], vc[i], pos, bucket)
+        from ttsbench.chatterbox.fast_attn import eager, mask_bias
+
+        bias = mask_bias(pos, bucket, self.dtype)  # once per step, not per layer
+        return lambda i, q, k, v: eager(q, k, v, kc[i], vc[i], pos, bucket, bias)
 
     def _decode(self, bucket: int) -> None:
         """Feed ``self.tok`` at slot ``self.pos`` / speech position ``self.spos``; logits → ``self.logits``."""
@@ -315,25 +369,8 @@ class FastT3:
         h = e.to(self.dtype).expand(2, -1).reshape(2, 1, self.hidden)
         cos = self.cos.index_select(0, self.pos)  # (1, D)
         sin = self.sin.index_select(0, self.pos)
-        bias = (
-            torch.zeros(bucket, device=self.device, dtype=self.dtype)
-            .masked_fill_(self.arange[:bucket] > self.pos, -math.inf)
-            .view(1, 1, bucket)
-        )
-        scale = self.head_dim**-0.5
-
-        def write(i: int, k: torch.Tensor, v: torch.Tensor) -> None:
-            self.k_cache[i].index_copy_(2, self.pos, k)
-            self.v_cache[i].index_copy_(2, self.pos, v)
-
-        def attend(i: int, q: torch.Tensor) -> torch.Tensor:
-            # one query per row: scores over the bucket's slots, masked past ``pos`` (the math of SDPA)
-            k, v = self.k_cache[i, :, :, :bucket], self.v_cache[i, :, :, :bucket]  # (2, H, b, D)
-            s = (k * q).sum(-1) * scale + bias  # (2, H, b)
-            p = torch.softmax(s.float(), dim=-1).to(v.dtype)
-            return (p.unsqueeze(-1) * v).sum(-2, keepdim=True)  # (2, H, 1, D)
-
-        self.logits.copy_(self._layers(h, cos, sin, write, attend, decode=True)[:, -1])
+        attend = self._attend_fn(self.pos.expand(2), bucket)
+        self.logits.copy_(self._layers(h, cos, sin, attend, decode=True)[:, -1])
         self.pos.add_(1)
         self.spos.add_(1)
 

@@ -95,6 +95,7 @@ class ServerConfig:
     failed_exit_delay_s: float = 3.0  # after a sticky CUDA error: how long /health answers 503 before the exit
     fast: str = "auto"  # auto (on where CUDA is present) | on | off
     fast_dtype: str = "fp32"  # fp32 | bf16
+    t3_attn: str = "fused"  # fast path: fused (one Triton kernel per layer, checked at start-up) | eager
     first_chunk_tokens: int = 12  # streaming: vocode and send after this many valid speech tokens
     chunk_tokens: int = 50  # streaming: valid speech tokens per later chunk (each re-runs the flow over the prompt)
     batch_slots: int = 4  # fast path: concurrent requests decoded together (0: one request at a time)
@@ -228,6 +229,8 @@ class Engine:
 
             if cfg.fast_dtype not in ("fp32", "bf16"):
                 raise UserError(f"--fast-dtype {cfg.fast_dtype!r}: use fp32 or bf16")
+            if cfg.t3_attn not in ("fused", "eager"):
+                raise UserError(f"--t3-attn {cfg.t3_attn!r}: use fused or eager")
             from ttsbench.chatterbox.fast_hift import MODES as HIFT_MODES
 
             if cfg.hift not in HIFT_MODES:
@@ -238,6 +241,7 @@ class Engine:
                 max_len=cfg.fast_max_len,
                 hift=cfg.hift,
                 s3_compile=cfg.s3_compile,
+                t3_attn=None if cfg.t3_attn == "fused" else False,
             )
             self.fast.pause_t3_first_chunk = cfg.pause_t3_first_chunk
         self.model = model
@@ -394,6 +398,10 @@ class Engine:
             "graph_error": f and f.graph_error,
             "compiled_layers": bool(f and f.t3.compiled),
             "compile_error": f and f.t3.compile_error,
+            "gemv": bool(f and f.t3.gemv),
+            "gemv_error": f and f.t3.gemv_error,
+            "fused_attn": bool(f and f.t3.fused_attn),
+            "attn_error": f and f.t3.attn_error,
             "first_chunk_tokens": self.cfg.first_chunk_tokens if f else None,
             "chunk_tokens": self.cfg.chunk_tokens if f else None,
             "hift": f and f.hift_state(),

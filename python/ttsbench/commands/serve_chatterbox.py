@@ -67,6 +67,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--fast-dtype", choices=("fp32", "bf16"), default="fp32", help="fast path T3 dtype")
     p.add_argument(
+        "--t3-attn",
+        choices=("fused", "eager"),
+        default="fused",
+        help="fast path on CUDA: a T3 decode step's attention as one Triton kernel per layer (checked against "
+        "the eager form at start-up, which it falls back to) or the eager form (default fused)",
+    )
+    p.add_argument(
         "--first-chunk-tokens",
         type=int,
         default=12,
@@ -208,6 +215,7 @@ def _run(args: argparse.Namespace) -> int:
         verbose=args.verbose,
         fast=args.fast,
         fast_dtype=args.fast_dtype,
+        t3_attn=args.t3_attn,
         first_chunk_tokens=args.first_chunk_tokens,
         chunk_tokens=args.chunk_tokens,
         batch_slots=args.batch_slots,
