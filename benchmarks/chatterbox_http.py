@@ -610,6 +610,26 @@ def t3_section(ckpt: str, utts: list, slots: int = 4, steps: int = 150) -> dict[
     out["upstream_tok_s"] = statistics.median(up)
     out["fast_tok_s"] = statistics.median(fa)
     out["fast_vs_upstream"] = out["fast_tok_s"] / out["upstream_tok_s"]
+    # a request's path to its first chunk's tokens (c=1, in-process): the prefix embeddings (upstream's
+    # conditioning encoder + text embeddings), then prefill + 12 decode steps + the one read-back
+    embeds_ms, first12_ms = [], []
+    for u in picks:
+        tt = fc.text_tokens(u.text)
+        for _ in range(2):  # the second is timed
+            sync()
+            t0 = time.perf_counter()
+            fc.t3.prefix_embeds(conds, tt, p.cfg_weight)
+            sync()
+            t1 = time.perf_counter()
+            it = fc.t3.iter_tokens(conds, tt, steps, p, chunk_sizes=(12,))
+            next(it)
+            t2 = time.perf_counter()
+            it.close()
+        embeds_ms.append((t1 - t0) * 1e3)
+        first12_ms.append((t2 - t1) * 1e3)
+    out["prefix_embeds_ms"] = statistics.median(embeds_ms)
+    out["first_12_tokens_ms"] = statistics.median(first12_ms)
+    out["prefill_ms_estimate"] = out["first_12_tokens_ms"] - out["prefix_embeds_ms"] - 12e3 / statistics.median(fa)
     out["fast_eager_attn_tok_s"] = statistics.median(fe_tok)
     out["fused_vs_eager_attn"] = out["fast_tok_s"] / out["fast_eager_attn_tok_s"]
     # equivalence of the decoder measured above against upstream (teacher-forced logits, greedy tokens)
