@@ -680,11 +680,58 @@ def t3_section(ckpt: str, utts: list, slots: int = 4, steps: int = 150) -> dict[
                     )
                 out["greedy_batched_vs_alone"] = same
         out["scheduler_width_steps"] = dict(sched.width_steps)
+        # c=1 through the scheduler (the server's T3 path): submit -> the first 12 tokens delivered
+        sched_ms = []
+        for u in picks:
+            tt = fc.text_tokens(u.text)
+            for _ in range(2):  # the second is timed
+                t0 = time.perf_counter()
+                got = 0
+                with sched.submit(conds, tt, steps, p) as ts:
+                    for part in ts:
+                        got += len(part)
+                        if got >= 12:
+                            break
+                t1 = time.perf_counter()
+            sched_ms.append((t1 - t0) * 1e3)
+        out["scheduler_first_12_tokens_ms"] = statistics.median(sched_ms)
     finally:
         sched.close()
     out["batch_aggregate_vs_upstream"] = out[f"batch{slots}_sampled_aggregate_tok_s"] / out["upstream_tok_s"]
     record(out, "vocoder", lambda: vocoder_section(fc, p, slots))  # a failure keeps the T3 numbers
+    record(out, "stream_path", lambda: stream_path_section(fc, p, picks, slots, steps))
     return out
+
+
+def stream_path_section(fc: Any, params: Any, picks: list, slots: int, steps: int = 150) -> dict[str, Any]:
+    """The server's streaming path in-process, without HTTP (``enable_batching`` as serve-chatterbox sets it up,
+    ``stream(..., tokens=scheduler.tokens)``), c=1: first chunk time, and the vocoder trace's split of it
+    (decoding up to the first chunk, then its vocoder call)."""
+    from ttsbench.metrics import ms_dist
+
+    fc.enable_batching(slots, vocoder_preempt=True, vocoder_yield=True)
+    fc.freeze_graphs()
+    first = []
+    try:
+        for u in picks:
+            for _ in range(2):
+                it = fc.stream(u.text, params, max_new_tokens=steps, tokens=fc.scheduler.tokens)
+                t0 = time.perf_counter()
+                next(it)
+                first.append((time.perf_counter() - t0) * 1e3)
+                for _ in it:
+                    pass
+        trace = fc.vocoder.state()["trace"]
+        firsts = [c for c in trace if c["first"]]
+        return {
+            "hift": fc.hift,
+            "first_chunk_ms": ms_dist(first),
+            "first_chunk_decode_ms": ms_dist([d for c in firsts for d in c["decode_ms"] if d is not None]),
+            "first_call_ms": ms_dist([c["ms"] for c in firsts]),
+        }
+    finally:
+        fc.scheduler.close()
+        fc.vocoder.close()
 
 
 def vocoder_section(fc: Any, params: Any, slots: int, reps: int = 10) -> dict[str, Any]:
