@@ -590,6 +590,7 @@ class FastChatterbox:
             "widths": list(self.batch.widths),
             "graphs": n,
             "graph_error": self.batch.graph_error,
+            "prefill_graph_error": self.batch.prefill_graph_error,
             "compiled": self.batch.compiled,
             "compile_error": self.batch.compile_error,
             "vocoder": vocoder,

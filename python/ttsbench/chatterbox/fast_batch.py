@@ -12,10 +12,12 @@ different GEMM shape).
 A step runs the rows of slots ``[0, W)`` only, ``W`` the smallest of :data:`WIDTHS` covering the highest busy
 slot (free slots are handed out lowest first): one request decodes at width 1 — FastT3's own shapes and
 kernels (Triton GEMV, compiled layer pieces) — and the KV bucket is the one of the longest busy slot. Each
-(width, bucket) step and each width's sampler are captured once in a CUDA graph (:meth:`capture_all`).
+(width, bucket) step and each width's sampler are captured once in a CUDA graph (:meth:`capture_all`), and so
+is the prefill of each slot per prefix length padded to a multiple of :data:`PREFILL_PAD` (zeros after the
+prefix change nothing before it in a causal pass; the logits are read at the prefix's last position).
 
 :class:`T3Scheduler` owns a ``BatchT3`` and one thread: it admits waiting requests into free slots (prefill,
-eager, one request at a time, between steps), runs ``poll`` steps for all busy slots, reads the new tokens
+one request at a time, between steps), runs ``poll`` steps for all busy slots, reads the new tokens
 back (one host sync per ``poll`` steps), hands each request its tokens through a queue and frees the slots of
 requests that drew EOS or reached their cap. Callers iterate :meth:`T3Scheduler.tokens` — the same contract as
 ``FastT3.iter_tokens`` (CPU tensors here) — from their own threads, and vocode while the scheduler keeps
@@ -41,6 +43,8 @@ import torch.nn.functional as F
 from ttsbench.chatterbox.fast_t3 import BUCKET, FastT3, SamplingParams
 
 WIDTHS = (1, 2, 4, 8)
+PREFILL_PAD = 32  # prefill lengths are padded to a multiple of this (one graph per slot and padded length)
+PREFILL_MAX = 512  # longer prefixes are prefilled eagerly
 
 
 class BatchT3:
@@ -72,6 +76,12 @@ class BatchT3:
         self.p_minp = torch.zeros(S, 1, device=dev, dtype=torch.float32)
         self.p_topp = torch.ones(S, 1, device=dev, dtype=torch.float32)
         self.p_greedy = torch.zeros(S, 1, dtype=torch.bool, device=dev)
+        # prefill: a prefix zero-padded to a multiple of PREFILL_PAD, replayed from a graph per (slot, length)
+        self.prefill_max = min(PREFILL_MAX, L - 2)
+        self._pf_embeds = torch.zeros(2, self.prefill_max, f.hidden, device=dev, dtype=dt)
+        self._pf_last = torch.zeros(1, dtype=torch.long, device=dev)
+        self._pf_logits = torch.zeros(2, V, device=dev, dtype=torch.float32)
+        self.prefill_graph_error: str | None = None
         self._graphs: dict[Any, Any] = {}
         self._pool: Any = None
         self.cuda_graph = f.cuda_graph
@@ -184,7 +194,8 @@ class BatchT3:
         self._run(("decode", W, bucket), lambda: self._decode(W, bucket))
 
     def capture_all(self, up_to: int | None = None) -> int:
-        """Capture every (width, bucket) decode graph and every width's sampler now (not inside a request)."""
+        """Capture every (width, bucket) decode graph, every width's sampler and the prefill graphs
+        (:meth:`capture_prefill`) now, not inside a request."""
         if not self.cuda_graph:
             return 0
         top = min(self.f.max_len, up_to or self.f.max_len)
@@ -195,7 +206,54 @@ class BatchT3:
                 for b in range(BUCKET, top + BUCKET, BUCKET):
                     self.step(W, min(b, self.f.max_len) - 1)
             self.active.copy_(saved)
+        self.capture_prefill()
         return len(self._graphs)
+
+    def _prefill_fn(self, s: int, Lp: int, embeds: torch.Tensor | None = None) -> Any:
+        """Prefill of slot ``s`` over ``Lp`` positions: the causal pass over ``embeds`` (default: the static
+        ``_pf_embeds``, a prefix zero-padded to ``Lp``) writing the slot's cache rows ``[0, Lp)``; the logits at
+        position ``_pf_last`` -> ``_pf_logits``. Padding after the prefix changes nothing before it (causal), and
+        its cache slots are overwritten by the decode steps before any step attends to them."""
+        f = self.f
+        r0, r1 = 2 * s, 2 * s + 2
+        cos, sin = f.cos[:Lp], f.sin[:Lp]
+
+        def attend(i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            self.k_cache[i, r0:r1, :, :Lp] = k
+            self.v_cache[i, r0:r1, :, :Lp] = v
+            return F.scaled_dot_product_attention(
+                q.contiguous(), self.k_cache[i, r0:r1, :, :Lp], self.v_cache[i, r0:r1, :, :Lp], is_causal=True
+            )
+
+        def run() -> None:
+            x = self._pf_embeds[:, :Lp] if embeds is None else embeds.to(f.dtype)
+            logits = f._layers(x, cos, sin, attend)
+            self._pf_logits.copy_(logits[:, -1] if embeds is not None else logits.index_select(1, self._pf_last)[:, 0])
+
+        return run
+
+    def capture_prefill(self) -> int:
+        """Capture the prefill graph of every slot and padded prefix length up to :attr:`prefill_max` now (a
+        capture while other threads launch GPU work is not safe). A failed capture leaves the prefill eager
+        (``prefill_graph_error``) and every other graph as it was. Returns the number of prefill graphs."""
+        if not self.cuda_graph or self.prefill_graph_error is not None:
+            return 0
+        n = 0
+        with torch.inference_mode():
+            for s in range(self.slots):
+                for Lp in range(PREFILL_PAD, self.prefill_max + 1, PREFILL_PAD):
+                    key = ("prefill", s, Lp)
+                    if key in self._graphs:
+                        continue
+                    self._pf_last.fill_(Lp - 1)
+                    try:
+                        self._graphs[key] = self._capture(self._prefill_fn(s, Lp))
+                    except RuntimeError as exc:
+                        torch.cuda.synchronize()
+                        self.prefill_graph_error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+                        return n
+                    n += 1
+        return n
 
     # ------------------------------------------------------------------ slots
 
@@ -207,18 +265,19 @@ class BatchT3:
         L = embeds.shape[1]
         if f.max_len < L + 2:
             raise ValueError(f"prefix of {L} positions does not fit max_len {f.max_len}")
-        r0, r1 = 2 * s, 2 * s + 2
-        cos, sin = f.cos[:L], f.sin[:L]
-
-        def attend(i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-            self.k_cache[i, r0:r1, :, :L] = k
-            self.v_cache[i, r0:r1, :, :L] = v
-            return F.scaled_dot_product_attention(
-                q.contiguous(), self.k_cache[i, r0:r1, :, :L], self.v_cache[i, r0:r1, :, :L], is_causal=True
-            )
-
-        logits = f._layers(embeds.to(f.dtype), cos, sin, attend)
-        self.logits[r0:r1].copy_(logits[:, -1])
+        Lp = -(-L // PREFILL_PAD) * PREFILL_PAD
+        if Lp <= self.prefill_max:  # padded: one CUDA graph per (slot, padded length), captured by capture_all()
+            self._pf_embeds[:, :L].copy_(embeds)
+            self._pf_embeds[:, L:Lp].zero_()
+            self._pf_last.fill_(L - 1)
+            g = self._graphs.get(("prefill", s, Lp)) if self.cuda_graph else None
+            if g is not None:
+                g.replay()
+            else:
+                self._prefill_fn(s, Lp)()
+        else:
+            self._prefill_fn(s, L, embeds)()
+        self.logits[2 * s : 2 * s + 2].copy_(self._pf_logits)
         self.pos[s] = L
         self.spos[s] = 1
         self.n[s] = 0
