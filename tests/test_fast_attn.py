@@ -91,7 +91,7 @@ a = fused.teacher_forced_logits(model.conds.t3, tt[0], forced, 0.3)
 b = eager.teacher_forced_logits(model.conds.t3, tt[0], forced, 0.3)
 g = SamplingParams(temperature=0.6, cfg_weight=0.3, greedy=True)
 alone = [fused.generate(model.conds.t3, t, 4, g).view(-1).tolist() for t in tt]
-batch = BatchT3(fused, slots=2)
+batch = BatchT3(fused, slots=2, prefill_graphs=True)  # its padded prefill (run eagerly here)
 Ls = [batch.admit(s, model.conds.t3, t, g) for s, t in enumerate(tt)]
 for i in range(4):
     batch.step(2, max(Ls) + i)

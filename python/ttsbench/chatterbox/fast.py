@@ -555,6 +555,7 @@ class FastChatterbox:
         vocoder_yield: bool = False,
         first_chunk_tokens: int = 12,
         chunk_tokens: int = CHUNK_TOKENS,
+        prefill_graphs: bool = False,
     ) -> dict:
         """Decode concurrent requests together: a :class:`~ttsbench.chatterbox.fast_batch.BatchT3` of ``slots``
         slots over this path's T3 weights, its graphs captured now, and the scheduler thread started. Stream with
@@ -562,12 +563,13 @@ class FastChatterbox:
         together by a :class:`~ttsbench.chatterbox.fast_vocoder.VocodeBatcher` (its batch shapes for
         the first chunk and for context + chunk captured now); else they take the vocoder in turn.
         ``vocoder_preempt``: that batcher vocodes first chunks between the CFM steps of a batch of later ones;
-        ``vocoder_yield``: its batches of later chunks wait while a request decodes toward its first chunk."""
+        ``vocoder_yield``: its batches of later chunks wait while a request decodes toward its first chunk.
+        ``prefill_graphs``: the batch's prefill replayed from CUDA graphs (:class:`BatchT3`, opt-in)."""
         from ttsbench.chatterbox.fast_batch import BatchT3, T3Scheduler
         from ttsbench.chatterbox.fast_vocoder import VocodeBatcher
 
         t0 = time.perf_counter()
-        self.batch = BatchT3(self.t3, slots=slots)
+        self.batch = BatchT3(self.t3, slots=slots, prefill_graphs=prefill_graphs)
         n = self.batch.capture_all()
         if self.device.type == "cuda":
             self.s3_stream = torch.cuda.Stream(self.device, priority=-1)  # lower number = higher priority

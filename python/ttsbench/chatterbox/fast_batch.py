@@ -12,9 +12,10 @@ different GEMM shape).
 A step runs the rows of slots ``[0, W)`` only, ``W`` the smallest of :data:`WIDTHS` covering the highest busy
 slot (free slots are handed out lowest first): one request decodes at width 1 — FastT3's own shapes and
 kernels (Triton GEMV, compiled layer pieces) — and the KV bucket is the one of the longest busy slot. Each
-(width, bucket) step and each width's sampler are captured once in a CUDA graph (:meth:`capture_all`), and so
-is the prefill of each slot per prefix length padded to a multiple of :data:`PREFILL_PAD` (zeros after the
-prefix change nothing before it in a causal pass; the logits are read at the prefix's last position).
+(width, bucket) step and each width's sampler are captured once in a CUDA graph (:meth:`capture_all`);
+with ``prefill_graphs`` (opt-in) so is the prefill of each slot per prefix length padded to a multiple of
+:data:`PREFILL_PAD` (zeros after the prefix change nothing before it in a causal pass; the logits are read at
+the prefix's last position).
 
 :class:`T3Scheduler` owns a ``BatchT3`` and one thread: it admits waiting requests into free slots (prefill,
 one request at a time, between steps), runs ``poll`` steps for all busy slots, reads the new tokens
@@ -50,7 +51,7 @@ PREFILL_MAX = 512  # longer prefixes are prefilled eagerly
 class BatchT3:
     """Static per-slot state + batched decode/sample steps over the weights of one :class:`FastT3`."""
 
-    def __init__(self, fast: FastT3, slots: int = 4) -> None:
+    def __init__(self, fast: FastT3, slots: int = 4, prefill_graphs: bool = False) -> None:
         if slots < 1:
             raise ValueError("slots must be at least 1")
         self.f = f = fast
@@ -76,12 +77,17 @@ class BatchT3:
         self.p_minp = torch.zeros(S, 1, device=dev, dtype=torch.float32)
         self.p_topp = torch.ones(S, 1, device=dev, dtype=torch.float32)
         self.p_greedy = torch.zeros(S, 1, dtype=torch.bool, device=dev)
-        # prefill: a prefix zero-padded to a multiple of PREFILL_PAD, replayed from a graph per (slot, length)
+        # prefill_graphs: a prefix zero-padded to a multiple of PREFILL_PAD, replayed from a graph per (slot,
+        # length). Opt-in: one H100 server with them hung in its c=4 level (2026-12-07, cause not found yet)
+        self.prefill_graphs = prefill_graphs
         self.prefill_max = min(PREFILL_MAX, L - 2)
         self._pf_embeds = torch.zeros(2, self.prefill_max, f.hidden, device=dev, dtype=dt)
         self._pf_last = torch.zeros(1, dtype=torch.long, device=dev)
         self._pf_logits = torch.zeros(2, V, device=dev, dtype=torch.float32)
         self.prefill_graph_error: str | None = None
+        # captured on a stream of their own: graphs captured on one stream share its cuBLAS workspace, and the
+        # prefill's GEMMs would share it with the vocoder's graphs replayed at the same time (pytorch#193402)
+        self._pf_capture_stream = torch.cuda.Stream(dev) if dev.type == "cuda" else None
         self._graphs: dict[Any, Any] = {}
         self._pool: Any = None
         self.cuda_graph = f.cuda_graph
@@ -166,7 +172,7 @@ class BatchT3:
             self._graphs[key] = g
         g.replay()
 
-    def _capture(self, fn: Any) -> Any:
+    def _capture(self, fn: Any, stream: Any = None) -> Any:
         state = [t.clone() for t in self._state()]
         rng = torch.cuda.get_rng_state()
         side = torch.cuda.Stream()
@@ -179,7 +185,7 @@ class BatchT3:
         g = torch.cuda.CUDAGraph()
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
-        with torch.cuda.graph(g, pool=self._pool):
+        with torch.cuda.graph(g, pool=self._pool, stream=stream):
             fn()
         for dst, src in zip(self._state(), state, strict=True):
             dst.copy_(src)
@@ -236,7 +242,7 @@ class BatchT3:
         """Capture the prefill graph of every slot and padded prefix length up to :attr:`prefill_max` now (a
         capture while other threads launch GPU work is not safe). A failed capture leaves the prefill eager
         (``prefill_graph_error``) and every other graph as it was. Returns the number of prefill graphs."""
-        if not self.cuda_graph or self.prefill_graph_error is not None:
+        if not (self.cuda_graph and self.prefill_graphs) or self.prefill_graph_error is not None:
             return 0
         n = 0
         with torch.inference_mode():
@@ -247,7 +253,7 @@ class BatchT3:
                         continue
                     self._pf_last.fill_(Lp - 1)
                     try:
-                        self._graphs[key] = self._capture(self._prefill_fn(s, Lp))
+                        self._graphs[key] = self._capture(self._prefill_fn(s, Lp), self._pf_capture_stream)
                     except RuntimeError as exc:
                         torch.cuda.synchronize()
                         self.prefill_graph_error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
@@ -266,7 +272,7 @@ class BatchT3:
         if f.max_len < L + 2:
             raise ValueError(f"prefix of {L} positions does not fit max_len {f.max_len}")
         Lp = -(-L // PREFILL_PAD) * PREFILL_PAD
-        if Lp <= self.prefill_max:  # padded: one CUDA graph per (slot, padded length), captured by capture_all()
+        if self.prefill_graphs and Lp <= self.prefill_max:  # padded: a graph per (slot, padded length)
             self._pf_embeds[:, :L].copy_(embeds)
             self._pf_embeds[:, L:Lp].zero_()
             self._pf_last.fill_(L - 1)

@@ -96,6 +96,7 @@ class ServerConfig:
     fast: str = "auto"  # auto (on where CUDA is present) | on | off
     fast_dtype: str = "fp32"  # fp32 | bf16
     t3_attn: str = "fused"  # fast path: fused (one Triton kernel per layer, checked at start-up) | eager
+    t3_prefill_graphs: bool = False  # fast path, batch_slots > 0: prefill from CUDA graphs (opt-in, see docs)
     first_chunk_tokens: int = 12  # streaming: vocode and send after this many valid speech tokens
     chunk_tokens: int = 50  # streaming: valid speech tokens per later chunk (each re-runs the flow over the prompt)
     batch_slots: int = 4  # fast path: concurrent requests decoded together (0: one request at a time)
@@ -260,6 +261,7 @@ class Engine:
                 vocoder_yield=cfg.vocoder_yield,
                 first_chunk_tokens=cfg.first_chunk_tokens,
                 chunk_tokens=cfg.chunk_tokens,
+                prefill_graphs=cfg.t3_prefill_graphs,
             )
         if self.fast is not None and self.fast.scheduler is not None and self.fast.t3.cuda_graph:
             # no S3Gen graph captures from here on (a capture while the scheduler thread launches work is not
