@@ -197,6 +197,11 @@ def test_cli_flags(monkeypatch) -> None:
     off = ["--vocoder-preempt", "off", "--vocoder-yield", "off"]
     assert serve_chatterbox._run(ap.parse_args(["serve-chatterbox", "--reference", "x.wav", *off])) == 0
     assert seen[0].vocoder_preempt is seen[0].vocoder_yield is False and seen[0].batch_vocoder is True
+    assert (seen[0].t3_attn, seen[0].t3_prefill_graphs) == ("fused", False)  # defaults: kernel on, graphs opt-in
+    seen.clear()
+    t3 = ["--t3-attn", "eager", "--t3-prefill-graphs", "on"]
+    assert serve_chatterbox._run(ap.parse_args(["serve-chatterbox", "--reference", "x.wav", *t3])) == 0
+    assert (seen[0].t3_attn, seen[0].t3_prefill_graphs) == ("eager", True)
 
     with pytest.raises(SystemExit):  # argparse refuses a mode that does not exist
         ap.parse_args(["serve-chatterbox", "--reference", "x.wav", "--hift", "fast"])
