@@ -117,7 +117,6 @@ class FastT3:
         shape = (self.n_layers, 2, self.n_heads, max_len, self.head_dim)
         self.k_cache = torch.zeros(shape, device=dev, dtype=dt)
         self.v_cache = torch.zeros(shape, device=dev, dtype=dt)
-        self.arange = torch.arange(max_len, device=dev)
         # static decode state (device-side)
         self.tok = torch.zeros(1, dtype=torch.long, device=dev)
         self.pos = torch.zeros(1, dtype=torch.long, device=dev)  # cache slot of the token fed next
