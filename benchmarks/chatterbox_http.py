@@ -642,6 +642,13 @@ def t3_section(ckpt: str, utts: list, slots: int = 4, steps: int = 150) -> dict[
         "logits_eager_attn_vs_upstream": fe.logits_check(model, eager_attn, u.text, forced, cfg_weight=p.cfg_weight),
         "greedy_vs_upstream": fe.greedy_check(model, fc.t3, u.text, 100, p),
     }
+    # the two attention forms against each other, decode steps only (the worst row above can be the prefill's,
+    # which both share)
+    tt = fc.text_tokens(u.text)
+    forced_t = torch.tensor(forced)
+    a = fc.t3.teacher_forced_logits(conds, tt, forced_t, p.cfg_weight)[1:]
+    b = eager_attn.teacher_forced_logits(conds, tt, forced_t, p.cfg_weight)[1:]
+    out["equivalence"]["decode_logits_fused_vs_eager"] = fe.rel_err(a.cpu(), b.cpu())
     del eager_attn
     batch = BatchT3(fc.t3, slots=slots)
     out["batch_graphs"] = batch.capture_all(1024)
