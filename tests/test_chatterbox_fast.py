@@ -322,6 +322,52 @@ def _collect(sched, t3_cond, tt, n: int, params: SamplingParams, out: dict, key:
     out[key] = torch.cat(parts).tolist() if parts else []
 
 
+def test_prefill_graphs_replay_by_padded_length_and_a_failed_capture_keeps_the_rest(model, fast, monkeypatch) -> None:
+    """``BatchT3(prefill_graphs=True)``: a prefix is prefilled by the graph of its slot and padded length, with the
+    logits of the unpadded eager prefill; a failed capture stops capturing, says why, keeps the graphs captured and
+    leaves other lengths eager. CUDA graphs cannot run here: stand-in graphs (named so) replay the captured function."""
+    from ttsbench.chatterbox import fast_batch
+    from ttsbench.chatterbox.fast_batch import BatchT3
+
+    class StandInGraph:  # stand-in for torch.cuda.CUDAGraph: replay() runs what was captured
+        def __init__(self, fn) -> None:
+            self.fn, self.replays = fn, 0
+
+        def replay(self) -> None:
+            self.replays += 1
+            self.fn()
+
+    tt = fast.text_tokens("Okay.")
+    plain = BatchT3(fast.t3, slots=2)
+    L = plain.admit(1, model.conds.t3, tt, PARAMS)
+    Lp = -(-L // fast_batch.PREFILL_PAD) * fast_batch.PREFILL_PAD
+    batch = BatchT3(fast.t3, slots=2, prefill_graphs=True)
+    batch.cuda_graph = True  # as on CUDA, for the prefill graphs only (no decode step runs here)
+
+    per_slot = batch.prefill_max // fast_batch.PREFILL_PAD
+    kept = per_slot + Lp // fast_batch.PREFILL_PAD - 1  # all of slot 0, slot 1 up to Lp - PREFILL_PAD
+
+    def capture(fn, stream=None):
+        if len(batch._graphs) == kept:
+            raise RuntimeError("stand-in capture failure")
+        return StandInGraph(fn)
+
+    monkeypatch.setattr(batch, "_capture", capture)
+    assert Lp < batch.prefill_max
+    assert batch.capture_prefill() == len(batch._graphs) == kept
+    assert batch.prefill_graph_error == "RuntimeError: stand-in capture failure"
+    assert batch.capture_prefill() == 0  # no retry after a failure
+    assert batch.admit(0, model.conds.t3, tt, PARAMS) == L
+    assert batch._graphs[("prefill", 0, Lp)].replays == 1
+    torch.testing.assert_close(batch.logits[0:2], plain.logits[2:4], rtol=1e-5, atol=1e-5)
+    batch.admit(1, model.conds.t3, tt, PARAMS)  # slot 1 has no graph at Lp: eager, same padded prefill
+    assert ("prefill", 1, Lp) not in batch._graphs and batch._graphs[("prefill", 0, Lp)].replays == 1
+    torch.testing.assert_close(batch.logits[2:4], plain.logits[2:4], rtol=1e-5, atol=1e-5)
+    for mine, ref in ((batch.k_cache, plain.k_cache), (batch.v_cache, plain.v_cache)):  # each slot its own rows
+        torch.testing.assert_close(mine[:, 0:2, :, :L], ref[:, 2:4, :, :L], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(mine[:, 2:4, :, :L], ref[:, 2:4, :, :L], rtol=1e-5, atol=1e-5)
+
+
 def test_batched_decode_equals_per_request_decode(model, fast: FastChatterbox) -> None:
     """Three requests decoded together (one joins mid-flight, one samples while two decode greedily, different
     caps, a per-request stop) give each greedy request the tokens it gets when decoded alone."""

@@ -8,18 +8,14 @@ at different positions (BatchT3), q/k/v as strided views of one fused qkv tensor
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-pytest.importorskip("torch")
-if importlib.util.find_spec("triton") is None:
-    pytest.skip("triton is not installed", allow_module_level=True)
+from _triton_interp import require_triton, run_interpreted
+
+require_triton()
 
 pytestmark = pytest.mark.chatterbox
 
@@ -103,20 +99,9 @@ print(json.dumps({
 """
 
 
-def _child(code: str, *args: str) -> dict:
-    env = {
-        **os.environ,
-        "TRITON_INTERPRET": "1",
-        "PYTHONPATH": os.pathsep.join([p for p in sys.path if p] + [os.environ.get("PYTHONPATH", "")]),
-    }
-    proc = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 @pytest.fixture(scope="module")
 def result() -> dict:
-    return _child(CHILD)
+    return run_interpreted(CHILD)
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +111,7 @@ def decoders() -> dict:
 
     d = Path(os.environ.get("TTSBENCH_TEST_CHECKPOINT", Path.home() / ".cache/ttsbench/test-checkpoint"))
     path, _ = checkpoint.make_random_checkpoint(d, seed=0)
-    return _child(MODEL_CHILD, str(path))
+    return run_interpreted(MODEL_CHILD, str(path))
 
 
 @pytest.mark.parametrize(("name", "tol"), [("pair_fp32", 1e-6), ("batch_fp32", 1e-6), ("batch_bf16", 2e-2)])

@@ -7,17 +7,11 @@ with TRITON_INTERPRET=1. The GPU run (timings, whole-model equivalence) is bench
 
 from __future__ import annotations
 
-import importlib.util
-import json
-import os
-import subprocess
-import sys
-
 import pytest
 
-pytest.importorskip("torch")
-if importlib.util.find_spec("triton") is None:
-    pytest.skip("triton is not installed", allow_module_level=True)
+from _triton_interp import require_triton, run_interpreted
+
+require_triton()
 
 pytestmark = pytest.mark.chatterbox
 
@@ -48,14 +42,7 @@ print(json.dumps(out))
 
 @pytest.fixture(scope="module")
 def result() -> dict:
-    env = {
-        **os.environ,
-        "TRITON_INTERPRET": "1",
-        "PYTHONPATH": os.pathsep.join([p for p in sys.path if p] + [os.environ.get("PYTHONPATH", "")]),
-    }
-    proc = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_interpreted(CHILD, timeout=300)
 
 
 @pytest.mark.parametrize(("n", "k", "rows"), [(96, 64, 2), (100, 200, 2), (1030, 256, 1), (8, 1024, 2)])

@@ -85,8 +85,9 @@ class BatchT3:
         self._pf_last = torch.zeros(1, dtype=torch.long, device=dev)
         self._pf_logits = torch.zeros(2, V, device=dev, dtype=torch.float32)
         self.prefill_graph_error: str | None = None
-        # captured on a stream of their own: graphs captured on one stream share its cuBLAS workspace, and the
-        # prefill's GEMMs would share it with the vocoder's graphs replayed at the same time (pytorch#193402)
+        # captured on a stream of their own: graphs captured on one stream share its cuBLAS workspace
+        # (pytorch#193402), and the prefill's GEMMs run next to the vocoder's graphs. A guess at the c=4 hang
+        # above, not measured
         self._pf_capture_stream = torch.cuda.Stream(dev) if dev.type == "cuda" else None
         self._graphs: dict[Any, Any] = {}
         self._pool: Any = None
@@ -234,7 +235,7 @@ class BatchT3:
         def run() -> None:
             x = self._pf_embeds[:, :Lp] if embeds is None else embeds.to(f.dtype)
             logits = f._layers(x, cos, sin, attend)
-            self._pf_logits.copy_(logits[:, -1] if embeds is not None else logits.index_select(1, self._pf_last)[:, 0])
+            self._pf_logits.copy_(logits.index_select(1, self._pf_last)[:, 0])
 
         return run
 
@@ -255,7 +256,8 @@ class BatchT3:
                     try:
                         self._graphs[key] = self._capture(self._prefill_fn(s, Lp), self._pf_capture_stream)
                     except RuntimeError as exc:
-                        torch.cuda.synchronize()
+                        if self.device.type == "cuda":
+                            torch.cuda.synchronize()
                         self.prefill_graph_error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
                         return n
                     n += 1
@@ -272,10 +274,10 @@ class BatchT3:
         if f.max_len < L + 2:
             raise ValueError(f"prefix of {L} positions does not fit max_len {f.max_len}")
         Lp = -(-L // PREFILL_PAD) * PREFILL_PAD
+        self._pf_last.fill_(L - 1)
         if self.prefill_graphs and Lp <= self.prefill_max:  # padded: a graph per (slot, padded length)
             self._pf_embeds[:, :L].copy_(embeds)
             self._pf_embeds[:, L:Lp].zero_()
-            self._pf_last.fill_(L - 1)
             g = self._graphs.get(("prefill", s, Lp)) if self.cuda_graph else None
             if g is not None:
                 g.replay()
