@@ -141,7 +141,8 @@ def run_server(
         "PYTHONUNBUFFERED": "1",
     }
     t0 = time.perf_counter()
-    with log.open("w") as fh:
+    log.write_text("")
+    with log.open("a") as fh:  # O_APPEND: the server's lines and the stack dumps appended here never overwrite
         proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=False)
     out: dict[str, Any] = {"argv": argv[1:]}
     try:
@@ -274,18 +275,30 @@ def find_py_spy() -> str | None:
 
 
 def _dump_stacks(proc: subprocess.Popen, log: Path) -> None:
-    """Append the live server's Python stacks to its log (py-spy dump); says so in the log where py-spy is missing."""
+    """Append the live server's stacks to its log: its own (SIGUSR1: faulthandler, needs no ptrace rights), then
+    py-spy's Python and native stacks where py-spy is found (a thread stuck in a CUDA call shows in the native
+    one); says so in the log where py-spy is missing."""
     if proc.poll() is not None:
         return
+    with log.open("a") as fh:
+        fh.write("\n--- SIGUSR1: the server's own stack dump (the run failed or timed out here) ---\n")
+    proc.send_signal(signal.SIGUSR1)
+    time.sleep(2.0)  # the server writes the dump to the same log
     spy = find_py_spy()
     if spy is None:
         with log.open("a") as fh:
-            fh.write("\n--- no py-spy found (PATH, <import path>/bin): no stacks of the failed or hung server ---\n")
+            fh.write("\n--- no py-spy found (PATH, <import path>/bin): no native stacks ---\n")
         return
-    with log.open("a") as fh:
-        fh.write("\n--- py-spy dump (the run failed or timed out here) ---\n")
-        fh.flush()
-        subprocess.run([spy, "dump", "--pid", str(proc.pid)], stdout=fh, stderr=subprocess.STDOUT, timeout=60)
+    for flags in ([], ["--native"]):
+        with log.open("a") as fh:
+            fh.write(f"\n--- py-spy dump {' '.join(flags)} ---\n")
+            fh.flush()
+            try:
+                subprocess.run(
+                    [spy, "dump", *flags, "--pid", str(proc.pid)], stdout=fh, stderr=subprocess.STDOUT, timeout=60
+                )
+            except subprocess.TimeoutExpired:
+                fh.write("(py-spy dump timed out after 60 s)\n")
 
 
 def profile_level(url: str, utts: list, c: int, n: int, pid: int, stem: Path) -> dict[str, Any]:
@@ -832,6 +845,13 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds a server may take to get ready (default: --section-timeout); --s3-compile servers compile "
         "for over a minute before their warm-up",
     )
+    ap.add_argument(
+        "--request-timeout",
+        type=float,
+        default=None,
+        help="seconds one request may wait before it fails and the server's stacks are dumped (default: "
+        "--section-timeout); short, to find where a hung level waits",
+    )
     ap.add_argument("--extra", default="--fast-max-len 1024", help="extra serve-chatterbox flags (fast path)")
     ap.add_argument("--only", default=None, help="comma-separated utterance ids (default: all 10)")
     ap.add_argument("--cap", type=int, default=None, help="--max-new-tokens for both servers (CPU smoke runs)")
@@ -845,6 +865,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if not args.section_timeout > 0:
         ap.error(f"--section-timeout {args.section_timeout}: give a number of seconds above 0")
+    if args.request_timeout is not None and not args.request_timeout > 0:
+        ap.error(f"--request-timeout {args.request_timeout}: give a number of seconds above 0")
     if args.ready_timeout is not None and not args.ready_timeout > 0:
         ap.error(f"--ready-timeout {args.ready_timeout}: give a number of seconds above 0")
 
@@ -869,6 +891,7 @@ def main(argv: list[str] | None = None) -> int:
     sf.write(str(ref), checkpoint._reference_wav(seed=0), 24000, subtype="PCM_16")
     doc: dict[str, Any] = {"machine": machine(), "tokens_per_char": TOKENS_PER_CHAR, "utterances": len(utts)}
     out, timeout = Path(args.out), args.section_timeout
+    req_timeout = args.request_timeout or timeout
     if args.hift:
         guarded(doc, "hift", lambda p: s3_section(str(path), args.s3_reps, p), out, timeout)
         import gc
@@ -895,7 +918,7 @@ def main(argv: list[str] | None = None) -> int:
         [*args.extra.split(), *cap],
         logs / "server-fast.log",
         Path(args.profile_dir) if args.profile_dir else None,
-        timeout_s=timeout,
+        timeout_s=req_timeout,
         ready_timeout_s=args.ready_timeout,
     )
     doc["fast"] = fast
@@ -915,7 +938,7 @@ def main(argv: list[str] | None = None) -> int:
             utts,
             [*args.extra.split(), *cap, "--vocoder-batching", "off"],
             logs / "server-fast-vocoder-off.log",
-            timeout_s=timeout,
+            timeout_s=req_timeout,
             ready_timeout_s=args.ready_timeout,
         )
         doc["fast_vocoder_off"] = off
@@ -940,7 +963,7 @@ def main(argv: list[str] | None = None) -> int:
                 utts,
                 [*args.extra.split(), *cap, *flags.split()],
                 logs / f"server-fast-{name}.log",
-                timeout_s=timeout,
+                timeout_s=req_timeout,
                 ready_timeout_s=args.ready_timeout,
             ),
         )
@@ -956,7 +979,7 @@ def main(argv: list[str] | None = None) -> int:
             utts,
             cap,
             logs / "server-upstream.log",
-            timeout_s=timeout,
+            timeout_s=req_timeout,
             ready_timeout_s=args.ready_timeout,
         )
         doc["upstream"] = up

@@ -719,7 +719,8 @@ def make_server(cfg: ServerConfig, engine: Engine) -> ChatterboxHTTPServer:
 
 
 def serve(cfg: ServerConfig) -> int:
-    """Validate, load the model once, then serve until SIGTERM/SIGINT."""
+    """Validate, load the model once, then serve until SIGTERM/SIGINT; SIGUSR1 prints every thread's stack."""
+    import faulthandler
     import signal
 
     if not cfg.voice:
@@ -752,6 +753,9 @@ def serve(cfg: ServerConfig) -> int:
 
     engine.on_failed = _failed
     signal.signal(signal.SIGTERM, _stop)
+    # `kill -USR1 <pid>`: every thread's Python stack to stderr (the journal), the server carries on: what a
+    # stuck stream is waiting on, without ptrace rights (py-spy) on the host.
+    faulthandler.register(signal.SIGUSR1, all_threads=True, chain=False)
     try:
         server.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:
