@@ -726,30 +726,103 @@ def t3_section(ckpt: str, utts: list, slots: int = 4, steps: int = 150) -> dict[
 def stream_path_section(fc: Any, params: Any, picks: list, slots: int, steps: int = 150) -> dict[str, Any]:
     """The server's streaming path in-process, without HTTP (``enable_batching`` as serve-chatterbox sets it up,
     ``stream(..., tokens=scheduler.tokens)``), c=1: first chunk time, and the vocoder trace's split of it
-    (decoding up to the first chunk, then its vocoder call)."""
+    (decoding up to the first chunk, then its vocoder call). ``marks_ms``: host times from the stream's start
+    (p50 over the requests) at which the request thread asked for tokens (text tokenized), the scheduler
+    thread began and ended the prefill launch and each poll of steps (ending in its host sync), and the request
+    thread received each part of tokens: where the path to the first chunk spends the time that the bare
+    scheduler (``scheduler_first_12_tokens_ms``) does not."""
     from ttsbench.metrics import ms_dist
 
     fc.enable_batching(slots, vocoder_preempt=True, vocoder_yield=True)
     fc.freeze_graphs()
-    first = []
+    first: list[float] = []
+    runs: list[dict[str, Any]] = []
+    marks: dict[str, Any] = {}
+    sched, batch = fc.scheduler, fc.batch
+    admit, run_steps = batch.admit, sched._run_steps
+
+    def timed_admit(*a: Any, **k: Any) -> Any:  # instance attributes shadow the methods: a probe, not a patch
+        marks.setdefault("admit", []).append(time.perf_counter())
+        try:
+            return admit(*a, **k)
+        finally:
+            marks["admit"].append(time.perf_counter())
+
+    def timed_steps() -> None:
+        t = time.perf_counter()
+        run_steps()
+        marks.setdefault("polls", []).append((t, time.perf_counter()))
+
+    def tokens(*a: Any, **k: Any) -> Any:
+        marks["tokens_called"] = time.perf_counter()
+        for part in sched.tokens(*a, **k):
+            marks.setdefault("parts", []).append((time.perf_counter(), len(part)))
+            yield part
+
+    batch.admit, sched._run_steps = timed_admit, timed_steps
     try:
         for u in picks:
             for _ in range(2):
-                it = fc.stream(u.text, params, max_new_tokens=steps, tokens=fc.scheduler.tokens)
+                marks.clear()
+                it = fc.stream(u.text, params, max_new_tokens=steps, tokens=tokens)
                 t0 = time.perf_counter()
                 next(it)
-                first.append((time.perf_counter() - t0) * 1e3)
+                t1 = time.perf_counter()
+                first.append((t1 - t0) * 1e3)
+                m = dict(marks)  # the marks up to the first chunk
+
+                def rel(t: float, t0: float = t0) -> float:
+                    return round((t - t0) * 1e3, 2)
+
+                got, part12 = 0, None
+                for t, n in m.get("parts", []):
+                    got += n
+                    if got >= 12 and part12 is None:
+                        part12 = rel(t)
+                runs.append(
+                    {
+                        "tokens_called": rel(m["tokens_called"]) if "tokens_called" in m else None,
+                        "admit": [rel(t) for t in m.get("admit", [])[:2]],
+                        "polls": [[rel(a), rel(b)] for a, b in m.get("polls", [])[:4]],
+                        "parts": [rel(t) for t, _ in m.get("parts", [])[:4]],
+                        "part_with_12th_token": part12,
+                        "first_chunk": rel(t1),
+                    }
+                )
                 for _ in it:
                     pass
         trace = fc.vocoder.state()["trace"]
         firsts = [c for c in trace if c["first"]]
+
+        def p50(get: Callable[[dict], Any]) -> float | None:
+            xs = [v for r in runs if (v := get(r)) is not None]
+            return statistics.median(xs) if xs else None
+
         return {
             "hift": fc.hift,
             "first_chunk_ms": ms_dist(first),
             "first_chunk_decode_ms": ms_dist([d for c in firsts for d in c["decode_ms"] if d is not None]),
             "first_call_ms": ms_dist([c["ms"] for c in firsts]),
+            "marks_ms": {
+                "tokens_called": p50(lambda r: r["tokens_called"]),
+                "admit_start": p50(lambda r: r["admit"][0] if r["admit"] else None),
+                "admit_end": p50(lambda r: r["admit"][1] if len(r["admit"]) > 1 else None),
+                **{
+                    f"poll{i + 1}_{edge}": p50(lambda r, i=i, j=j: r["polls"][i][j] if len(r["polls"]) > i else None)
+                    for i in range(3)
+                    for j, edge in enumerate(("start", "end"))
+                },
+                **{
+                    f"part{i + 1}": p50(lambda r, i=i: r["parts"][i] if len(r["parts"]) > i else None) for i in range(3)
+                },
+                "part_with_12th_token": p50(lambda r: r["part_with_12th_token"]),
+                "first_chunk": p50(lambda r: r["first_chunk"]),
+            },
+            "runs": runs,
         }
     finally:
+        batch.__dict__.pop("admit", None)
+        sched.__dict__.pop("_run_steps", None)
         fc.scheduler.close()
         fc.vocoder.close()
 

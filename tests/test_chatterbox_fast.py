@@ -197,11 +197,12 @@ def test_cli_flags(monkeypatch) -> None:
     off = ["--vocoder-preempt", "off", "--vocoder-yield", "off"]
     assert serve_chatterbox._run(ap.parse_args(["serve-chatterbox", "--reference", "x.wav", *off])) == 0
     assert seen[0].vocoder_preempt is seen[0].vocoder_yield is False and seen[0].batch_vocoder is True
+    assert seen[0].vocoder_catch_up is True
     assert (seen[0].t3_attn, seen[0].t3_prefill_graphs) == ("fused", False)  # defaults: kernel on, graphs opt-in
     seen.clear()
-    t3 = ["--t3-attn", "eager", "--t3-prefill-graphs", "on"]
+    t3 = ["--t3-attn", "eager", "--t3-prefill-graphs", "on", "--vocoder-catch-up", "off"]
     assert serve_chatterbox._run(ap.parse_args(["serve-chatterbox", "--reference", "x.wav", *t3])) == 0
-    assert (seen[0].t3_attn, seen[0].t3_prefill_graphs) == ("eager", True)
+    assert (seen[0].t3_attn, seen[0].t3_prefill_graphs, seen[0].vocoder_catch_up) == ("eager", True, False)
 
     with pytest.raises(SystemExit):  # argparse refuses a mode that does not exist
         ap.parse_args(["serve-chatterbox", "--reference", "x.wav", "--hift", "fast"])
@@ -743,7 +744,7 @@ def test_vocoder_takes_the_head_and_the_largest_batch_of_a_captured_length() -> 
     """The batcher's choice over random queues (no model: the choice only): the head (a first chunk before
     later ones, then the oldest) is always taken; every row reaches the batch's length, with its own tokens or
     with prefix; a batch of two or more is at a captured length; no candidate length would take more jobs; the
-    jobs left keep their order."""
+    jobs left keep their order; a stream's chunk chained after another (``after``) never goes first."""
     import random
     from types import SimpleNamespace
 
@@ -761,18 +762,26 @@ def test_vocoder_takes_the_head_and_the_largest_batch_of_a_captured_length() -> 
                 pre = 0 if n == 12 and rng.random() < 0.5 else rng.choice((0, 8, 30, 60))
                 prefix = torch.zeros(pre, dtype=torch.long) if pre else None
                 jobs.append(_Job(torch.zeros(n, dtype=torch.long), urgent=pre == 0 and n == 12, seq=seq, prefix=prefix))
+            chained = rng.random() < 0.5  # some later chunks follow an earlier one of the same stream
+            if chained:
+                for j in jobs[1:]:
+                    earlier = [e for e in jobs if e.seq < j.seq and not e.urgent]
+                    if not j.urgent and earlier and rng.random() < 0.5:
+                        j.after = rng.choice(earlier)
             with vb._cv:  # the vocoder thread stays asleep: the queue is only looked at here
                 vb._jobs = list(jobs)
                 group, n = vb._take()
                 left = list(vb._jobs)
                 vb._jobs = []
-            head = min(jobs, key=lambda j: (not j.urgent, j.seq))
+            head = min((j for j in jobs if j.after is None), key=lambda j: (not j.urgent, j.seq))
             assert group[0] is head and 1 <= len(group) <= cap
+            for i, j in enumerate(group):  # never a chunk before the one ahead of it in its stream
+                assert j.after is None or any(g is j.after for g in group[:i]), (i, j.seq, j.after.seq)
             assert all(j.fits(n) and len(j.row(n)) == n for j in group)
             assert len(group) == 1 or n in lengths
             candidates = [m for m in (len(head.tokens), *lengths) if m >= len(head.tokens) and head.fits(m)]
             for m in candidates:
-                if m in lengths:
+                if m in lengths and not chained:
                     assert len(group) >= min(cap, sum(j.fits(m) for j in jobs)), (m, n, len(group))
             assert left == [j for j in jobs if all(j is not g for g in group)]
             sizes[len(group)] += 1
@@ -911,6 +920,78 @@ def test_compiled_estimator_is_checked_against_eager(monkeypatch) -> None:
         ce, ok = run(noise, exc)
         assert not ok and not ce.active and why in ce.error, ce.error
         assert ce.state()["active"] is False
+
+
+class _ScriptedTokens:
+    """A TokenStream's interface over a script: ``next()`` gives the parts of ``nexts`` one by one; ``ready()``
+    (when given) gives the ``later`` parts at once, as decoded while the stream's last chunk was vocoded, then
+    the end. Without ``ready`` it is a plain iterator over the same parts."""
+
+    def __init__(self, nexts: list, later: list, with_ready: bool) -> None:
+        self._it = iter(nexts + ([] if with_ready else later))
+        self._later = later
+        self.exhausted = False
+        if with_ready:
+            self.ready = self._ready
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return next(self._it)
+
+    def _ready(self) -> list:
+        got, self._later = self._later, []
+        self._it = iter(())
+        self.exhausted = True
+        return got
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_stream_that_fell_behind_catches_up_in_one_vocoder_call(model, fast: FastChatterbox, monkeypatch) -> None:
+    """When T3 ran ahead while a chunk was vocoded, the chunks due by then (the last, shorter one too once the
+    tokens are done) go to the batching vocoder at once and share one call; posts run in stream order, so the
+    audio (seams, watermark) equals the same stream vocoded chunk by chunk, up to the last chunk: the catch-up
+    vocodes it with more left context (to join the steady chunks' length), by design. Noise draws fixed."""
+    from ttsbench.chatterbox.fast_vocoder import VocodeBatcher
+
+    monkeypatch.setattr(torch, "randn_like", lambda x, **k: torch.zeros_like(x))
+    monkeypatch.setattr(torch.distributions.Uniform, "sample", lambda self, sample_shape=(): torch.zeros(sample_shape))
+    g = torch.Generator().manual_seed(3)
+    parts = [torch.randint(0, 6561, (n,), generator=g) for n in (5, 6, 6, 6, 3)]
+    runs = {}
+    for with_ready in (True, False):
+        vb = VocodeBatcher(fast, max_batch=4, lengths=(4, 8))
+        fast.vocoder = vb
+        done_at: list[int] = []
+        try:
+            script = _ScriptedTokens(parts[:2], parts[2:], with_ready)
+            chunks = list(
+                fast.stream(
+                    "catch up",
+                    PARAMS,
+                    max_new_tokens=64,
+                    first_chunk_tokens=4,
+                    chunk_tokens=6,
+                    context_tokens=2,
+                    tokens=lambda *_, s=script: s,
+                    on_tokens_done=lambda d=done_at, v=vb: d.append(sum(v.batches.values())),
+                )
+            )
+        finally:
+            vb.close()
+            fast.__dict__.pop("vocoder", None)
+        runs[with_ready] = (chunks, dict(vb.batches), vb.extended, done_at)
+    (caught, batches, extended, told), (plain, plain_batches, _, _) = runs[True], runs[False]
+    # first chunk alone; then 7 due tokens and 15 more with the end: 6 + 6 + 6 and the last 4, in one call of 4
+    assert batches == {1: 1, 4: 1}, batches
+    assert extended == 1  # the last chunk (4 new + 2 context) reached the steady length with more context
+    assert plain_batches == {1: 5}, plain_batches
+    assert told == [1]  # the next sentence may start once the end is seen: after the first call, before the catch-up
+    assert [len(c) for c in caught] == [len(c) for c in plain]  # first, 3 steady, the last, the held-back tail
+    np.testing.assert_allclose(np.concatenate(caught[:-2]), np.concatenate(plain[:-2]), atol=1e-4)
 
 
 def test_every_streamed_chunk_has_a_captured_shape() -> None:

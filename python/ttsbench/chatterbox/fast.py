@@ -41,6 +41,43 @@ SR = 24000
 SAMPLES_PER_TOKEN = 960  # 25 tokens/s → 2 mel frames of 480 samples at 24 kHz
 
 
+class Seam:
+    """The seams of one stream's chunks: each chunk starts with a crossfade from the last ``fade`` samples of
+    the chunk before (held back from it), then goes through ``finish`` (the watermark), and holds back its own
+    last ``fade`` samples for the next. Chunks must pass through in order; :attr:`tail` is what is held back."""
+
+    def __init__(self, fade: int, finish: Callable[[Any], Any]) -> None:
+        import numpy as np
+
+        self.fade = fade
+        self.ramp = np.linspace(0.0, 1.0, fade, dtype=np.float32) if fade else None
+        self.finish = finish
+        self.tail: Any = None
+
+    def post(self, ctx: int, stamp: list[float]) -> Callable[[Any], Any]:
+        """The step after vocoding a chunk with ``ctx`` tokens of left context (float32 numpy waveform in,
+        audio out); appends the time the seam was done (before ``finish``) to ``stamp``."""
+
+        def run(wav: Any) -> Any:
+            import numpy as np
+
+            start, fade = ctx * SAMPLES_PER_TOKEN, self.fade
+            audio = wav[start:]
+            if self.tail is not None:  # the held-back end of the last chunk spans the time of wav[start-fade:start]
+                tail = self.tail
+                head = tail * (1.0 - self.ramp) + wav[start - fade : start] * self.ramp if start >= fade else tail
+                audio = np.concatenate([head.astype(np.float32), audio])
+            stamp.append(time.perf_counter())
+            audio = self.finish(audio)
+            if fade and len(audio) > fade:
+                self.tail, audio = audio[-fade:].copy(), audio[:-fade]
+            else:
+                self.tail = None
+            return audio.astype(np.float32, copy=False)
+
+        return run
+
+
 @dataclass
 class StreamTimings:
     t3_tokens: int = 0
@@ -293,6 +330,7 @@ class FastChatterbox:
         self.s3_stream: Any = None  # high-priority CUDA stream for vocoding next to batched T3 (enable_batching)
         self.pause_t3_first_chunk = True  # batched T3 launches no steps while a first chunk is vocoded
         self.vocoder: Any = None  # VocodeBatcher once enable_batching(batch_vocoder=True) ran
+        self.catch_up = True  # with that vocoder: a stream that fell behind sends its due chunks at once
         self.watermarker = None
         if watermark:
             self.watermarker = model.watermarker
@@ -405,17 +443,23 @@ class FastChatterbox:
         ``tokens``: where the speech tokens come from, called like ``FastT3.iter_tokens(t3_cond, text_tokens,
         max_new_tokens, params)`` — e.g. ``T3Scheduler.tokens`` (batched decoding across requests). Vocoding then
         takes ``s3_lock`` per chunk, so several request threads can stream at once. ``on_tokens_done()`` is called
-        once the last token is in, before the last chunk is vocoded (e.g. to start decoding the next sentence)."""
+        once the last token is in, before the last chunk is vocoded (e.g. to start decoding the next sentence).
+
+        Catching up: where ``tokens`` returns a :class:`~ttsbench.chatterbox.fast_batch.TokenStream` (it has
+        ``ready()``) and the batching vocoder runs, a later chunk that falls due takes along the tokens decoded
+        meanwhile: every chunk due by then (and the last, shorter one once the tokens are done) goes to the
+        vocoder at once, up to its batch size, and they share one call instead of one call each (a call costs
+        about the same for one row as for four: on the H100 a 58-token chunk took 120 ms alone). Chunk
+        boundaries, shapes and seams stay as above; the rows of one call get their own draws of the shared
+        noise, as rows of different streams already did."""
         import numpy as np
 
         self._prepare(exaggeration)
         t_start = time.perf_counter()
-        fade = int(SR * crossfade_ms / 1000.0)
-        ramp = np.linspace(0.0, 1.0, fade, dtype=np.float32) if fade else None
         valid_all = torch.zeros(0, dtype=torch.long, device=self.device)
         done = 0  # valid tokens already vocoded
         target = first_chunk_tokens
-        tail: Any = None  # last `fade` samples of the previous chunk, held back for the crossfade
+        seam = Seam(int(SR * crossfade_ms / 1000.0), self._watermark)
         tm = timings or StreamTimings()
 
         shapes = chunk_shapes(first_chunk_tokens, chunk_tokens, context_tokens)  # graphs captured for these
@@ -423,54 +467,59 @@ class FastChatterbox:
         # the batching vocoder may hold later chunks back while this stream decodes toward its first chunk
         first_in = batcher.expect_first() if batcher is not None else (lambda: None)
 
-        def vocode_next(n: int) -> Any:
-            nonlocal done, tail
-            t0 = time.perf_counter()
-            ctx = left_context(n, done, context_tokens, shapes)  # the last, shorter chunk: a captured shape too
-            first = tm.first_chunk_s is None
-            hold = (
-                self.scheduler.paused()
-                if tokens is not None and self.scheduler is not None and first and self.pause_t3_first_chunk
-                else contextlib.nullcontext()
-            )
-            chunk = valid_all[done - ctx : done + n]
+        def piece(n: int, at: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+            """The chunk of ``n`` new tokens after ``at``: its tokens with left context (a captured shape where
+            possible), the sentence before them (more left context, should the batcher want it), the context."""
+            ctx = left_context(n, at, context_tokens, shapes)  # the last, shorter chunk: a captured shape too
+            return valid_all[at - ctx : at + n], valid_all[max(0, at - ctx - max(shapes)) : at - ctx], ctx
 
-            def seam(wav: Any) -> Any:
-                start = ctx * SAMPLES_PER_TOKEN
-                audio = wav[start:]
-                if tail is not None:  # the held-back end of the last chunk spans the time of wav[start-fade:start]
-                    head = tail * (1.0 - ramp) + wav[start - fade : start] * ramp if start >= fade else tail
-                    audio = np.concatenate([head.astype(np.float32), audio])
-                return audio
-
-            if tokens is not None and self.vocoder is not None:  # concurrent streams: the batching vocoder thread
-                stamp: list[float] = []
-
-                def post(wav: Any) -> Any:
-                    audio = seam(wav)
-                    stamp.append(time.perf_counter())
-                    return self._watermark(audio)  # on the vocoder's turn and stream, like the lock path below
-
-                # the sentence before the chunk: more left context if that lets it join a longer chunk's batch
-                prefix = valid_all[max(0, done - ctx - max(shapes)) : done - ctx]
-                audio = self.vocoder.vocode(chunk, urgent=first, post=post, prefix=prefix, first_in=first_in)
-                t1 = stamp[0]
-            else:
-                with self.s3_lock.urgent() if first else self.s3_lock, hold, self._on_s3_stream():
-                    audio = seam(self.vocode(chunk).squeeze(0).float().cpu().numpy())
-                    t1 = time.perf_counter()
-                    audio = self._watermark(audio)  # same turn of the vocoder: a first chunk waits only once
+        def finish(audio: Any, t0: float, t1: float, n: int) -> Any:
+            nonlocal done
             tm.s3gen_s += t1 - t0
-            done += n
             tm.watermark_s += time.perf_counter() - t1
-            if fade and len(audio) > fade:
-                tail, audio = audio[-fade:].copy(), audio[:-fade]
-            else:
-                tail = None
+            done += n
             if tm.first_chunk_s is None:
                 tm.first_chunk_s = time.perf_counter() - t_start
             tm.chunks.append(len(audio))
-            return audio.astype(np.float32, copy=False)
+            return audio
+
+        def vocode_next(n: int) -> Any:
+            t0 = time.perf_counter()
+            chunk, prefix, ctx = piece(n, done)
+            first = tm.first_chunk_s is None
+            stamp: list[float] = []
+            if batcher is not None:  # concurrent streams: the batching vocoder thread (seam and watermark there)
+                audio = batcher.vocode(
+                    chunk, urgent=first, post=seam.post(ctx, stamp), prefix=prefix, first_in=first_in
+                )
+            else:
+                hold = (
+                    self.scheduler.paused()
+                    if tokens is not None and self.scheduler is not None and first and self.pause_t3_first_chunk
+                    else contextlib.nullcontext()
+                )
+                with self.s3_lock.urgent() if first else self.s3_lock, hold, self._on_s3_stream():
+                    # same turn of the vocoder: a first chunk waits only once
+                    audio = seam.post(ctx, stamp)(self.vocode(chunk).squeeze(0).float().cpu().numpy())
+            return finish(audio, t0, stamp[0], n)
+
+        def catch_up(sizes: list[int]) -> list[Any]:
+            """Later chunks that are all due now (the stream fell behind: T3 ran ahead of the vocoder) queued at
+            once, so that they can share one vocoder call; in order, seams and all."""
+            t0 = time.perf_counter()
+            at, jobs, stamps = done, [], []
+            for n in sizes:
+                chunk, prefix, ctx = piece(n, at)
+                stamps.append([])
+                jobs.append((chunk, prefix, seam.post(ctx, stamps[-1])))
+                at += n
+            audios = batcher.vocode_many(jobs)
+            return [finish(a, t0, st[0], n) for a, st, n in zip(audios, stamps, sizes, strict=True)]
+
+        def add(part: torch.Tensor) -> None:
+            nonlocal valid_all
+            tm.t3_tokens += len(part)
+            valid_all = torch.cat([valid_all, self.valid(part.to(self.device))])
 
         t_tok = time.perf_counter()
         polls = tuple(range(poll_tokens, max_new_tokens, poll_tokens))
@@ -480,24 +529,44 @@ class FastChatterbox:
             )
         else:
             parts = tokens(self.model.conds.t3, self.text_tokens(text), max_new_tokens, params)
+        # a TokenStream (the server's): the tokens decoded while this stream's last chunk was being vocoded
+        ready = getattr(parts, "ready", None) if batcher is not None and self.catch_up else None
+        told = False
+
+        def tokens_done() -> None:  # once, as soon as the last token is in
+            nonlocal told
+            if not told and on_tokens_done is not None:
+                on_tokens_done()
+            told = True
+
         try:
             for part in parts:
-                tm.t3_tokens += len(part)
+                add(part)
                 tm.t3_s += time.perf_counter() - t_tok
-                valid_all = torch.cat([valid_all, self.valid(part.to(self.device))])
                 while len(valid_all) - done >= target:
+                    if ready is not None and target == chunk_tokens:
+                        for more in ready():
+                            add(more)
+                        left = len(valid_all) - done
+                        sizes = [chunk_tokens] * (left // chunk_tokens)
+                        if parts.exhausted:
+                            tokens_done()
+                            if left % chunk_tokens:  # the last, shorter chunk rides along
+                                sizes.append(left % chunk_tokens)
+                        if len(sizes) > 1:
+                            yield from catch_up(sizes[: batcher.max_batch])
+                            continue
                     yield vocode_next(target)
                     target = chunk_tokens
                 t_tok = time.perf_counter()
-            if on_tokens_done is not None:
-                on_tokens_done()
+            tokens_done()
             if len(valid_all) > done:
                 yield vocode_next(len(valid_all) - done)
         finally:  # no first chunk (no tokens, an error, the client gone): the vocoder stops waiting for one
             first_in()
-        if tail is not None:
-            tm.chunks.append(len(tail))
-            yield tail.astype(np.float32, copy=False)
+        if seam.tail is not None:
+            tm.chunks.append(len(seam.tail))
+            yield seam.tail.astype(np.float32, copy=False)
 
     WARMUP_TEXT = (
         "This is a warm-up sentence for the fast path, long enough to fill the first streamed chunk and "
@@ -553,6 +622,7 @@ class FastChatterbox:
         batch_vocoder: bool = True,
         vocoder_preempt: bool = False,
         vocoder_yield: bool = False,
+        vocoder_catch_up: bool = True,
         first_chunk_tokens: int = 12,
         chunk_tokens: int = CHUNK_TOKENS,
         prefill_graphs: bool = False,
@@ -564,6 +634,7 @@ class FastChatterbox:
         the first chunk and for context + chunk captured now); else they take the vocoder in turn.
         ``vocoder_preempt``: that batcher vocodes first chunks between the CFM steps of a batch of later ones;
         ``vocoder_yield``: its batches of later chunks wait while a request decodes toward its first chunk.
+        ``vocoder_catch_up``: a stream that fell behind sends its due chunks at once (:meth:`stream`).
         ``prefill_graphs``: the batch's prefill replayed from CUDA graphs (:class:`BatchT3`, opt-in)."""
         from ttsbench.chatterbox.fast_batch import BatchT3, T3Scheduler
         from ttsbench.chatterbox.fast_vocoder import VocodeBatcher
@@ -587,6 +658,7 @@ class FastChatterbox:
             )
             vocoder = self.vocoder.warmup(chunk_lengths) if self.use_graph and self.device.type == "cuda" else {}
         self.scheduler = T3Scheduler(self.batch, poll=poll_tokens)
+        self.catch_up = vocoder_catch_up
         return {
             "slots": slots,
             "widths": list(self.batch.widths),

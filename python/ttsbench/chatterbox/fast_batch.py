@@ -334,6 +334,8 @@ class TokenStream:
     def __init__(self, req: _Request) -> None:
         self._req = req
         self._done = False
+        self._held: Any = None  # the end (or an error) that ready() ran into, for __next__ to deliver
+        self.exhausted = False  # every token has been delivered or is in hand (ready() saw the end)
 
     def __iter__(self) -> TokenStream:
         return self
@@ -341,14 +343,31 @@ class TokenStream:
     def __next__(self) -> torch.Tensor:
         if self._done:
             raise StopIteration
-        item = self._req.out.get()
+        item, self._held = (self._held, None) if self._held is not None else (self._req.out.get(), None)
         if item is _DONE:
+            self.exhausted = True
             self.close()
             raise StopIteration
         if isinstance(item, BaseException):
             self.close()
             raise RuntimeError(f"T3 decoding failed: {item}") from item
         return item
+
+    def ready(self) -> list[torch.Tensor]:
+        """The parts decoded by now, without waiting (``[]`` when none); the end or an error is kept for the
+        next ``next()``, and the end sets :attr:`exhausted`: then what this returned was the last of it."""
+        got: list[torch.Tensor] = []
+        while self._held is None and not self._done:
+            try:
+                item = self._req.out.get_nowait()
+            except queue.Empty:
+                break
+            if item is _DONE or isinstance(item, BaseException):
+                self._held = item
+                self.exhausted = item is _DONE
+            else:
+                got.append(item)
+        return got
 
     def close(self) -> None:
         self._done = True

@@ -18,6 +18,12 @@ batch graphs were captured (:attr:`VocodeBatcher.lengths`) — and drops their a
 H100 the flow took 111 ms for 58 tokens, 95 ms for 12), while two batch-1 calls cost twice. So the last, shorter chunk
 of one stream rides along with another stream's steady chunk instead of taking a turn of its own.
 
+A stream that fell behind (T3 decoded two or more chunks' tokens while its last chunk was vocoded: at c=4 on
+the H100, 2026-12-07, the last stream of a level left six 120 ms calls of batch 1 one after another, each
+waiting for the one before) queues those chunks at once (:meth:`VocodeBatcher.vocode_many`) and they share one
+call. A stream's chunks are chained (``_Job.after``): none is taken before the one ahead of it, so their
+``post`` steps (crossfade, watermark) run in stream order.
+
 Preemption (``preempt=True``, ``serve-chatterbox --vocoder-preempt on``): a first chunk that arrives while a
 batch of later chunks is being vocoded need not wait for the whole call (up to 221 ms for a batch of four on
 the H100). Between two CFM steps of a batch without first chunks (:attr:`GraphEuler.between`), the thread looks
@@ -80,6 +86,7 @@ class _Job:
     prefix: torch.Tensor | None = None  # earlier tokens of the sentence, available as more left context
     t_submit: float = field(default_factory=time.perf_counter)
     decode_ms: float | None = None  # a first chunk: from its request's expect_first() to this submission
+    after: _Job | None = None  # the same stream's chunk before this one (taken first: posts run in order)
 
     def fits(self, n: int) -> bool:
         """Whether this job can be vocoded at ``n`` tokens (its own, or more with left context prepended)."""
@@ -173,23 +180,40 @@ class VocodeBatcher:
         context to batch this chunk with longer ones (their audio is dropped: the result is the same length).
         ``first_in``: :meth:`expect_first`'s release, called as the job is queued (one step: the thread never
         sees the request neither expected nor queued, so it cannot start later chunks in between)."""
+        return self.vocode_many([(tokens, prefix, post)], urgent=urgent, first_in=first_in)[0]
+
+    def vocode_many(
+        self,
+        chunks: list[tuple[torch.Tensor, torch.Tensor | None, Callable[[Any], Any] | None]],
+        urgent: bool = False,
+        first_in: Callable[[], None] | None = None,
+    ) -> list[Any]:
+        """:meth:`vocode` for consecutive chunks of one stream, ``(tokens, prefix, post)`` each, queued at once so
+        that they can share one call (a stream that fell behind catches up in one call instead of one per
+        chunk). A chunk is never taken before the one ahead of it, so the posts run in order: a stream's
+        crossfade carries from chunk to chunk."""
         with self._cv:  # an RLock: first_in takes it again
             if self._stop:
                 if first_in is not None:
                     first_in()
                 raise RuntimeError("the vocoder thread was closed")
-            job = _Job(tokens, urgent, self._seq, post, prefix=prefix)
-            if isinstance(first_in, _Expected) and not first_in.released:
-                job.decode_ms = (job.t_submit - first_in.t0) * 1e3  # the request's decoding up to this chunk
-            self._seq += 1
-            self._jobs.append(job)
+            jobs: list[_Job] = []
+            for tokens, prefix, post in chunks:
+                job = _Job(tokens, urgent, self._seq, post, prefix=prefix, after=jobs[-1] if jobs else None)
+                if isinstance(first_in, _Expected) and not first_in.released:
+                    job.decode_ms = (job.t_submit - first_in.t0) * 1e3  # the request's decoding up to this chunk
+                self._seq += 1
+                jobs.append(job)
+            self._jobs.extend(jobs)
             if first_in is not None:
                 first_in()
             self._cv.notify_all()
-        job.done.wait()
-        if job.error is not None:
-            raise RuntimeError(f"vocoding failed: {job.error}") from job.error
-        return job.wav
+        for job in jobs:
+            job.done.wait()
+        for job in jobs:
+            if job.error is not None:
+                raise RuntimeError(f"vocoding failed: {job.error}") from job.error
+        return [job.wav for job in jobs]
 
     def expect_first(self) -> Callable[[], None]:
         """A request starts decoding toward its first chunk; call the returned function (idempotent) once that
@@ -231,15 +255,26 @@ class VocodeBatcher:
         max_batch, and their common length: the head's own, or a longer one it reaches with more left context,
         whichever takes the most jobs (the shorter on a tie). Once :attr:`lengths` are known, jobs are batched
         only at those lengths (a batch of a shape without graphs runs eagerly, slower than one by one)."""
+        waiting = {id(j) for j in self._jobs}
+
+        def ready(j: _Job, chosen: list[_Job]) -> bool:  # a stream's chunk never goes before the one ahead of it
+            return j.after is None or id(j.after) not in waiting or any(c is j.after for c in chosen)
+
         order = sorted(self._jobs, key=lambda j: (not j.urgent, j.seq))
-        head = order[0]
+        head = next(j for j in order if ready(j, []))  # the first job of a chain is always ready
         best: list[_Job] = [head]
         n_best = len(head.tokens)
         for n in (len(head.tokens), *(m for m in self.lengths if m > len(head.tokens))):
             if self.lengths and n not in self.lengths:
                 continue  # no batch graphs at this length: a batch would run eagerly, slower than one by one
-            group = [j for j in order if j.fits(n)][: self.max_batch]
-            if head in group and len(group) > len(best):
+            if not head.fits(n):
+                continue
+            group = [head]
+            for j in order:
+                if len(group) < self.max_batch and j is not head and j.fits(n) and ready(j, group):
+                    group.append(j)
+            group.sort(key=lambda j: (not j.urgent, j.seq))
+            if len(group) > len(best):
                 best, n_best = group, n
         for j in best:
             self._jobs.remove(j)

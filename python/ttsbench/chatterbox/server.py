@@ -105,6 +105,7 @@ class ServerConfig:
     # batched vocoding, measured together (docs/benchmarks/README.md, run7): c=4 first audio ~415 -> ~300 ms (H100)
     vocoder_preempt: bool = True  # first chunks vocoded between the CFM steps of a batch of later chunks
     vocoder_yield: bool = True  # batches of later chunks wait while a request decodes its first tokens
+    vocoder_catch_up: bool = True  # a stream that fell behind sends its due chunks to the vocoder at once
     s3_compile: bool = False  # fast path on CUDA: CFM estimator through torch.compile (not bit-equal; checked)
     pause_t3_first_chunk: bool = True  # fast path, batch_slots > 0: no T3 steps while a first chunk is vocoded
     fast_max_len: int = 2048  # fast path: KV cache positions per request
@@ -259,6 +260,7 @@ class Engine:
                 batch_vocoder=cfg.batch_vocoder,
                 vocoder_preempt=cfg.vocoder_preempt,
                 vocoder_yield=cfg.vocoder_yield,
+                vocoder_catch_up=cfg.vocoder_catch_up,
                 first_chunk_tokens=cfg.first_chunk_tokens,
                 chunk_tokens=cfg.chunk_tokens,
                 prefill_graphs=cfg.t3_prefill_graphs,
@@ -414,7 +416,7 @@ class Engine:
             "scheduler": None
             if not (f and f.scheduler)
             else {"steps": f.scheduler.steps, "width_steps": dict(f.scheduler.width_steps), "error": f.scheduler.error},
-            "vocoder": f.vocoder.state() if f and f.vocoder else None,
+            "vocoder": f.vocoder.state() | {"catch_up": f.catch_up} if f and f.vocoder else None,
         }
 
 
