@@ -88,10 +88,21 @@ async def _level(url: str, utts: list, c: int, n: int, timeout_s: float = 300.0)
         "p90_first_audio_ms": percentile([r.ttfa_ms for r in ok], 90),
         "p50_rtf": med([r.rtf for r in ok]),
         "throughput_audio_s_per_s": audio / wall if wall > 0 else None,
+        # a listener playing each stream from its first audio on: the time playback waited for audio
+        "p90_stall_ms": percentile([r.stall_ms for r in ok], 90),
+        "max_stall_ms": max((r.stall_ms or 0.0 for r in ok), default=None),
+        "stalled_requests": sum((r.stall_ms or 0.0) >= 1.0 for r in ok),
         "audio_s": audio,
         "wall_s": wall,
         "rows": [
-            {"utt": r.utt_id, "ttfa_ms": r.ttfa_ms, "rtf": r.rtf, "audio_s": r.audio_s, "total_ms": r.total_ms}
+            {
+                "utt": r.utt_id,
+                "ttfa_ms": r.ttfa_ms,
+                "rtf": r.rtf,
+                "audio_s": r.audio_s,
+                "total_ms": r.total_ms,
+                "stall_ms": r.stall_ms,
+            }
             for r in rows
         ],
     }

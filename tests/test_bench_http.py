@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import signal
 import statistics
 import subprocess
@@ -73,6 +74,23 @@ def test_ttfa_matches_injected_first_chunk_delay(tmp_path, delay_ms, via):
     assert all(t >= delay_ms for t in ttfa), ttfa
     assert statistics.median(ttfa) <= delay_ms + 5, ttfa
     assert max(ttfa) <= delay_ms + 25, ttfa
+
+
+@pytest.mark.timing
+def test_playback_stall_is_the_audio_the_pacing_leaves_unplayed(tmp_path):
+    """stall_ms: a listener playing from the first audio on. 200 ms pieces every 300 ms leave 100 ms of silence
+    before each piece after the first; pieces sent back to back leave none."""
+    rows = {}
+    for pacing in ("300", "0"):
+        with standin("tts", "--chunk-ms", "200", "--chunk-pacing-ms", pacing, realtime=True) as url:
+            r = bench(url, tmp_path / pacing, "--only", "u01", "-n", "1", "--warmup", "0", realtime=True)
+        assert r.returncode == 0, r.stderr
+        rows[pacing] = _doc(tmp_path / pacing)["systems"][0]["utterances"][0]
+    paced, burst = rows["300"], rows["0"]
+    pieces = math.ceil(paced["audio_s"] / 0.2 - 1e-9)
+    assert pieces >= 3, paced["audio_s"]
+    assert abs(paced["stall_ms"] - 100 * (pieces - 1)) <= 10 * pieces + 20, (paced["stall_ms"], pieces)
+    assert 0 <= burst["stall_ms"] < 20, burst["stall_ms"]
 
 
 @pytest.mark.parametrize(

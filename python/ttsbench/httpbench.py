@@ -26,7 +26,7 @@ import numpy as np
 
 from ttsbench import leanhttp
 from ttsbench.audio import SILENCE_DBFS, first_nonsilent_index
-from ttsbench.metrics import RequestMetrics
+from ttsbench.metrics import Playback, RequestMetrics
 from ttsbench.utterances import Utterance
 from ttsbench.wavstream import StreamDecoder, StreamFormatError
 
@@ -200,8 +200,12 @@ async def synthesize_once(
     t_held: float | None = None  # arrival of the first held byte (= TTFA once the bytes prove to be PCM)
     t0 = time.perf_counter()
 
+    playback = Playback()
+
     def feed(audio: bytes, t: float, t_audio: float) -> None:
         new = dec.feed(audio)
+        if new is not None and new.size and dec.sample_rate:
+            playback.feed(t_audio, new.size / dec.sample_rate)
         if m.ttfa_ms is None and dec.audio_bytes:
             m.ttfa_ms = (t_audio - t0) * 1000.0
             if marks is not None:
@@ -283,6 +287,7 @@ async def synthesize_once(
     m.sample_format = dec.sample_format
     m.audio_s = samples.size / float(dec.sample_rate or 1)
     m.rtf = (m.total_ms / 1000.0) / m.audio_s
+    m.stall_ms = playback.stall_s * 1000.0
     m.ok = True
     return m, samples
 
@@ -367,8 +372,12 @@ async def synthesize_templated(
     headers = {**req.headers, **target.headers}
     t0 = time.perf_counter()
 
+    playback = Playback()
+
     def feed(piece: bytes, t_piece: float) -> None:
         new = dec.feed(piece)
+        if new is not None and new.size and dec.sample_rate:
+            playback.feed(t_piece, new.size / dec.sample_rate)
         if m.ttfa_ms is None and dec.audio_bytes:
             m.ttfa_ms = (t_piece - t0) * 1000.0
             if marks is not None:
@@ -435,5 +444,6 @@ async def synthesize_templated(
     m.sample_rate = dec.sample_rate
     m.audio_s = samples.size / float(dec.sample_rate or 1)
     m.rtf = (m.total_ms / 1000.0) / m.audio_s
+    m.stall_ms = playback.stall_s * 1000.0
     m.ok = True
     return m, samples

@@ -25,6 +25,7 @@ class RequestMetrics:
     http_status: int | None = None
     ttfa_ms: float | None = None  # first byte of audio samples (never the header)
     t_first_nonsilent_ms: float | None = None
+    stall_ms: float | None = None  # playback stalls (underruns) of a listener playing from the first audio on
     total_ms: float | None = None
     audio_s: float | None = None
     rtf: float | None = None  # total_ms / 1000 / audio_s, see RTF_DEFINITION
@@ -35,6 +36,26 @@ class RequestMetrics:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+class Playback:
+    """A listener who starts playing at the first audio and plays on: how long playback stalled, in all,
+    waiting for the next audio (an underrun). A stream that stays ahead of playback stalls 0 ms."""
+
+    def __init__(self) -> None:
+        self.runs_out: float | None = None  # the clock time at which the audio received so far is played out
+        self.stall_s = 0.0
+
+    def feed(self, t: float, seconds: float) -> None:
+        """``seconds`` of audio arrived at clock time ``t`` (``time.perf_counter()``)."""
+        if seconds <= 0:
+            return
+        if self.runs_out is None:
+            self.runs_out = t
+        elif t > self.runs_out:
+            self.stall_s += t - self.runs_out
+            self.runs_out = t
+        self.runs_out += seconds
 
 
 def percentile(values: list[float], q: float) -> float | None:

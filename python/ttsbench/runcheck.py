@@ -24,7 +24,7 @@ from typing import Any
 from ttsbench.errors import UserError
 
 RESULTS_NAME = "results.json"
-_NON_NEGATIVE = ("ttfa_ms", "t_first_nonsilent_ms", "total_ms", "audio_s", "rtf")
+_NON_NEGATIVE = ("ttfa_ms", "t_first_nonsilent_ms", "stall_ms", "total_ms", "audio_s", "rtf")
 
 
 class InvalidRun(UserError):
