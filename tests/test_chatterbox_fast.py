@@ -197,12 +197,13 @@ def test_cli_flags(monkeypatch) -> None:
     off = ["--vocoder-preempt", "off", "--vocoder-yield", "off"]
     assert serve_chatterbox._run(ap.parse_args(["serve-chatterbox", "--reference", "x.wav", *off])) == 0
     assert seen[0].vocoder_preempt is seen[0].vocoder_yield is False and seen[0].batch_vocoder is True
-    assert seen[0].vocoder_catch_up is True
+    assert seen[0].vocoder_catch_up is True and seen[0].vocoder_deadlines is False
     assert (seen[0].t3_attn, seen[0].t3_prefill_graphs) == ("fused", False)  # defaults: kernel on, graphs opt-in
     seen.clear()
-    t3 = ["--t3-attn", "eager", "--t3-prefill-graphs", "on", "--vocoder-catch-up", "off"]
+    t3 = ["--t3-attn", "eager", "--t3-prefill-graphs", "on", "--vocoder-catch-up", "off", "--vocoder-deadlines", "on"]
     assert serve_chatterbox._run(ap.parse_args(["serve-chatterbox", "--reference", "x.wav", *t3])) == 0
     assert (seen[0].t3_attn, seen[0].t3_prefill_graphs, seen[0].vocoder_catch_up) == ("eager", True, False)
+    assert seen[0].vocoder_deadlines is True
 
     with pytest.raises(SystemExit):  # argparse refuses a mode that does not exist
         ap.parse_args(["serve-chatterbox", "--reference", "x.wav", "--hift", "fast"])
@@ -740,6 +741,58 @@ def test_vocoder_preemption_through_the_real_s3gen(model, fast: FastChatterbox, 
     assert "inference" not in hift.__dict__
 
 
+def test_vocoder_deadlines_order_later_chunks_and_yield_only_with_slack(monkeypatch) -> None:
+    """--vocoder-deadlines: later chunks are taken earliest playback deadline first (first chunks still first);
+    a batch of later chunks yields to a request decoding its first tokens only while its listener keeps more than
+    DEADLINE_SLACK_S of audio, and the trace records each row's slack. Without deadlines: oldest first."""
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from ttsbench.chatterbox import fast_vocoder
+    from ttsbench.chatterbox.fast_vocoder import VocodeBatcher, _Job
+
+    now = time.perf_counter()
+    for deadlines, want in ((True, [2, 1, 0]), (False, [2, 0, 1])):
+        vb = VocodeBatcher(SimpleNamespace(s3_stream=None), max_batch=4, lengths=(12, 58), deadlines=deadlines)
+        try:
+            jobs = [
+                _Job(torch.zeros(20, dtype=torch.long), False, 0, deadline=now + 5.0),  # oldest, most slack
+                _Job(torch.zeros(29, dtype=torch.long), False, 1, deadline=now + 0.1),  # its listener runs out first
+                _Job(torch.zeros(12, dtype=torch.long), True, 2),  # a first chunk
+            ]
+            taken = []
+            with vb._cv:
+                vb._jobs = list(jobs)
+                while vb._jobs:
+                    group, _ = vb._take()
+                    taken += [j.seq for j in group]
+        finally:
+            vb.close()
+        assert taken == want, (deadlines, taken)
+
+    fast, _ = _toy_fast(monkeypatch)
+    monkeypatch.setattr(fast_vocoder, "YIELD_MAX_S", 1.0)
+    S = torch.arange(6) + 100
+    for slack_s, held in ((0.2, False), (5.0, True)):
+        vb = VocodeBatcher(fast, max_batch=4, lengths=(6,), yield_t3=True, deadlines=True)
+        try:
+            release = vb.expect_first()  # a request decodes toward its first chunk the whole time
+            threading.Timer(0.6, release).start()
+            t0 = time.perf_counter()
+            vb.vocode(S, deadline=t0 + slack_s)
+            waited = time.perf_counter() - t0
+        finally:
+            vb.close()
+        state = vb.state()
+        if held:  # plenty of audio left: it yielded until the first chunk's request was done (0.6 s)
+            assert state["yields"] >= 1 and waited >= 0.5 and state["slack_refusals"] == 0, (waited, state)
+        else:  # 0.2 s of audio left: no yield, vocoded at once
+            assert state["yields"] == 0 and state["slack_refusals"] >= 1 and waited < 0.5, (waited, state)
+            assert state["trace"][0]["slack_ms"][0] <= 200
+        assert state["deadlines"] is True
+
+
 def test_vocoder_takes_the_head_and_the_largest_batch_of_a_captured_length() -> None:
     """The batcher's choice over random queues (no model: the choice only): the head (a first chunk before
     later ones, then the oldest) is always taken; every row reaches the batch's length, with its own tokens or
@@ -983,8 +1036,10 @@ def test_a_stream_that_fell_behind_catches_up_in_one_vocoder_call(model, fast: F
         finally:
             vb.close()
             fast.__dict__.pop("vocoder", None)
-        runs[with_ready] = (chunks, dict(vb.batches), vb.extended, done_at)
-    (caught, batches, extended, told), (plain, plain_batches, _, _) = runs[True], runs[False]
+        runs[with_ready] = (chunks, dict(vb.batches), vb.extended, done_at, vb.state()["trace"])
+    (caught, batches, extended, told, trace), (plain, plain_batches, _, _, _) = runs[True], runs[False]
+    # each later chunk carries its listener's playback deadline (first chunk: none; the first audio starts it)
+    assert trace[0]["slack_ms"] == [None] and all(x is not None for c in trace[1:] for x in c["slack_ms"])
     # first chunk alone; then 7 due tokens and 15 more with the end: 6 + 6 + 6 and the last 4, in one call of 4
     assert batches == {1: 1, 4: 1}, batches
     assert extended == 1  # the last chunk (4 new + 2 context) reached the steady length with more context

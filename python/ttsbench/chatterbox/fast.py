@@ -483,6 +483,12 @@ class FastChatterbox:
             tm.chunks.append(len(audio))
             return audio
 
+        def runs_out() -> float | None:
+            """When a listener who started playing at the first chunk runs out of the audio sent so far."""
+            if tm.first_chunk_s is None:
+                return None
+            return t_start + tm.first_chunk_s + sum(tm.chunks) / SR
+
         def vocode_next(n: int) -> Any:
             t0 = time.perf_counter()
             chunk, prefix, ctx = piece(n, done)
@@ -490,7 +496,12 @@ class FastChatterbox:
             stamp: list[float] = []
             if batcher is not None:  # concurrent streams: the batching vocoder thread (seam and watermark there)
                 audio = batcher.vocode(
-                    chunk, urgent=first, post=seam.post(ctx, stamp), prefix=prefix, first_in=first_in
+                    chunk,
+                    urgent=first,
+                    post=seam.post(ctx, stamp),
+                    prefix=prefix,
+                    first_in=first_in,
+                    deadline=runs_out(),
                 )
             else:
                 hold = (
@@ -513,7 +524,7 @@ class FastChatterbox:
                 stamps.append([])
                 jobs.append((chunk, prefix, seam.post(ctx, stamps[-1])))
                 at += n
-            audios = batcher.vocode_many(jobs)
+            audios = batcher.vocode_many(jobs, deadline=runs_out())
             return [finish(a, t0, st[0], n) for a, st, n in zip(audios, stamps, sizes, strict=True)]
 
         def add(part: torch.Tensor) -> None:
@@ -623,6 +634,7 @@ class FastChatterbox:
         vocoder_preempt: bool = False,
         vocoder_yield: bool = False,
         vocoder_catch_up: bool = True,
+        vocoder_deadlines: bool = False,
         first_chunk_tokens: int = 12,
         chunk_tokens: int = CHUNK_TOKENS,
         prefill_graphs: bool = False,
@@ -635,6 +647,7 @@ class FastChatterbox:
         ``vocoder_preempt``: that batcher vocodes first chunks between the CFM steps of a batch of later ones;
         ``vocoder_yield``: its batches of later chunks wait while a request decodes toward its first chunk.
         ``vocoder_catch_up``: a stream that fell behind sends its due chunks at once (:meth:`stream`).
+        ``vocoder_deadlines``: later chunks by their listener's playback deadline; yields only with slack.
         ``prefill_graphs``: the batch's prefill replayed from CUDA graphs (:class:`BatchT3`, opt-in)."""
         from ttsbench.chatterbox.fast_batch import BatchT3, T3Scheduler
         from ttsbench.chatterbox.fast_vocoder import VocodeBatcher
@@ -654,7 +667,12 @@ class FastChatterbox:
             self.euler.max_cached = max(self.euler.max_cached, shapes)
             self.s3graphs.widen(shapes)
             self.vocoder = VocodeBatcher(
-                self, max_batch=slots, lengths=chunk_lengths, preempt=vocoder_preempt, yield_t3=vocoder_yield
+                self,
+                max_batch=slots,
+                lengths=chunk_lengths,
+                preempt=vocoder_preempt,
+                yield_t3=vocoder_yield,
+                deadlines=vocoder_deadlines,
             )
             vocoder = self.vocoder.warmup(chunk_lengths) if self.use_graph and self.device.type == "cuda" else {}
         self.scheduler = T3Scheduler(self.batch, poll=poll_tokens)

@@ -70,6 +70,9 @@ from ttsbench.metrics import ms_dist
 
 PACE_AHEAD = 2  # CFM steps a preemptible batch keeps queued on the GPU ahead of the vocoder thread
 YIELD_MAX_S = 0.25  # longest a batch of later chunks waits for a request's first tokens (prefill + 12 steps)
+# with deadlines: a batch of later chunks yields only while each of its streams has at least this much audio left
+# to play beyond the yield (a batch of later chunks took 200-380 ms to vocode next to T3 at c=4 on the H100)
+DEADLINE_SLACK_S = 0.4
 TRACE_CALLS = 160  # vocoder calls kept in the trace (a c=4 level of the HTTP benchmark makes about 70)
 TRACE_WAITS = 1000  # waits kept per kind for the state's distribution
 
@@ -87,6 +90,7 @@ class _Job:
     t_submit: float = field(default_factory=time.perf_counter)
     decode_ms: float | None = None  # a first chunk: from its request's expect_first() to this submission
     after: _Job | None = None  # the same stream's chunk before this one (taken first: posts run in order)
+    deadline: float | None = None  # perf_counter time at which its stream's listener runs out of audio
 
     def fits(self, n: int) -> bool:
         """Whether this job can be vocoded at ``n`` tokens (its own, or more with left context prepended)."""
@@ -125,6 +129,7 @@ class VocodeBatcher:
         lengths: tuple[int, ...] = (),
         preempt: bool = False,
         yield_t3: bool = False,
+        deadlines: bool = False,
     ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
@@ -132,6 +137,9 @@ class VocodeBatcher:
         self.max_batch = max_batch
         self.preempt = preempt
         self.yield_t3 = yield_t3
+        self.deadlines = deadlines  # later chunks by playback deadline; yields only with slack (see _yield)
+        self._hand: float | None = None  # the earliest deadline of the batch being vocoded
+        self.slack_refusals = 0  # yields not made (or cut short) because a stream would have run out of audio
         self._expecting = 0  # requests decoding toward their first chunk (expect_first)
         self.yields = 0  # waits for a request's first tokens
         self.yield_s = 0.0
@@ -172,6 +180,7 @@ class VocodeBatcher:
         post: Callable[[Any], Any] | None = None,
         prefix: torch.Tensor | None = None,
         first_in: Callable[[], None] | None = None,
+        deadline: float | None = None,
     ) -> Any:
         """Float32 numpy waveform (samples,) of 1-D valid speech tokens, vocoded with whatever else is due;
         ``post(wav)``'s result instead where given. ``post`` runs on the vocoder thread in the same turn (on its
@@ -179,14 +188,17 @@ class VocodeBatcher:
         ``prefix``: the tokens before ``tokens`` in the sentence; some of them may be vocoded as more left
         context to batch this chunk with longer ones (their audio is dropped: the result is the same length).
         ``first_in``: :meth:`expect_first`'s release, called as the job is queued (one step: the thread never
-        sees the request neither expected nor queued, so it cannot start later chunks in between)."""
-        return self.vocode_many([(tokens, prefix, post)], urgent=urgent, first_in=first_in)[0]
+        sees the request neither expected nor queued, so it cannot start later chunks in between).
+        ``deadline``: ``time.perf_counter()`` at which the stream's listener runs out of audio without this chunk
+        (with ``deadlines``: later chunks are taken earliest deadline first, and yield only with slack)."""
+        return self.vocode_many([(tokens, prefix, post)], urgent=urgent, first_in=first_in, deadline=deadline)[0]
 
     def vocode_many(
         self,
         chunks: list[tuple[torch.Tensor, torch.Tensor | None, Callable[[Any], Any] | None]],
         urgent: bool = False,
         first_in: Callable[[], None] | None = None,
+        deadline: float | None = None,
     ) -> list[Any]:
         """:meth:`vocode` for consecutive chunks of one stream, ``(tokens, prefix, post)`` each, queued at once so
         that they can share one call (a stream that fell behind catches up in one call instead of one per
@@ -200,6 +212,7 @@ class VocodeBatcher:
             jobs: list[_Job] = []
             for tokens, prefix, post in chunks:
                 job = _Job(tokens, urgent, self._seq, post, prefix=prefix, after=jobs[-1] if jobs else None)
+                job.deadline = deadline  # the earliest of them: its listener runs out of audio first
                 if isinstance(first_in, _Expected) and not first_in.released:
                     job.decode_ms = (job.t_submit - first_in.t0) * 1e3  # the request's decoding up to this chunk
                 self._seq += 1
@@ -226,7 +239,9 @@ class VocodeBatcher:
     def _yield(self) -> None:
         """With ``yield_t3``: while a request decodes toward its first chunk and no first chunk waits, hold off,
         so that its tokens are not decoded next to a batch of later chunks. A batch is held :data:`YIELD_MAX_S`
-        at most in all (before it starts and between its steps), whatever keeps a request from its first chunk."""
+        at most in all (before it starts and between its steps), whatever keeps a request from its first chunk.
+        With ``deadlines``, only while every waiting later chunk and the batch in hand keep more than
+        :data:`DEADLINE_SLACK_S` of audio to play: a new request's first audio never costs a gap elsewhere."""
         if not self.yield_t3 or self._held >= YIELD_MAX_S:
             return
         t0 = time.perf_counter()
@@ -234,10 +249,14 @@ class VocodeBatcher:
         with self._cv:
             if not self._decoding_first() or self._stop or any(j.urgent for j in self._jobs):
                 return
+            if self._slack() <= DEADLINE_SLACK_S:  # a stream already playing would run out: no yield
+                self.slack_refusals += 1
+                return
             self.yields += 1
             while self._decoding_first() and not self._stop and not any(j.urgent for j in self._jobs):
-                left = deadline - time.perf_counter()
+                left = min(deadline - time.perf_counter(), self._slack() - DEADLINE_SLACK_S)
                 if left <= 0:
+                    self.slack_refusals += deadline - time.perf_counter() > 0
                     break
                 self._cv.wait(left)
         held = time.perf_counter() - t0
@@ -260,7 +279,7 @@ class VocodeBatcher:
         def ready(j: _Job, chosen: list[_Job]) -> bool:  # a stream's chunk never goes before the one ahead of it
             return j.after is None or id(j.after) not in waiting or any(c is j.after for c in chosen)
 
-        order = sorted(self._jobs, key=lambda j: (not j.urgent, j.seq))
+        order = sorted(self._jobs, key=self._rank)
         head = next(j for j in order if ready(j, []))  # the first job of a chain is always ready
         best: list[_Job] = [head]
         n_best = len(head.tokens)
@@ -273,12 +292,27 @@ class VocodeBatcher:
             for j in order:
                 if len(group) < self.max_batch and j is not head and j.fits(n) and ready(j, group):
                     group.append(j)
-            group.sort(key=lambda j: (not j.urgent, j.seq))
+            group.sort(key=self._rank)
             if len(group) > len(best):
                 best, n_best = group, n
         for j in best:
             self._jobs.remove(j)
         return best, n_best
+
+    def _rank(self, j: _Job) -> tuple:
+        """Urgent (first chunks) first; then, with ``deadlines``, the earliest playback deadline; then the oldest."""
+        dl = j.deadline if self.deadlines and j.deadline is not None else float("inf")
+        return (not j.urgent, dl, j.seq)
+
+    def _slack(self) -> float:
+        """Seconds until the first listener of a waiting later chunk or of the batch in hand runs out of audio
+        (inf without deadlines)."""
+        if not self.deadlines:
+            return float("inf")
+        dls = [j.deadline for j in self._jobs if not j.urgent and j.deadline is not None]
+        if self._hand is not None:
+            dls.append(self._hand)
+        return min(dls, default=float("inf")) - time.perf_counter()
 
     def _loop(self) -> None:
         try:
@@ -315,6 +349,8 @@ class VocodeBatcher:
         t0 = time.perf_counter()
         urgent = any(j.urgent for j in group)
         preemptible = (self.preempt or self.yield_t3) and not urgent and not nested
+        if not nested:
+            self._hand = min((j.deadline for j in group if j.deadline is not None), default=None)
         for j in group:
             self._waits["first" if j.urgent else "later"].append((t0 - j.t_submit) * 1e3)
         try:
@@ -341,6 +377,7 @@ class VocodeBatcher:
             t1 = time.perf_counter()
             if not nested:  # a nested call's time is inside its outer call's
                 self.busy_s += t1 - t0
+                self._hand = None
             self.batches[len(group)] = self.batches.get(len(group), 0) + 1
             self._trace.append(
                 {
@@ -352,6 +389,8 @@ class VocodeBatcher:
                     "nested": nested,
                     "wait_ms": [round((t0 - j.t_submit) * 1e3, 1) for j in group],
                     "decode_ms": [None if j.decode_ms is None else round(j.decode_ms, 1) for j in group],
+                    # audio each row's listener had left when the call started (negative: it had run out)
+                    "slack_ms": [None if j.deadline is None else round((j.deadline - t0) * 1e3, 1) for j in group],
                 }
             )
             for j in group:
@@ -422,6 +461,8 @@ class VocodeBatcher:
             "preemptions": self.preemptions,
             "yield_t3": self.yield_t3,
             "expecting": self._expecting,  # requests decoding toward a first chunk now (0 when idle)
+            "deadlines": self.deadlines,
+            "slack_refusals": self.slack_refusals,
             "yields": self.yields,
             "yield_s": round(self.yield_s, 3),
             "wait_ms": {k: ms_dist(list(v)) for k, v in self._waits.items()},

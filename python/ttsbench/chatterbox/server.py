@@ -106,6 +106,7 @@ class ServerConfig:
     vocoder_preempt: bool = True  # first chunks vocoded between the CFM steps of a batch of later chunks
     vocoder_yield: bool = True  # batches of later chunks wait while a request decodes its first tokens
     vocoder_catch_up: bool = True  # a stream that fell behind sends its due chunks to the vocoder at once
+    vocoder_deadlines: bool = False  # later chunks by playback deadline; yields only where no stream runs out
     s3_compile: bool = False  # fast path on CUDA: CFM estimator through torch.compile (not bit-equal; checked)
     pause_t3_first_chunk: bool = True  # fast path, batch_slots > 0: no T3 steps while a first chunk is vocoded
     fast_max_len: int = 2048  # fast path: KV cache positions per request
@@ -261,6 +262,7 @@ class Engine:
                 vocoder_preempt=cfg.vocoder_preempt,
                 vocoder_yield=cfg.vocoder_yield,
                 vocoder_catch_up=cfg.vocoder_catch_up,
+                vocoder_deadlines=cfg.vocoder_deadlines,
                 first_chunk_tokens=cfg.first_chunk_tokens,
                 chunk_tokens=cfg.chunk_tokens,
                 prefill_graphs=cfg.t3_prefill_graphs,

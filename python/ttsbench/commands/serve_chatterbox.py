@@ -144,6 +144,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "four). Default on; off: one chunk per call",
     )
     p.add_argument(
+        "--vocoder-deadlines",
+        choices=("on", "off"),
+        default="off",
+        help="fast path with batched vocoding: later chunks go earliest playback deadline first (when a listener "
+        "who started at the first chunk runs out of audio), and batches of them yield to a new request's first "
+        "tokens only while every stream keeps 0.4 s of audio to play. Meant against the c=4 playback stalls "
+        "measured with the defaults (docs/benchmarks/README.md); not measured yet, so off by default",
+    )
+    p.add_argument(
         "--s3-compile",
         choices=("on", "off"),
         default="off",
@@ -239,6 +248,7 @@ def _run(args: argparse.Namespace) -> int:
         vocoder_preempt=args.vocoder_preempt == "on",
         vocoder_yield=args.vocoder_yield == "on",
         vocoder_catch_up=args.vocoder_catch_up == "on",
+        vocoder_deadlines=args.vocoder_deadlines == "on",
         hift=args.hift,
         pause_t3_first_chunk=args.pause_t3_first_chunk == "on",
         s3_compile=args.s3_compile == "on",
