@@ -62,6 +62,11 @@ def _health(url: str) -> dict:
         return json.loads(r.read())
 
 
+# a level's headline numbers, as printed and summarised: first audio, RTF, throughput, and whether the streams
+# played without gaps (a listener playing from the first audio on)
+SUMMARY_KEYS = ("p50_first_audio_ms", "p50_rtf", "throughput_audio_s_per_s", "p90_stall_ms", "stalled_requests")
+
+
 async def _level(url: str, utts: list, c: int, n: int, timeout_s: float = 300.0) -> dict[str, Any]:
     from ttsbench.httpbench import RunPlan, RunState, SpeechTarget, run_plan
     from ttsbench.metrics import percentile
@@ -239,8 +244,7 @@ def run_ab(doc: dict[str, Any], name: str, flags: str, run: Callable[[], dict[st
         entry["error"] = f"{type(exc).__name__}: {exc}"[:500]
         print(json.dumps({"ab": name, "error": entry["error"]}), flush=True)
         return
-    keys = ("p50_first_audio_ms", "p50_rtf", "throughput_audio_s_per_s")
-    summary = {c: {k: var[c][k] for k in keys} for c in ("c1", "c4")}
+    summary = {c: {k: var[c].get(k) for k in SUMMARY_KEYS} for c in ("c1", "c4")}
     if summary["c1"]["throughput_audio_s_per_s"]:
         summary["c4"]["throughput_vs_c1"] = (
             summary["c4"]["throughput_audio_s_per_s"] / summary["c1"]["throughput_audio_s_per_s"]
@@ -1006,8 +1010,8 @@ def main(argv: list[str] | None = None) -> int:
         ready_timeout_s=args.ready_timeout,
     )
     doc["fast"] = fast
-    doc["c1"] = {k: fast["c1"][k] for k in ("p50_first_audio_ms", "p50_rtf", "throughput_audio_s_per_s")}
-    doc["c4"] = {k: fast["c4"][k] for k in ("p50_first_audio_ms", "p50_rtf", "throughput_audio_s_per_s")}
+    doc["c1"] = {k: fast["c1"].get(k) for k in SUMMARY_KEYS}
+    doc["c4"] = {k: fast["c4"].get(k) for k in SUMMARY_KEYS}
     if fast["c1"]["throughput_audio_s_per_s"]:
         doc["c4"]["throughput_vs_c1"] = fast["c4"]["throughput_audio_s_per_s"] / fast["c1"]["throughput_audio_s_per_s"]
     write_json_atomic(out, doc)
@@ -1026,10 +1030,7 @@ def main(argv: list[str] | None = None) -> int:
             ready_timeout_s=args.ready_timeout,
         )
         doc["fast_vocoder_off"] = off
-        doc["vocoder_off"] = {
-            c: {k: off[c][k] for k in ("p50_first_audio_ms", "p50_rtf", "throughput_audio_s_per_s")}
-            for c in ("c1", "c4")
-        }
+        doc["vocoder_off"] = {c: {k: off[c].get(k) for k in SUMMARY_KEYS} for c in ("c1", "c4")}
         write_json_atomic(out, doc)
     for i, spec in enumerate(args.ab):
         name, _, flags = spec.partition("=")
@@ -1067,7 +1068,7 @@ def main(argv: list[str] | None = None) -> int:
             ready_timeout_s=args.ready_timeout,
         )
         doc["upstream"] = up
-        doc["upstream_c1"] = {k: up["c1"][k] for k in ("p50_first_audio_ms", "p50_rtf", "throughput_audio_s_per_s")}
+        doc["upstream_c1"] = {k: up["c1"].get(k) for k in SUMMARY_KEYS}
     if not args.skip_t3:
         guarded(doc, "t3", lambda p: t3_section(str(path), utts, steps=args.t3_steps), out, timeout)
     if args.probe_compile:

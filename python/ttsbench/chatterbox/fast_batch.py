@@ -343,7 +343,10 @@ class TokenStream:
     def __next__(self) -> torch.Tensor:
         if self._done:
             raise StopIteration
-        item, self._held = (self._held, None) if self._held is not None else (self._req.out.get(), None)
+        if self._held is not None:  # the end or an error that ready() ran into
+            item, self._held = self._held, None
+        else:
+            item = self._req.out.get()
         if item is _DONE:
             self.exhausted = True
             self.close()

@@ -245,7 +245,7 @@ class VocodeBatcher:
         if not self.yield_t3 or self._held >= YIELD_MAX_S:
             return
         t0 = time.perf_counter()
-        deadline = t0 + YIELD_MAX_S - self._held  # one budget for a batch: before it starts and between its steps
+        budget_end = t0 + YIELD_MAX_S - self._held  # one budget for a batch: before it starts and between its steps
         with self._cv:
             if not self._decoding_first() or self._stop or any(j.urgent for j in self._jobs):
                 return
@@ -254,9 +254,9 @@ class VocodeBatcher:
                 return
             self.yields += 1
             while self._decoding_first() and not self._stop and not any(j.urgent for j in self._jobs):
-                left = min(deadline - time.perf_counter(), self._slack() - DEADLINE_SLACK_S)
+                left = min(budget_end - time.perf_counter(), self._slack() - DEADLINE_SLACK_S)
                 if left <= 0:
-                    self.slack_refusals += deadline - time.perf_counter() > 0
+                    self.slack_refusals += budget_end - time.perf_counter() > 0  # cut short by a listener
                     break
                 self._cv.wait(left)
         held = time.perf_counter() - t0
@@ -270,10 +270,12 @@ class VocodeBatcher:
         return self._expecting - (sched.queued() if sched is not None else 0)
 
     def _take(self) -> tuple[list[_Job], int]:
-        """The most urgent job (urgent first, then oldest) and the waiting jobs that can be vocoded with it, up to
-        max_batch, and their common length: the head's own, or a longer one it reaches with more left context,
-        whichever takes the most jobs (the shorter on a tie). Once :attr:`lengths` are known, jobs are batched
-        only at those lengths (a batch of a shape without graphs runs eagerly, slower than one by one)."""
+        """The most urgent job (urgent first; then the earliest playback deadline with ``deadlines``; then the
+        oldest; never a chunk while the chunk ahead of it in its stream still waits) and the waiting jobs that can
+        be vocoded with it, up to max_batch, and their common length: the head's own, or a longer one it reaches
+        with more left context, whichever takes the most jobs (the shorter on a tie). Once :attr:`lengths` are
+        known, jobs are batched only at those lengths (a batch of a shape without graphs runs eagerly, slower
+        than one by one)."""
         waiting = {id(j) for j in self._jobs}
 
         def ready(j: _Job, chosen: list[_Job]) -> bool:  # a stream's chunk never goes before the one ahead of it
