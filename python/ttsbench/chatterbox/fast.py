@@ -489,43 +489,37 @@ class FastChatterbox:
                 return None
             return t_start + tm.first_chunk_s + sum(tm.chunks) / SR
 
-        def vocode_next(n: int) -> Any:
+        def via_batcher(sizes: list[int]) -> list[Any]:
+            """Consecutive chunks of ``sizes`` new tokens through the batching vocoder thread (seam and watermark
+            there), queued at once so that they can share one call; in order, seams and all. Several when the
+            stream fell behind (T3 ran ahead of the vocoder); a request's first chunk is urgent."""
             t0 = time.perf_counter()
-            chunk, prefix, ctx = piece(n, done)
             first = tm.first_chunk_s is None
-            stamp: list[float] = []
-            if batcher is not None:  # concurrent streams: the batching vocoder thread (seam and watermark there)
-                audio = batcher.vocode(
-                    chunk,
-                    urgent=first,
-                    post=seam.post(ctx, stamp),
-                    prefix=prefix,
-                    first_in=first_in,
-                    deadline=runs_out(),
-                )
-            else:
-                hold = (
-                    self.scheduler.paused()
-                    if tokens is not None and self.scheduler is not None and first and self.pause_t3_first_chunk
-                    else contextlib.nullcontext()
-                )
-                with self.s3_lock.urgent() if first else self.s3_lock, hold, self._on_s3_stream():
-                    # same turn of the vocoder: a first chunk waits only once
-                    audio = seam.post(ctx, stamp)(self.vocode(chunk).squeeze(0).float().cpu().numpy())
-            return finish(audio, t0, stamp[0], n)
-
-        def catch_up(sizes: list[int]) -> list[Any]:
-            """Later chunks that are all due now (the stream fell behind: T3 ran ahead of the vocoder) queued at
-            once, so that they can share one vocoder call; in order, seams and all."""
-            t0 = time.perf_counter()
             at, jobs, stamps = done, [], []
             for n in sizes:
                 chunk, prefix, ctx = piece(n, at)
                 stamps.append([])
                 jobs.append((chunk, prefix, seam.post(ctx, stamps[-1])))
                 at += n
-            audios = batcher.vocode_many(jobs, deadline=runs_out())
+            audios = batcher.vocode_many(jobs, urgent=first, first_in=first_in, deadline=runs_out())
             return [finish(a, t0, st[0], n) for a, st, n in zip(audios, stamps, sizes, strict=True)]
+
+        def vocode_next(n: int) -> Any:
+            if batcher is not None:  # concurrent streams
+                return via_batcher([n])[0]
+            t0 = time.perf_counter()
+            chunk, _, ctx = piece(n, done)
+            first = tm.first_chunk_s is None
+            stamp: list[float] = []
+            hold = (
+                self.scheduler.paused()
+                if tokens is not None and self.scheduler is not None and first and self.pause_t3_first_chunk
+                else contextlib.nullcontext()
+            )
+            with self.s3_lock.urgent() if first else self.s3_lock, hold, self._on_s3_stream():
+                # same turn of the vocoder: a first chunk waits only once
+                audio = seam.post(ctx, stamp)(self.vocode(chunk).squeeze(0).float().cpu().numpy())
+            return finish(audio, t0, stamp[0], n)
 
         def add(part: torch.Tensor) -> None:
             nonlocal valid_all
@@ -565,7 +559,7 @@ class FastChatterbox:
                             if left % chunk_tokens:  # the last, shorter chunk rides along
                                 sizes.append(left % chunk_tokens)
                         if len(sizes) > 1:
-                            yield from catch_up(sizes[: batcher.max_batch])
+                            yield from via_batcher(sizes[: batcher.max_batch])
                             continue
                     yield vocode_next(target)
                     target = chunk_tokens
