@@ -976,9 +976,9 @@ def test_compiled_estimator_is_checked_against_eager(monkeypatch) -> None:
 
 
 class _ScriptedTokens:
-    """A stand-in for the scheduler's TokenStream (its interface, over a script): ``next()`` gives the parts of ``nexts`` one by one; ``ready()``
-    (when given) gives the ``later`` parts at once, as decoded while the stream's last chunk was vocoded, then
-    the end. Without ``ready`` it is a plain iterator over the same parts."""
+    """A stand-in for the scheduler's TokenStream (its interface, over a script): ``next()`` gives the parts of
+    ``nexts`` one by one; ``ready()`` (when given) gives the ``later`` parts at once, as decoded while the
+    stream's last chunk was vocoded, then the end. Without ``ready`` it is a plain iterator over the same parts."""
 
     def __init__(self, nexts: list, later: list, with_ready: bool) -> None:
         self._it = iter(nexts + ([] if with_ready else later))
